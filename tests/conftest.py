@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny random models (milliseconds), the real embedded model only where needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from textenv.assets import SETUP_COMMAND
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    from textenv.models import load_causal_lm
+
+    return load_causal_lm("tiny-gpt2", seed=0)
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer():
+    from textenv.tokenization import load_gpt2_tokenizer
+
+    return load_gpt2_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The embedded SmolLM2-135M; skipped (naming the set-up command) when it is not in the cache."""
+    from textenv.models import embedded_available, load_causal_lm
+
+    if not embedded_available():
+        pytest.skip(f"embedded model not in the cache: run {SETUP_COMMAND}")
+    return load_causal_lm("smollm2-135m")
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """Point TEXTENV_CACHE at an empty folder."""
+    monkeypatch.setenv("TEXTENV_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
