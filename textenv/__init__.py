@@ -1,11 +1,47 @@
 """textenv: token-level Gymnasium environments for RL from human preferences on language.
 
 Re-implements Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences". Importing this
-package is cheap: it loads no model, touches no file and makes no network call.
+package registers the environments and is cheap: it loads no model, touches no file and makes no network
+call (gymnasium and numpy only).
+
+    import gymnasium as gym, textenv
+    env = gym.make("BookSentiment-v0")
+    envs = gym.make_vec("BookSentiment-v0", num_envs=64, vectorization_mode="vector_entry_point")
 """
 
 from __future__ import annotations
 
+from gymnasium.envs.registration import register, registry
+
+from textenv.tasks import TASKS, TaskConfig, get_task
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+ENV_IDS: tuple[str, ...] = tuple(TASKS)
+
+for _id in ENV_IDS:
+    if _id not in registry:
+        # Only the task id goes into the registered kwargs: Gymnasium deep-copies them on every make,
+        # so heavy objects (tokenizer, reward function) are passed to gym.make instead (DESIGN.md).
+        register(
+            id=_id,
+            entry_point="textenv.env:TextEnv",
+            vector_entry_point="textenv.vector:TextVectorEnv",
+            kwargs={"task": _id},
+        )
+
+
+def __getattr__(name: str):
+    # Lazy access to the env classes keeps `import textenv` cheap.
+    if name == "TextEnv":
+        from textenv.env import TextEnv
+
+        return TextEnv
+    if name == "TextVectorEnv":
+        from textenv.vector import TextVectorEnv
+
+        return TextVectorEnv
+    raise AttributeError(f"module 'textenv' has no attribute {name!r}")
+
+
+__all__ = ["ENV_IDS", "TASKS", "TaskConfig", "TextEnv", "TextVectorEnv", "__version__", "get_task"]

@@ -19,6 +19,7 @@ disabled in every model by default (PAPER.md §1.3, must-have 23).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -257,6 +258,37 @@ def _from_hub(spec: str, dtype):
     return model, tok
 
 
+@functools.lru_cache(maxsize=16)
+def load_tokenizer(spec: str = EMBEDDED_DEFAULT) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model spec (same specs as :func:`load_causal_lm`), pad token ensured.
+
+    ``"gpt2-bpe"`` and the tiny specs give OpenAI's GPT-2 BPE. Cached per spec within a process.
+    """
+    from transformers import AutoTokenizer
+
+    spec = resolve_spec(spec)
+    if spec in TINY_MODELS or spec in ("gpt2-bpe", "gpt2-tokenizer"):
+        return load_gpt2_tokenizer()
+    if spec == EMBEDDED_DEFAULT:
+        tok = AutoTokenizer.from_pretrained(str(_embedded_folder()))
+    elif spec.endswith(".gguf"):
+        tok = AutoTokenizer.from_pretrained(str(_gguf_folder(Path(spec).expanduser())))
+    elif Path(spec).expanduser().is_dir():
+        tok = AutoTokenizer.from_pretrained(str(Path(spec).expanduser()))
+    else:
+        try:
+            tok = AutoTokenizer.from_pretrained(spec, local_files_only=True)
+        except OSError:
+            if not hub_reachable():
+                raise ModelUnavailableError(
+                    f"Tokenizer {spec!r} is not local, not in the Hugging Face cache, and the hub cannot be "
+                    f"reached (offline). Use {EMBEDDED_DEFAULT!r}, 'gpt2-bpe' or a local folder."
+                ) from None
+            tok = AutoTokenizer.from_pretrained(spec)
+    ensure_pad_token(tok)
+    return tok
+
+
 def embedded_available() -> bool:
     """True when the embedded default model is converted in the cache."""
     return asset_ready(EMBEDDED_DEFAULT)
@@ -271,5 +303,6 @@ __all__ = [
     "embedded_available",
     "hub_reachable",
     "load_causal_lm",
+    "load_tokenizer",
     "set_dropout",
 ]
