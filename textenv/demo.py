@@ -1,9 +1,10 @@
 """``make demo`` / ``textenv demo``: the embedded default end to end, offline.
 
-Loads the embedded SmolLM2-135M twice (the second load is timed: the cache makes it take about a
-second), builds continuation prompts from the offline books corpus, samples fixed-length responses at
-the paper's temperature, applies the paper's truncation rule and scores each with the mock sentiment
-labeler (VADER), giving the -1 penalty to responses without a period in the allowed window (PAPER.md §1.6).
+Loads the embedded SmolLM2-135M twice (the second load is timed: the safetensors cache makes it take
+about a second), builds the ``BookSentiment-v0`` vector environment, samples fixed-length responses at
+the task's temperature (pure ancestral sampling: no top-k/top-p, no EOS stop), steps the environment one
+token column at a time, and prints each episode's truncated response and score: the mock sentiment
+labeler's score, or the -1 penalty when there is no period at index >= 16 (PAPER.md §1.6).
 """
 
 from __future__ import annotations
@@ -13,20 +14,40 @@ import time
 import numpy as np
 
 
-def _vader():
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+def sample_responses(
+    model, context: np.ndarray, pad_id: int, length: int, temperature: float, seed: int
+) -> np.ndarray:
+    """``length`` tokens per row by ancestral sampling at ``temperature`` (KV cache via ``generate``)."""
+    import torch
 
-    return SentimentIntensityAnalyzer()
+    from textenv.tokenization import padded_inputs
+
+    inputs = padded_inputs(torch.as_tensor(context), pad_id)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=length,
+            min_new_tokens=length,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
+    torch.random.set_rng_state(generator_state)
+    return out[:, context.shape[1] :].numpy()
 
 
 def run_demo(model: str = "smollm2-135m", episodes: int = 4, seed: int = 0) -> int:
-    import torch
+    import gymnasium as gym
 
-    from textenv.data import load_books, trim_passage
+    import textenv  # noqa: F401
     from textenv.models import load_causal_lm
-    from textenv.tokenization import pad_sequences, padded_inputs, token_id
 
-    query_length, response_length, temperature, truncate_after = 64, 24, 0.7, 16
     t0 = time.perf_counter()
     lm, tok = load_causal_lm(model)
     first = time.perf_counter() - t0
@@ -35,53 +56,29 @@ def run_demo(model: str = "smollm2-135m", episodes: int = 4, seed: int = 0) -> i
     second = time.perf_counter() - t0
     print(f"[demo] model {model!r}: first load {first:.1f}s (includes imports), second load {second:.2f}s")
 
-    period = token_id(tok, ".")
-    queries: list[list[int]] = []
-    for passage in load_books("valid"):
-        ids = trim_passage(
-            tok.encode(passage.text), max_length=query_length, min_length=32, start_id=period, end_id=period
-        )
-        if ids is not None:
-            queries.append(ids)
-        if len(queries) == episodes:
-            break
-    pad = tok.pad_token_id
-    batch = torch.tensor(pad_sequences(queries, pad, query_length, side="left"))
-    inputs = padded_inputs(batch, pad)
-    torch.manual_seed(seed)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        out = lm.generate(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            do_sample=True,
-            temperature=temperature,
-            top_k=0,
-            top_p=1.0,
-            max_new_tokens=response_length,
-            min_new_tokens=response_length,
-            eos_token_id=None,
-            pad_token_id=0,
-        )
-    responses = out[:, query_length:].numpy()
-    print(
-        f"[demo] sampled {episodes} x {response_length} tokens at T={temperature} in {time.perf_counter() - t0:.1f}s"
+    envs = gym.make_vec(
+        "BookSentiment-v0", num_envs=episodes, vectorization_mode="vector_entry_point", tokenizer=tok
     )
-
-    vader = _vader()
-    scores = []
-    for q, r in zip(queries, responses):
-        hits = [i for i, t in enumerate(r) if t == period and i >= truncate_after]
-        if hits:
-            text = tok.decode(r[: hits[0] + 1])
-            score = vader.polarity_scores(text)["compound"]
-        else:
-            text, score = tok.decode(r), -1.0
-        scores.append(score)
+    cfg, rt = envs.unwrapped.config, envs.unwrapped.runtime
+    obs, _ = envs.reset(seed=seed)
+    t0 = time.perf_counter()
+    responses = sample_responses(
+        lm, obs[:, : rt.context_length], rt.pad_id, cfg.response_length, cfg.temperature, seed
+    )
+    print(
+        f"[demo] sampled {episodes} x {cfg.response_length} tokens at T={cfg.temperature} in {time.perf_counter() - t0:.1f}s"
+    )
+    for t in range(cfg.response_length):
+        obs, rewards, terminated, _, info = envs.step(responses[:, t])
+    assert terminated.all()
+    for i in range(episodes):
         print("-" * 100)
-        print(f"QUERY    ...{tok.decode(q)[-160:]!s}")
-        print(f"RESPONSE {text!r}")
-        print(f"SCORE    {score:+.3f}" + ("  (penalty: no period at index >= 16)" if not hits else ""))
+        print(f"QUERY    ...{rt.decode(obs[i, : rt.context_length])[-160:]}")
+        print(f"RESPONSE {info['truncated_text'][i]!r}")
+        note = "" if info["valid"][i] else "  (penalty: no period at index >= 16)"
+        print(f"REWARD   {rewards[i]:+.3f}{note}")
     print("-" * 100)
-    print(f"[demo] mean score {np.mean(scores):+.3f} over {episodes} episodes")
+    print(
+        f"[demo] mean reward {np.mean(rewards):+.3f} over {episodes} episodes; valid {info['valid'].mean():.0%}"
+    )
     return 0

@@ -1,0 +1,1 @@
+"""Benchmark scripts: ``python -m benchmarks.<name>``; each prints one JSON line per result."""
