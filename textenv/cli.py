@@ -1,4 +1,4 @@
-"""The ``textenv`` command. Subcommands grow with the project; names map to functions in one plain dict."""
+"""``textenv`` subcommands of the environment layer: setup, info, demo (composed in :mod:`agents.cli`)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(model=args.model, episodes=args.episodes, seed=args.seed)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(return_subparsers: bool = False):
     parser = argparse.ArgumentParser(prog="textenv", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="smollm2-135m", help="model spec (default: the embedded SmolLM2-135M)")
     p.add_argument("--episodes", type=int, default=4, help="number of episodes to sample and score")
     p.add_argument("--seed", type=int, default=0)
-    return parser
+    return (parser, sub) if return_subparsers else parser
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -14,39 +14,12 @@ import time
 import numpy as np
 
 
-def sample_responses(
-    model, context: np.ndarray, pad_id: int, length: int, temperature: float, seed: int
-) -> np.ndarray:
-    """``length`` tokens per row by ancestral sampling at ``temperature`` (KV cache via ``generate``)."""
-    import torch
-
-    from textenv.tokenization import padded_inputs
-
-    inputs = padded_inputs(torch.as_tensor(context), pad_id)
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            do_sample=True,
-            temperature=temperature,
-            top_k=0,
-            top_p=1.0,
-            max_new_tokens=length,
-            min_new_tokens=length,
-            eos_token_id=None,
-            pad_token_id=0,
-        )
-    torch.random.set_rng_state(generator_state)
-    return out[:, context.shape[1] :].numpy()
-
-
 def run_demo(model: str = "smollm2-135m", episodes: int = 4, seed: int = 0) -> int:
     import gymnasium as gym
 
     import textenv  # noqa: F401
     from textenv.models import load_causal_lm
+    from textenv.sampling import sample_responses
 
     t0 = time.perf_counter()
     lm, tok = load_causal_lm(model)

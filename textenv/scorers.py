@@ -95,15 +95,20 @@ _ADJ_SUFFIX = re.compile(r"[a-z]{3,}(y|ous|ful|ish|en|ive|ent|ant)$")
 _WORD = re.compile(r"[A-Za-z']+")
 
 
+def descriptiveness(text: str) -> float:
+    """Share of the words of ``text`` that are sensory/concrete or adjective-shaped, in [0, 1]."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    if not words:
+        return 0.0
+    hits = sum(1 for w in words if w in _SENSORY or _ADJ_SUFFIX.fullmatch(w))
+    return hits / len(words)
+
+
 class DescriptivenessScore(_TextScorer):
     """Share of words that are sensory/concrete or adjective-shaped; see the module table."""
 
     def score_text(self, text: str) -> float:
-        words = [w.lower() for w in _WORD.findall(text)]
-        if not words:
-            return 0.0
-        hits = sum(1 for w in words if w in _SENSORY or _ADJ_SUFFIX.fullmatch(w))
-        return hits / len(words)
+        return descriptiveness(text)
 
 
 class RougeScore(_TextScorer):

@@ -1,0 +1,275 @@
+"""The reward model: an LM trunk, a scalar head at the last real token, and a gain/bias normaliser.
+
+PAPER.md §1.3 and must-have 6: ``r = gain * head(h_last) + bias`` where ``h_last`` is the trunk's final
+hidden state (after the final norm) at the last non-pad token of ``query ⊕ response``; the head weight is
+drawn from N(0, 1/sqrt(d + 1)) with bias 0; gain starts at 1 and bias at 0. The forward pass is
+padding-invariant (pads masked, position ids skip them), so pads anywhere change nothing.
+
+Trainable subset (a CPU-friendly option, not in the paper): ``top_blocks=k`` freezes the embeddings and
+all but the top ``k`` transformer blocks. The frozen part is then a fixed feature extractor, so
+:meth:`RewardModel.features` computes its output once per sequence and :meth:`RewardModel.score_features`
+runs only the top ``k`` blocks (``k = 0``: the head on cached final features). ``top_blocks=None`` trains
+the whole model, as the paper does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from textenv.tokenization import pad_sequences, padded_inputs
+
+
+class _StopForward(Exception):
+    """Raised by a pre-hook to end a forward pass once the frozen features are captured."""
+
+
+@dataclass
+class Features:
+    """Cached output of the frozen lower part for a batch of sequences."""
+
+    hidden: torch.Tensor  # (B, T, d) input of the first trainable block, or (B, d) final features when k = 0
+    attention_mask: torch.Tensor  # (B, T)
+    position_ids: torch.Tensor  # (B, T)
+
+    def index(self, idx) -> Features:
+        return Features(self.hidden[idx], self.attention_mask[idx], self.position_ids[idx])
+
+
+def _layers_attr(base: nn.Module) -> str:
+    for name in ("layers", "h", "blocks"):
+        if isinstance(getattr(base, name, None), nn.ModuleList):
+            return name
+    raise TypeError(f"Cannot find the transformer blocks of {type(base).__name__}; use top_blocks=None.")
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last non-pad position of each row, (B,)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (attention_mask.long() * positions).argmax(dim=1)
+
+
+class RewardModel(nn.Module):
+    """LM trunk + scalar head + gain/bias (see the module docstring)."""
+
+    def __init__(self, lm: nn.Module, pad_id: int, *, base_spec: str | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.lm = lm
+        self.pad_id = int(pad_id)
+        self.base_spec = base_spec
+        self.seed = int(seed)
+        d = lm.config.hidden_size
+        self.head = nn.Linear(d, 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(d + 1))  # §1.3: std 1/sqrt(d+1)
+        nn.init.zeros_(self.head.bias)
+        self.gain = nn.Parameter(torch.tensor(1.0))
+        self.bias = nn.Parameter(torch.tensor(0.0))
+        self.top_blocks: int | None = None
+
+    # -------------------------------------------------------------------------------- building
+    @classmethod
+    def from_spec(
+        cls, spec: str = "smollm2-135m", *, seed: int = 0, device: str = "cpu", dtype=None
+    ) -> RewardModel:
+        """A fresh reward model on the LM ``spec`` (any :func:`textenv.models.load_causal_lm` spec)."""
+        from textenv.models import load_causal_lm
+
+        lm, tok = load_causal_lm(spec, seed=seed, device=device, dtype=dtype)
+        rm = cls(lm, tok.pad_token_id, base_spec=str(spec), seed=seed)
+        rm.tokenizer = tok
+        return rm.to(device)
+
+    @property
+    def base(self) -> nn.Module:
+        return self.lm.base_model
+
+    @property
+    def n_blocks(self) -> int:
+        return len(getattr(self.base, _layers_attr(self.base)))
+
+    def set_trainable(self, top_blocks: int | None) -> None:
+        """Train everything (None) or only the top ``top_blocks`` blocks, the final norm and the head."""
+        self.top_blocks = top_blocks
+        for p in self.lm.parameters():
+            p.requires_grad_(top_blocks is None)
+        if top_blocks is None:
+            return
+        if not 0 <= top_blocks <= self.n_blocks:
+            raise ValueError(f"top_blocks={top_blocks} must lie in [0, {self.n_blocks}] for this trunk.")
+        blocks = getattr(self.base, _layers_attr(self.base))
+        for block in list(blocks)[self.n_blocks - top_blocks :]:
+            for p in block.parameters():
+                p.requires_grad_(True)
+        if top_blocks > 0:
+            for name, module in self.base.named_children():
+                if name in ("norm", "ln_f", "final_layernorm"):
+                    for p in module.parameters():
+                        p.requires_grad_(True)
+
+    # --------------------------------------------------------------------------------- scoring
+    def raw_scores(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Head output before gain/bias for (B, T) ids with pads anywhere; (B,)."""
+        inputs = padded_inputs(input_ids, self.pad_id)
+        hidden = self.base(**inputs).last_hidden_state  # (B, T, d), after the final norm
+        last = last_token_index(inputs["attention_mask"])
+        h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, d)
+        return self.head(h_last).squeeze(-1)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Normalised scores ``gain * head(h_last) + bias``, (B,)."""
+        return self.gain * self.raw_scores(input_ids) + self.bias
+
+    def sequences(self, queries: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``[left-padded query][response][right pads]`` as one (B, T) id tensor (pads are invisible)."""
+        q = pad_sequences([list(map(int, x)) for x in queries], self.pad_id, side="left")
+        r = pad_sequences([list(map(int, x)) for x in responses], self.pad_id, side="right")
+        return torch.as_tensor(np.concatenate([q, r], axis=1), device=self.head.weight.device)
+
+    @torch.no_grad()
+    def score(self, queries, responses, batch_size: int = 32) -> np.ndarray:
+        """Scores of (query, response) id pairs (pads in either are ignored), as a float64 array."""
+        out = []
+        for i in range(0, len(queries), batch_size):
+            ids = self.sequences(queries[i : i + batch_size], responses[i : i + batch_size])
+            out.append(self(ids).double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def as_reward_fn(self, batch_size: int = 32):
+        """The callable environments take: ``(queries, responses) -> scores`` on padded id arrays."""
+
+        def reward_fn(queries: np.ndarray, responses: np.ndarray) -> np.ndarray:
+            q = [[int(t) for t in row if t != self.pad_id] for row in np.asarray(queries)]
+            r = [[int(t) for t in row if t != self.pad_id] for row in np.asarray(responses)]
+            return self.score(q, r, batch_size=batch_size)
+
+        reward_fn.__name__ = f"RewardModel({self.base_spec})"
+        return reward_fn
+
+    # ------------------------------------------------------------------------- cached features
+    @torch.no_grad()
+    def features(self, input_ids: torch.Tensor) -> Features:
+        """Output of the frozen lower part (needs :meth:`set_trainable` with an int).
+
+        For ``k >= 1`` the forward stops at the input of the first trainable block (a pre-hook captures
+        it), so the top blocks are not run twice.
+        """
+        if self.top_blocks is None:
+            raise RuntimeError(
+                "features() needs a frozen lower part: call set_trainable(k) with an int k first."
+            )
+        inputs = padded_inputs(input_ids, self.pad_id)
+        if self.top_blocks == 0:
+            hidden = self.base(**inputs).last_hidden_state
+            last = last_token_index(inputs["attention_mask"])
+            return Features(
+                hidden[torch.arange(input_ids.shape[0]), last],
+                inputs["attention_mask"],
+                inputs["position_ids"],
+            )
+        first = getattr(self.base, _layers_attr(self.base))[self.n_blocks - self.top_blocks]
+        captured: list[torch.Tensor] = []
+
+        def grab(module, args, kwargs):
+            captured.append(args[0] if args else kwargs["hidden_states"])
+            raise _StopForward
+
+        handle = first.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self.base(**inputs)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        return Features(captured[0], inputs["attention_mask"], inputs["position_ids"])
+
+    @contextmanager
+    def _only_top_blocks(self):
+        attr = _layers_attr(self.base)
+        blocks = getattr(self.base, attr)
+        setattr(self.base, attr, nn.ModuleList(list(blocks)[self.n_blocks - self.top_blocks :]))
+        try:
+            yield
+        finally:
+            setattr(self.base, attr, blocks)
+
+    def score_features(self, feats: Features) -> torch.Tensor:
+        """Normalised scores from cached features, running only the trainable top blocks; (B,)."""
+        if self.top_blocks == 0:
+            return self.gain * self.head(feats.hidden).squeeze(-1) + self.bias
+        embeds = feats.hidden
+        wpe = getattr(self.base, "wpe", None)
+        if wpe is not None:  # GPT-2 adds absolute position embeddings to inputs_embeds: cancel them
+            embeds = embeds - wpe(feats.position_ids)
+        with self._only_top_blocks():
+            hidden = self.base(
+                inputs_embeds=embeds, attention_mask=feats.attention_mask, position_ids=feats.position_ids
+            ).last_hidden_state
+        last = last_token_index(feats.attention_mask)
+        h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self.gain * self.head(h_last).squeeze(-1) + self.bias
+
+    # ----------------------------------------------------------------------------- persistence
+    def save(self, folder: str | Path) -> None:
+        """``reward_model.json`` + ``weights.safetensors`` (head, gain, bias and every trainable trunk
+        tensor; the frozen rest is re-loaded from ``base_spec``)."""
+        from safetensors.torch import save_file
+
+        if self.base_spec is None:
+            raise ValueError(
+                "save() needs base_spec (the trunk's load_causal_lm spec); build with from_spec()."
+            )
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        trunk_trained = {n: p for n, p in self.lm.named_parameters() if p.requires_grad}
+        tensors = {
+            "head.weight": self.head.weight,
+            "head.bias": self.head.bias,
+            "gain": self.gain.reshape(1),
+            "bias": self.bias.reshape(1),
+            **{f"lm.{n}": p for n, p in trunk_trained.items()},
+        }
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+            str(folder / "weights.safetensors"),
+        )
+        meta = {
+            "base_spec": self.base_spec,
+            "seed": self.seed,
+            "pad_id": self.pad_id,
+            "top_blocks": self.top_blocks,
+            "format": 1,
+        }
+        (folder / "reward_model.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path, *, device: str = "cpu") -> RewardModel:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta_path = folder / "reward_model.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{folder} is not a saved reward model (no reward_model.json).")
+        meta = json.loads(meta_path.read_text())
+        rm = cls.from_spec(meta["base_spec"], seed=meta.get("seed", 0), device=device)
+        tensors = load_file(str(folder / "weights.safetensors"))
+        with torch.no_grad():
+            rm.head.weight.copy_(tensors.pop("head.weight"))
+            rm.head.bias.copy_(tensors.pop("head.bias"))
+            rm.gain.copy_(tensors.pop("gain")[0])
+            rm.bias.copy_(tensors.pop("bias")[0])
+            params = dict(rm.lm.named_parameters())
+            for name, value in tensors.items():
+                params[name.removeprefix("lm.")].copy_(value)
+        rm.set_trainable(meta["top_blocks"])
+        rm.eval()
+        return rm

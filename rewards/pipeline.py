@@ -1,0 +1,151 @@
+"""The paper's reward-learning data path: sample questions from a policy, label them, into the store.
+
+``sample_questions`` draws queries from a task (the same prompts and preprocessing as its environment),
+samples N responses per query from a causal LM at the task's temperature, applies the task's truncation
+rule and stores each query with its N truncated samples as an unlabelled question. By default, as in the
+paper, humans only see *valid* samples (a truncate token inside the allowed window): invalid samples are
+rejected and resampled (PAPER.md §1.6, "rejection sampling"); ``require_valid=False`` keeps them.
+
+``label_pending`` answers the unlabelled questions with a :class:`rewards.labelers.Labeler`, optionally
+asking a share of them twice (the paper's duplicate questions) to measure agreement.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from rewards.comparisons import Comparison, ComparisonStore
+
+logger = logging.getLogger(__name__)
+
+
+def sample_questions(
+    store: ComparisonStore,
+    task: str,
+    model,
+    tokenizer,
+    *,
+    n_queries: int,
+    n_samples: int = 4,
+    seed: int = 0,
+    batch_size: int = 32,
+    require_valid: bool = True,
+    max_rounds: int = 10,
+    policy_version: int = 0,
+    progress: Callable[[int], None] | None = None,
+    **task_overrides,
+) -> dict:
+    """Store ``n_queries`` questions of ``n_samples`` truncated samples each; returns statistics.
+
+    Args:
+        store: where the unlabelled questions go.
+        task: a registered id (e.g. ``"BookSentiment-v0"``); ``task_overrides`` change its config.
+        model, tokenizer: the policy to sample from (see :func:`textenv.models.load_causal_lm`).
+        batch_size: sequences per ``generate`` call.
+        require_valid: reject and resample invalid samples (the paper's behaviour).
+        max_rounds: resampling rounds before a query that keeps producing invalid samples is skipped.
+    """
+    from textenv.env import TaskRuntime
+    from textenv.sampling import sample_responses
+    from textenv.tasks import get_task, response_is_valid, truncate_response
+
+    if n_queries < 1 or n_samples < 2:
+        raise ValueError(f"need n_queries >= 1 and n_samples >= 2, got {n_queries} and {n_samples}.")
+    cfg = get_task(task, **task_overrides)
+    rt = TaskRuntime(cfg, tokenizer, reward_fn=lambda q, r: np.zeros(len(r)))
+    rng = np.random.default_rng(seed)
+    stats = {"questions": 0, "sampled": 0, "valid": 0, "skipped_queries": 0}
+    per_batch = max(1, batch_size // n_samples)
+    call = 0
+    while stats["questions"] + stats["skipped_queries"] < n_queries:
+        todo = min(per_batch, n_queries - stats["questions"] - stats["skipped_queries"])
+        prompts = [rt.draw(rng) for _ in range(todo)]
+        kept: list[list[np.ndarray]] = [[] for _ in prompts]
+        for _round in range(max_rounds if require_valid else 1):
+            need = [i for i, k in enumerate(kept) if len(k) < n_samples]
+            if not need:
+                break
+            rows = [i for i in need for _ in range(n_samples - len(kept[i]))]
+            context = np.stack([rt.context_row(prompts[i]) for i in rows])
+            responses = sample_responses(
+                model, context, rt.pad_id, cfg.response_length, cfg.temperature, seed=seed * 100_003 + call
+            )
+            call += 1
+            truncated = truncate_response(responses, rt.truncate_id, cfg.truncate_after, rt.pad_id)
+            valid = response_is_valid(truncated, rt.truncate_id, cfg.truncate_after)
+            stats["sampled"] += len(rows)
+            stats["valid"] += int(valid.sum())
+            for i, t, v in zip(rows, truncated, valid):
+                if (v or not require_valid) and len(kept[i]) < n_samples:
+                    kept[i].append(t)
+        questions = []
+        for prompt, samples in zip(prompts, kept):
+            if len(samples) < n_samples:
+                stats["skipped_queries"] += 1
+                continue
+            sample_ids = [[int(x) for x in s if x != rt.pad_id] for s in samples]
+            questions.append(
+                Comparison(
+                    task=cfg.name,
+                    query=list(prompt.query),
+                    samples=sample_ids,
+                    query_text=rt.decode(np.array(prompt.query)),
+                    sample_texts=[rt.decode(np.array(s)) for s in sample_ids],
+                    reference=prompt.reference,
+                    policy_version=policy_version,
+                )
+            )
+        store.add(questions)
+        stats["questions"] += len(questions)
+        if progress is not None:
+            progress(len(questions))
+    stats["valid_rate"] = stats["valid"] / max(stats["sampled"], 1)
+    return stats
+
+
+def label_pending(
+    store: ComparisonStore,
+    labeler,
+    *,
+    name: str,
+    task: str | None = None,
+    limit: int | None = None,
+    duplicate_rate: float = 0.0,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Label the store's pending questions with ``labeler``; ask ``duplicate_rate`` of them twice.
+
+    Returns ``{"labelled": n, "duplicates": d, "agreement": share of duplicates answered the same}``.
+    """
+    if not 0.0 <= duplicate_rate <= 1.0:
+        raise ValueError(f"duplicate_rate must be in [0, 1], got {duplicate_rate}.")
+    rng = np.random.default_rng(seed)
+    labelled = duplicates = agree = 0
+    for c in store.pending(task=task, limit=limit):
+        if c.sample_texts is None:
+            raise ValueError(f"Question {c.id} has no sample texts; labelers judge text.")
+        best = _best(labeler(c.query_text or "", c.sample_texts, c.reference))
+        store.record_label(c.id, {"best": best}, name)
+        labelled += 1
+        if rng.random() < duplicate_rate:
+            again = _best(labeler(c.query_text or "", c.sample_texts, c.reference))
+            store.record_label(c.id, {"best": again}, name)
+            duplicates += 1
+            agree += int(again == best)
+        if progress is not None:
+            progress(1)
+    return {
+        "labelled": labelled,
+        "duplicates": duplicates,
+        "agreement": agree / duplicates if duplicates else None,
+    }
+
+
+def _best(answer) -> int:
+    if isinstance(answer, tuple):
+        answer = answer[0]
+    return int(answer)

@@ -1,0 +1,298 @@
+"""Reward-model training (one epoch, linear LR decay to 0) and gain/bias normalisation (PAPER.md §1.3).
+
+Must-haves 8 and 9: the learning rate at the k-th batch is ``lr * (1 - k * B / N)``; the number of
+optimizer steps is ``ceil(N / B)`` per epoch; Adam is TF-style with eps 1e-5 by default; dropout is off
+(the loader sets every dropout to 0). :func:`normalize` sets gain and bias so that scores of samples
+from the initial policy have mean 0 and std 1 (population std, as the reference code's moments).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+import numpy as np
+import torch
+
+from rewards.comparisons import Comparison
+from rewards.losses import best_of_n_loss, scalar_compare_loss, scalar_rating_loss
+from rewards.model import RewardModel
+from rewards.optim import linear_decay, make_optimizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RewardTrainConfig:
+    """Reward-model training settings; defaults are the reference code's books values (§1.3 table).
+
+    Attributes:
+        lr: base learning rate, annealed linearly to 0 over the run.
+        batch_size: questions per optimizer step.
+        epochs: passes over the labels (the paper: 1, to avoid overfitting).
+        optimizer: ``tf_adam`` (reference code) or ``torch_adam``.
+        adam_eps: Adam epsilon (1e-5).
+        top_blocks: None trains the whole model (the paper); k trains only the top k blocks + head.
+        seed: shuffle seed (the same permutation on every rank in the reference code).
+    """
+
+    lr: float = 5e-5
+    batch_size: int = 32
+    epochs: int = 1
+    optimizer: Literal["tf_adam", "torch_adam"] = "tf_adam"
+    adam_eps: float = 1e-5
+    top_blocks: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1:
+            raise ValueError(
+                f"need lr > 0, batch_size >= 1, epochs >= 1; got {self.lr}, {self.batch_size}, {self.epochs}."
+            )
+
+
+PRESETS: dict[str, RewardTrainConfig] = {
+    "books": RewardTrainConfig(lr=5e-5, batch_size=32),  # launch.py, sentiment/descriptiveness
+    "summarize": RewardTrainConfig(lr=2.5e-5, batch_size=16),  # launch.py, tldr/cnndm
+    "paper-books": RewardTrainConfig(lr=1.77e-5, batch_size=8),  # paper (774M), style tasks
+    "paper-summarize": RewardTrainConfig(lr=1.77e-5, batch_size=32),  # paper (774M), summarization
+}
+
+
+def get_preset(name: str, **overrides) -> RewardTrainConfig:
+    if name not in PRESETS:
+        raise ValueError(f"Unknown reward-training preset {name!r}; choose from {sorted(PRESETS)}.")
+    return replace(PRESETS[name], **overrides)
+
+
+# --------------------------------------------------------------------------------------- batching
+def _check_items(items: Sequence[Comparison]) -> str:
+    if not items:
+        raise ValueError("No labelled comparisons to train on; label some first (textenv label).")
+    types = {c.label_type for c in items}
+    if len(types) != 1:
+        raise ValueError(f"Mixed label types {sorted(types)}; train one label type at a time.")
+    unlabelled = [c.id for c in items if c.label is None]
+    if unlabelled:
+        raise ValueError(f"Comparisons {unlabelled[:5]} have no label; pass only labelled comparisons.")
+    ns = {len(c.samples) for c in items}
+    if len(ns) != 1:
+        raise ValueError(f"Questions have different sample counts {sorted(ns)}; use one N per run.")
+    return types.pop()
+
+
+def batch_scores(rm: RewardModel, batch: Sequence[Comparison]) -> torch.Tensor:
+    """Scores of every sample of every question in ``batch``, shape (B, N)."""
+    n = len(batch[0].samples)
+    queries = [c.query for c in batch for _ in range(n)]
+    responses = [s for c in batch for s in c.samples]
+    ids = rm.sequences(queries, responses)
+    if rm.top_blocks is not None:
+        scores = rm.score_features(rm.features(ids))
+    else:
+        scores = rm(ids)
+    return scores.view(len(batch), n)
+
+
+def batch_loss(
+    rm: RewardModel, batch: Sequence[Comparison], label_type: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    scores = batch_scores(rm, batch)
+    device = scores.device
+    if label_type == "best_of_n":
+        best = torch.tensor([c.label["best"] for c in batch], device=device)
+        return best_of_n_loss(scores, best), scores
+    if label_type == "scalar_rating":
+        target = torch.tensor([float(c.label["score"]) for c in batch], device=device, dtype=scores.dtype)
+        return scalar_rating_loss(scores[:, 0], target), scores
+    target = torch.tensor([float(c.label["difference"]) for c in batch], device=device, dtype=scores.dtype)
+    return scalar_compare_loss(scores[:, 0], scores[:, 1], target), scores
+
+
+# --------------------------------------------------------------------------------------- training
+def train_reward_model(
+    rm: RewardModel,
+    items: Sequence[Comparison],
+    config: RewardTrainConfig = PRESETS["books"],
+    *,
+    eval_items: Sequence[Comparison] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Train ``rm`` on labelled comparisons; returns metrics (losses, learning rates, held-out accuracy)."""
+    label_type = _check_items(items)
+    rm.set_trainable(config.top_blocks)
+    rm.train()  # dropout is 0 everywhere (the loader disabled it), so train mode changes nothing
+    params = [p for p in rm.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, lr=config.lr, kind=config.optimizer, eps=config.adam_eps)
+    n, bsz = len(items), config.batch_size
+    steps_per_epoch = math.ceil(n / bsz)
+    total = n * config.epochs
+    rng = np.random.default_rng(config.seed)
+    losses, lrs = [], []
+    t0 = time.perf_counter()
+    done = 0
+    for _epoch in range(config.epochs):
+        order = rng.permutation(n)
+        for k in range(steps_per_epoch):
+            batch = [items[i] for i in order[k * bsz : (k + 1) * bsz]]
+            lr = linear_decay(config.lr, done, total)  # lr * (1 - k*B/N), §1.3
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, _ = batch_loss(rm, batch, label_type)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            lrs.append(lr)
+            done += len(batch)
+            if progress is not None:
+                progress(len(batch))
+    rm.eval()
+    metrics = {
+        "label_type": label_type,
+        "train/loss_first": losses[0],
+        "train/loss_last_10pct": float(np.mean(losses[-max(1, len(losses) // 10) :])),
+        "train/steps": len(losses),
+        "train/comparisons": n * config.epochs,
+        "train/seconds": time.perf_counter() - t0,
+        "train/comparisons_per_s": n * config.epochs / max(time.perf_counter() - t0, 1e-9),
+        "losses": losses,
+        "lrs": lrs,
+        "config": asdict(config),
+    }
+    if eval_items:
+        metrics.update(evaluate(rm, eval_items))
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(rm: RewardModel, items: Sequence[Comparison], batch_size: int = 16) -> dict:
+    """Held-out loss and, for best-of-N, accuracy (argmax of the scores == the labeler's choice)."""
+    label_type = _check_items(items)
+    correct, losses, all_scores = 0, [], []
+    for i in range(0, len(items), batch_size):
+        batch = list(items[i : i + batch_size])
+        loss, scores = batch_loss(rm, batch, label_type)
+        losses.append(float(loss) * len(batch))
+        all_scores.append(scores.double().cpu().numpy())
+        if label_type == "best_of_n":
+            correct += int(
+                (scores.argmax(dim=1).cpu() == torch.tensor([c.label["best"] for c in batch])).sum()
+            )
+    out = {
+        "eval/loss": sum(losses) / len(items),
+        "eval/n": len(items),
+        "eval/scores": np.concatenate(all_scores),
+    }
+    if label_type == "best_of_n":
+        out["eval/accuracy"] = correct / len(items)
+        out["eval/chance"] = 1.0 / len(items[0].samples)
+    return out
+
+
+# ---------------------------------------------------------------------------------- normalisation
+@torch.no_grad()
+def normalize(
+    rm: RewardModel,
+    queries: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    target_mean: float = 0.0,
+    target_std: float = 1.0,
+    batch_size: int = 32,
+) -> dict:
+    """Set gain/bias so that ``rm``'s scores of these (query, response) pairs have the target moments.
+
+    The pairs should be samples of the initial policy rho (PAPER.md §1.3): gain = sigma_T / sigma_D,
+    bias = mu_T - gain * mu_D, with the population std. Returns the moments before normalising.
+    """
+    if len(queries) < 2:
+        raise ValueError(f"normalize needs at least 2 samples, got {len(queries)} (the paper uses 256-512).")
+    rm.gain.fill_(1.0)
+    rm.bias.fill_(0.0)
+    scores = rm.score(queries, responses, batch_size=batch_size)
+    mu, sigma = float(scores.mean()), float(scores.std())  # np.std is the population std
+    if sigma == 0.0:
+        raise ValueError(
+            "All normalisation samples got the same score; cannot set the gain (check the inputs)."
+        )
+    gain = target_std / sigma
+    rm.gain.fill_(gain)
+    rm.bias.fill_(target_mean - gain * mu)
+    return {"norm/mean_before": mu, "norm/std_before": sigma, "norm/gain": gain, "norm/bias": float(rm.bias)}
+
+
+def policy_samples(
+    task: str, model, tokenizer, n: int, *, seed: int = 0, batch_size: int = 64, **overrides
+) -> tuple[list[list[int]], list[list[int]]]:
+    """``n`` (query, response) pairs from the policy ``model`` on ``task``'s prompts, untruncated, as
+    the reference code samples for normalisation (§1.3)."""
+    from textenv.env import TaskRuntime
+    from textenv.sampling import sample_responses
+    from textenv.tasks import get_task
+
+    cfg = get_task(task, **overrides)
+    rt = TaskRuntime(cfg, tokenizer, reward_fn=lambda q, r: np.zeros(len(r)))
+    rng = np.random.default_rng(seed)
+    queries, responses = [], []
+    call = 0
+    while len(queries) < n:
+        prompts = [rt.draw(rng) for _ in range(min(batch_size, n - len(queries)))]
+        context = np.stack([rt.context_row(p) for p in prompts])
+        out = sample_responses(
+            model, context, rt.pad_id, cfg.response_length, cfg.temperature, seed=seed * 7919 + call
+        )
+        call += 1
+        queries += [list(p.query) for p in prompts]
+        responses += [[int(t) for t in r] for r in out]
+    return queries, responses
+
+
+def split_holdout(items: Sequence[Comparison], fraction: float) -> tuple[list[Comparison], list[Comparison]]:
+    """Deterministic split by a hash of the question id (duplicates of a question stay together)."""
+    from textenv.data import split_of
+
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}.")
+    train, held = [], []
+    for c in items:
+        u = split_of(f"holdout:{c.question_id}", (1.0 - fraction, fraction, 0.0))
+        (train if u == "train" else held).append(c)
+    return train, held
+
+
+def cli_train_reward(args) -> int:
+    import json
+    import sys
+
+    from tqdm.auto import tqdm
+
+    import textenv  # noqa: F401
+    from rewards.comparisons import ComparisonStore
+    from textenv.models import load_causal_lm
+
+    with ComparisonStore(args.store) as store:
+        items = store.labelled(task=args.task, label_type="best_of_n")
+    train_items, held = split_holdout(items, args.holdout)
+    config = get_preset(args.preset, top_blocks=args.top_blocks, seed=args.seed)
+    rm = RewardModel.from_spec(args.model, seed=args.seed, device=args.device)
+    rm.set_trainable(config.top_blocks)
+    metrics: dict = {"store": str(args.store), "train_n": len(train_items), "holdout_n": len(held)}
+    norm_pairs = None
+    if args.normalize_samples > 0:
+        lm, tok = load_causal_lm(args.model, device=args.device)
+        norm_pairs = policy_samples(args.task, lm, tok, args.normalize_samples, seed=args.seed + 1)
+        metrics.update({f"before/{k}": v for k, v in normalize(rm, *norm_pairs).items()})
+    with tqdm(
+        total=len(train_items) * config.epochs, desc="training reward model", unit="q", file=sys.stderr
+    ) as bar:
+        out = train_reward_model(rm, train_items, config, eval_items=held or None, progress=bar.update)
+    if norm_pairs is not None:
+        metrics.update({f"after/{k}": v for k, v in normalize(rm, *norm_pairs).items()})
+    rm.save(args.out)
+    metrics.update({k: v for k, v in out.items() if k not in ("losses", "lrs", "eval/scores")})
+    print(json.dumps(metrics, default=float))
+    return 0

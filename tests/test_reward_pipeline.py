@@ -1,0 +1,135 @@
+"""sample -> label -> train-reward, through the library and the CLI, on a tiny model."""
+
+import json
+
+import pytest
+
+from agents.cli import main
+from rewards.comparisons import ComparisonStore
+from rewards.pipeline import sample_questions
+from textenv.models import load_causal_lm
+
+
+class PeriodModel:
+    """A stand-in policy whose generate() emits a period at a chosen index, else token 100."""
+
+    device = "cpu"
+
+    def __init__(self, period_at):
+        self.period_at = list(period_at)
+        self.calls = 0
+
+    def generate(self, input_ids, max_new_tokens, **kw):
+        import torch
+
+        b = input_ids.shape[0]
+        out = torch.full((b, max_new_tokens), 100)
+        for i in range(b):
+            k = self.period_at[(self.calls * b + i) % len(self.period_at)]
+            if k is not None:
+                out[i, k] = 13
+        self.calls += 1
+        return torch.cat([input_ids, out], dim=1)
+
+
+def test_sample_questions_rejects_invalid_samples(tmp_path):
+    _, tok = load_causal_lm("tiny-gpt2")
+    model = PeriodModel([20, None, 5, 18])  # every other sample has no period in [16, 24)
+    with ComparisonStore(tmp_path / "s.db") as store:
+        stats = sample_questions(
+            store, "BookSentiment-v0", model, tok, n_queries=3, n_samples=4, batch_size=8
+        )
+        assert stats["questions"] == 3 and stats["valid_rate"] == pytest.approx(0.5, abs=0.15)
+        for c in store.pending():
+            assert len(c.samples) == 4
+            assert all(s[-1] == 13 and len(s) in (19, 21) for s in c.samples)  # truncated after the period
+            assert c.sample_texts[0].endswith(".")
+            assert c.query_text and c.task == "BookSentiment-v0"
+
+
+def test_sample_questions_skips_queries_that_never_validate(tmp_path):
+    _, tok = load_causal_lm("tiny-gpt2")
+    with ComparisonStore(tmp_path / "s.db") as store:
+        stats = sample_questions(
+            store, "BookSentiment-v0", PeriodModel([None]), tok, n_queries=2, max_rounds=2
+        )
+        assert stats["questions"] == 0 and stats["skipped_queries"] == 2
+
+
+def test_cli_sample_label_train_reward(tmp_path, capsys):
+    store = str(tmp_path / "labels.db")
+    assert (
+        main(
+            [
+                "sample",
+                "--store",
+                store,
+                "--model",
+                "tiny-gpt2",
+                "--queries",
+                "24",
+                "--batch-size",
+                "32",
+                "--no-require-valid",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["questions"] == 24
+    assert (
+        main(
+            [
+                "label",
+                "--store",
+                store,
+                "--labeler",
+                "descriptiveness",
+                "--duplicate-rate",
+                "0.25",
+                "--temperature",
+                "0.01",
+            ]
+        )
+        == 0
+    )
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats["labelled"] == 24
+    rm_dir = tmp_path / "rm"
+    args = [
+        "train-reward",
+        "--store",
+        store,
+        "--model",
+        "tiny-gpt2",
+        "--out",
+        str(rm_dir),
+        "--top-blocks",
+        "1",
+    ]
+    assert main([*args, "--normalize-samples", "16", "--holdout", "0.25"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["train_n"] + metrics["holdout_n"] == 24 + stats["duplicates"]
+    assert "eval/accuracy" in metrics and "after/norm/gain" in metrics
+    assert (rm_dir / "reward_model.json").exists() and (rm_dir / "weights.safetensors").exists()
+    with ComparisonStore(store) as s:
+        assert s.count(labelled=False) == 0
+
+
+def test_cli_train_reward_without_labels_fails_clearly(tmp_path):
+    store = str(tmp_path / "empty.db")
+    ComparisonStore(store).close()
+    with pytest.raises(ValueError, match="No labelled comparisons"):
+        main(
+            [
+                "train-reward",
+                "--store",
+                store,
+                "--model",
+                "tiny-gpt2",
+                "--out",
+                str(tmp_path / "rm"),
+                "--normalize-samples",
+                "0",
+            ]
+        )
