@@ -20,7 +20,7 @@ import torch
 
 from rewards.comparisons import Comparison
 from rewards.losses import best_of_n_loss, scalar_compare_loss, scalar_rating_loss
-from rewards.model import RewardModel
+from rewards.model import Features, RewardModel
 from rewards.optim import linear_decay, make_optimizer
 
 logger = logging.getLogger(__name__)
@@ -85,23 +85,74 @@ def _check_items(items: Sequence[Comparison]) -> str:
     return types.pop()
 
 
-def batch_scores(rm: RewardModel, batch: Sequence[Comparison]) -> torch.Tensor:
-    """Scores of every sample of every question in ``batch``, shape (B, N)."""
+def _question_ids(rm: RewardModel, batch: Sequence[Comparison]) -> torch.Tensor:
     n = len(batch[0].samples)
-    queries = [c.query for c in batch for _ in range(n)]
-    responses = [s for c in batch for s in c.samples]
-    ids = rm.sequences(queries, responses)
-    if rm.top_blocks is not None:
-        scores = rm.score_features(rm.features(ids))
+    return rm.sequences([c.query for c in batch for _ in range(n)], [s for c in batch for s in c.samples])
+
+
+def cache_features(
+    rm: RewardModel,
+    items: Sequence[Comparison],
+    batch_size: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> list[Features]:
+    """The frozen lower part's output for every question, computed once (needs ``rm.set_trainable(k)``).
+
+    Returns one :class:`Features` of shape (N, T_q, ...) per question, in ``items`` order.
+    """
+    out: list[Features] = []
+    for i in range(0, len(items), batch_size):
+        batch = list(items[i : i + batch_size])
+        n = len(batch[0].samples)
+        feats = rm.features(_question_ids(rm, batch))
+        for j in range(len(batch)):
+            out.append(feats.index(slice(j * n, (j + 1) * n)))
+        if progress is not None:
+            progress(len(batch))
+    return out
+
+
+def _stack_features(feats: Sequence[Features]) -> Features:
+    """Concatenate per-question features along the batch axis, right-padding the time axis."""
+    if feats[0].hidden.dim() == 2:  # top_blocks = 0: (N, d) final features
+        return Features(
+            torch.cat([f.hidden for f in feats]),
+            torch.cat([f.attention_mask for f in feats]),
+            torch.cat([f.position_ids for f in feats]),
+        )
+    t = max(f.hidden.shape[1] for f in feats)
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (0, 0, 0, t - x.shape[1]) if x.dim() == 3 else (0, t - x.shape[1]))
+
+    return Features(
+        torch.cat([pad(f.hidden) for f in feats]),
+        torch.cat([pad(f.attention_mask) for f in feats]),
+        torch.cat([pad(f.position_ids) for f in feats]),
+    )
+
+
+def batch_scores(
+    rm: RewardModel, batch: Sequence[Comparison], features: Sequence[Features] | None = None
+) -> torch.Tensor:
+    """Scores of every sample of every question in ``batch``, shape (B, N).
+
+    With ``features`` (this batch's cached features) only the trainable top blocks run.
+    """
+    n = len(batch[0].samples)
+    if features is not None:
+        scores = rm.score_features(_stack_features(features))
+    elif rm.top_blocks is not None:
+        scores = rm.score_features(rm.features(_question_ids(rm, batch)))
     else:
-        scores = rm(ids)
+        scores = rm(_question_ids(rm, batch))
     return scores.view(len(batch), n)
 
 
 def batch_loss(
-    rm: RewardModel, batch: Sequence[Comparison], label_type: str
+    rm: RewardModel, batch: Sequence[Comparison], label_type: str, features: Sequence[Features] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    scores = batch_scores(rm, batch)
+    scores = batch_scores(rm, batch, features)
     device = scores.device
     if label_type == "best_of_n":
         best = torch.tensor([c.label["best"] for c in batch], device=device)
@@ -121,9 +172,17 @@ def train_reward_model(
     *,
     eval_items: Sequence[Comparison] | None = None,
     progress: Callable[[int], None] | None = None,
+    features: Sequence[Features] | None = None,
+    eval_features: Sequence[Features] | None = None,
 ) -> dict:
-    """Train ``rm`` on labelled comparisons; returns metrics (losses, learning rates, held-out accuracy)."""
+    """Train ``rm`` on labelled comparisons; returns metrics (losses, learning rates, held-out accuracy).
+
+    ``features``/``eval_features`` (from :func:`cache_features`, same order as the items) let several
+    epochs or runs share one pass of the frozen lower part; they need ``config.top_blocks`` set.
+    """
     label_type = _check_items(items)
+    if features is not None and (config.top_blocks is None or len(features) != len(items)):
+        raise ValueError("features need config.top_blocks set and one entry per item (see cache_features).")
     rm.set_trainable(config.top_blocks)
     rm.train()  # dropout is 0 everywhere (the loader disabled it), so train mode changes nothing
     params = [p for p in rm.parameters() if p.requires_grad]
@@ -138,11 +197,14 @@ def train_reward_model(
     for _epoch in range(config.epochs):
         order = rng.permutation(n)
         for k in range(steps_per_epoch):
-            batch = [items[i] for i in order[k * bsz : (k + 1) * bsz]]
+            idx = order[k * bsz : (k + 1) * bsz]
+            batch = [items[i] for i in idx]
             lr = linear_decay(config.lr, done, total)  # lr * (1 - k*B/N), §1.3
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss, _ = batch_loss(rm, batch, label_type)
+            loss, _ = batch_loss(
+                rm, batch, label_type, None if features is None else [features[i] for i in idx]
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -165,18 +227,24 @@ def train_reward_model(
         "config": asdict(config),
     }
     if eval_items:
-        metrics.update(evaluate(rm, eval_items))
+        metrics.update(evaluate(rm, eval_items, features=eval_features))
     return metrics
 
 
 @torch.no_grad()
-def evaluate(rm: RewardModel, items: Sequence[Comparison], batch_size: int = 16) -> dict:
+def evaluate(
+    rm: RewardModel,
+    items: Sequence[Comparison],
+    batch_size: int = 16,
+    features: Sequence[Features] | None = None,
+) -> dict:
     """Held-out loss and, for best-of-N, accuracy (argmax of the scores == the labeler's choice)."""
     label_type = _check_items(items)
     correct, losses, all_scores = 0, [], []
     for i in range(0, len(items), batch_size):
         batch = list(items[i : i + batch_size])
-        loss, scores = batch_loss(rm, batch, label_type)
+        feats = None if features is None else list(features[i : i + batch_size])
+        loss, scores = batch_loss(rm, batch, label_type, feats)
         losses.append(float(loss) * len(batch))
         all_scores.append(scores.double().cpu().numpy())
         if label_type == "best_of_n":

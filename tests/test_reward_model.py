@@ -185,3 +185,25 @@ def test_split_holdout_keeps_duplicates_together():
     assert 20 < len(held) < 60
     same = [c for c in train + held if c.question_id == items[0].question_id]
     assert len(same) == 2 and (all(c in train for c in same) or all(c in held for c in same))
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_cached_features_train_like_the_uncached_path(k):
+    from rewards.train import cache_features
+
+    items, held = _toy_questions(40, seed=5), _toy_questions(12, seed=6)
+    cfg = RewardTrainConfig(lr=1e-2, batch_size=8, epochs=2, top_blocks=k, optimizer="torch_adam")
+    a = RewardModel.from_spec("tiny-llama", seed=0)
+    out_a = train_reward_model(a, items, cfg, eval_items=held)
+    b = RewardModel.from_spec("tiny-llama", seed=0)
+    b.set_trainable(k)
+    out_b = train_reward_model(
+        b,
+        items,
+        cfg,
+        eval_items=held,
+        features=cache_features(b, items, batch_size=5),
+        eval_features=cache_features(b, held),
+    )
+    assert out_b["losses"] == pytest.approx(out_a["losses"], rel=1e-4, abs=1e-5)
+    assert out_b["eval/accuracy"] == out_a["eval/accuracy"]
