@@ -1,0 +1,152 @@
+"""Reward model from 2,000 mock best-of-4 sentiment comparisons (the paper's offline pipeline, small).
+
+Inputs are two comparison stores written by ``textenv sample`` (books prompts, 4 samples per query from
+the embedded SmolLM2-135M at T = 0.7): a training store (train split) and a held-out store (valid
+split). The script labels pending questions with the noiseless mock sentiment labeler (VADER), trains
+the reward model with the reference code's books preset (TF-style Adam, lr 5e-5, batch 32, one epoch,
+linear decay) on a trainable subset (``--top-blocks``: the lower blocks are frozen and their features
+computed once), normalises before and after training on 512 samples of the initial policy, and reports:
+held-out accuracy (chance 25%), Spearman rho between reward-model and labeler scores of the held-out
+samples, and the mean/std of the scores of 512 *fresh* policy samples after normalisation.
+
+    textenv sample --store runs/sentiment_train.db --queries 2000 --batch-size 256 --no-require-valid
+    textenv sample --store runs/sentiment_valid.db --queries 400 --batch-size 256 --no-require-valid --split valid --seed 1
+    python -m benchmarks.reward_sentiment --train-store runs/sentiment_train.db --valid-store runs/sentiment_valid.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import RESULTS, emit, metadata
+from rewards.comparisons import ComparisonStore
+from rewards.labelers import SentimentLabeler
+from rewards.model import RewardModel
+from rewards.pipeline import label_pending
+from rewards.train import cache_features, get_preset, normalize, policy_samples, train_reward_model
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho with average ranks for ties."""
+
+    def ranks(x):
+        order = np.argsort(x, kind="mergesort")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for v in np.unique(x):  # average ranks of ties
+            idx = x == v
+            r[idx] = r[idx].mean()
+        return r
+
+    ra, rb = ranks(np.asarray(a, float)), ranks(np.asarray(b, float))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--train-store", required=True)
+    parser.add_argument("--valid-store", required=True)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--top-blocks", type=int, default=2)
+    parser.add_argument(
+        "--lrs", type=float, nargs="+", default=[5e-5, 2e-4], help="one run per learning rate"
+    )
+    parser.add_argument("--normalize-samples", type=int, default=512)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N training questions")
+    parser.add_argument("--rm-out", default="runs/rm_sentiment")
+    parser.add_argument("--out", default=str(RESULTS / "reward_sentiment.jsonl"))
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    task = "BookSentiment-v0"
+
+    labeler = SentimentLabeler()
+    stores = {}
+    for name, path in (("train", args.train_store), ("valid", args.valid_store)):
+        with ComparisonStore(path) as store:
+            label_pending(store, labeler, name="mock:sentiment:T=0", task=task)
+            stores[name] = store.labelled(task=task)
+    train_items = stores["train"][: args.limit]
+    valid_items = stores["valid"]
+    print(f"train {len(train_items)} questions, held-out {len(valid_items)}", flush=True)
+
+    rm = RewardModel.from_spec(args.model, seed=0)
+    rm.set_trainable(args.top_blocks)
+    initial = copy.deepcopy({n: p.detach().clone() for n, p in rm.named_parameters() if p.requires_grad})
+    from textenv.models import load_causal_lm
+
+    lm, tok = load_causal_lm(args.model)
+    t0 = time.perf_counter()
+    norm_q, norm_r = policy_samples(task, lm, tok, args.normalize_samples, seed=11, batch_size=256)
+    fresh_q, fresh_r = policy_samples(task, lm, tok, args.normalize_samples, seed=12, batch_size=256)
+    sample_s = time.perf_counter() - t0
+    print(f"policy samples {sample_s:.0f}s", flush=True)
+
+    t0 = time.perf_counter()
+    train_feats = cache_features(rm, train_items, batch_size=16)
+    valid_feats = cache_features(rm, valid_items, batch_size=16)
+    feature_s = time.perf_counter() - t0
+    print(f"features {feature_s:.0f}s", flush=True)
+
+    labeler_scores = np.concatenate([labeler.scores("", c.sample_texts) for c in valid_items])
+    best = None
+    for lr in args.lrs:
+        with torch.no_grad():
+            for n, p in rm.named_parameters():
+                if n in initial:
+                    p.copy_(initial[n])
+        before = normalize(rm, norm_q, norm_r)
+        config = get_preset("books", lr=lr, top_blocks=args.top_blocks)
+        t0 = time.perf_counter()
+        out = train_reward_model(
+            rm, train_items, config, eval_items=valid_items, features=train_feats, eval_features=valid_feats
+        )
+        train_s = time.perf_counter() - t0
+        after = normalize(rm, norm_q, norm_r)
+        fresh = rm.score(fresh_q, fresh_r, batch_size=64)
+        rm_scores = out["eval/scores"].reshape(-1)
+        result = {
+            "bench": "reward_sentiment",
+            "train_questions": len(train_items),
+            "heldout_questions": len(valid_items),
+            "top_blocks": args.top_blocks,
+            "lr": lr,
+            "heldout_accuracy": out["eval/accuracy"],
+            "chance": out["eval/chance"],
+            "spearman_rm_vs_labeler": spearman(rm_scores, labeler_scores),
+            "train_loss_first": out["train/loss_first"],
+            "train_loss_last_10pct": out["train/loss_last_10pct"],
+            "eval_loss": out["eval/loss"],
+            "fresh_policy_score_mean": float(fresh.mean()),
+            "fresh_policy_score_std": float(fresh.std()),
+            "norm_before": before,
+            "norm_after": after,
+            "seconds_policy_samples": sample_s,
+            "seconds_features": feature_s,
+            "seconds_train": train_s,
+            "train_comparisons_per_s_cached": len(train_items) / train_s,
+            "feature_comparisons_per_s": (len(train_items) + len(valid_items)) / feature_s,
+            "config": {
+                "preset": "books",
+                "optimizer": config.optimizer,
+                "batch_size": config.batch_size,
+                "epochs": config.epochs,
+            },
+            "model": args.model,
+            **metadata(),
+        }
+        emit(result, out=Path(args.out))
+        if best is None or result["heldout_accuracy"] > best:
+            best = result["heldout_accuracy"]
+            rm.save(args.rm_out)
+
+
+if __name__ == "__main__":
+    main()
