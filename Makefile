@@ -42,7 +42,8 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: setup
-	$(BIN)/python -m benchmarks.bench_models
+	$(BIN)/python -m benchmarks.bench_env
+	$(BIN)/python -m benchmarks.bench_reward
 
 clean-venv:
 	rm -rf $(VENV)
