@@ -1,0 +1,97 @@
+"""PolicyWithValue: value head, temperature, sampling, alignment (PAPER.md must-haves 1-3, 5, 15)."""
+
+import numpy as np
+import pytest
+import torch
+
+from agents.policy import PolicyWithValue
+from textenv.tokenization import pad_sequences
+
+
+@pytest.fixture(scope="module", params=["tiny-gpt2", "tiny-llama"])
+def policy(request):
+    return PolicyWithValue.from_spec(request.param, temperature=0.7, seed=0)
+
+
+def _context(policy, texts, length=12):
+    tok = policy.tokenizer
+    return torch.tensor(pad_sequences([tok.encode(t) for t in texts], policy.pad_id, length, side="left"))
+
+
+def test_values_are_zero_at_init_and_shaped(policy):
+    ctx = _context(policy, ["The sea was calm.", "Hi"])
+    responses, _ = policy.sample(ctx, 5, generator=torch.Generator().manual_seed(0))
+    stats = policy.forward_stats(torch.cat([ctx, responses], 1), ctx.shape[1])
+    assert stats.values.shape == (2, 5) and (stats.values == 0).all()
+    assert stats.logprobs.shape == stats.entropy.shape == (2, 5)
+
+
+def test_sampling_logprobs_equal_recomputed_tempered_logprobs(policy):
+    ctx = _context(policy, ["It was a dark and stormy night;", "Call me"])
+    responses, logps = policy.sample(ctx, 6, generator=torch.Generator().manual_seed(1))
+    stats = policy.forward_stats(torch.cat([ctx, responses], 1), ctx.shape[1])
+    torch.testing.assert_close(stats.logprobs, logps, atol=1e-4, rtol=1e-4)
+    # the recomputation is log_softmax(logits / T) at the sampled tokens (must-have 2)
+    full = torch.cat([ctx, responses], 1)
+    logits, _ = policy._logits_and_hidden(full)
+    ref = torch.log_softmax(logits[:, ctx.shape[1] - 1 : -1] / 0.7, -1).gather(-1, responses[..., None])[
+        ..., 0
+    ]
+    torch.testing.assert_close(stats.logprobs, ref)
+    policy.temperature = 1.0
+    assert not torch.allclose(policy.forward_stats(full, ctx.shape[1]).logprobs, stats.logprobs)
+    policy.temperature = 0.7
+
+
+def test_fixed_length_no_pad_and_eos_does_not_stop(policy):
+    ctx = _context(policy, ["x"] * 50, length=4)
+    responses, _ = policy.sample(ctx, 20, generator=torch.Generator().manual_seed(2))
+    assert responses.shape == (50, 20)
+    assert (responses != policy.pad_id).all() and (responses < policy.vocab_size).all()
+    # make EOS likely (a large logit through the output layer) and check that sampling continues past it
+    eos = policy.tokenizer.eos_token_id
+    head = policy.lm.get_output_embeddings().weight
+    saved = head.detach().clone()
+    with torch.no_grad():
+        head[eos] = 5.0 * policy.lm.base_model(input_ids=torch.tensor([[1]])).last_hidden_state[0, 0].sign()
+    try:
+        responses, _ = policy.sample(ctx, 10, generator=torch.Generator().manual_seed(3))
+    finally:
+        with torch.no_grad():
+            head.copy_(saved)
+    assert responses.shape == (50, 10)
+    has_eos = (responses[:, :-1] == eos).any(dim=1)
+    assert has_eos.any()
+
+
+def test_reference_copy_gives_zero_kl_at_start(policy):
+    ref = policy.reference()
+    assert all(not p.requires_grad for p in ref.parameters())
+    ctx = _context(policy, ["Once upon a time", "The"])
+    responses, _ = policy.sample(ctx, 5, generator=torch.Generator().manual_seed(4))
+    full = torch.cat([ctx, responses], 1)
+    kl = policy.forward_stats(full, ctx.shape[1]).logprobs - ref.forward_stats(full, ctx.shape[1]).logprobs
+    assert kl.abs().max().item() == 0.0
+
+
+def test_forward_stats_is_padding_invariant(policy):
+    tok = policy.tokenizer
+    q = tok.encode("The river ran")
+    r = torch.tensor([tok.encode(" fast and cold")])
+    a = torch.tensor(pad_sequences([q], policy.pad_id, 6, side="left"))
+    b = torch.tensor(pad_sequences([q], policy.pad_id, 10, side="left"))
+    sa = policy.forward_stats(torch.cat([a, r], 1), 6)
+    sb = policy.forward_stats(torch.cat([b, r], 1), 10)
+    torch.testing.assert_close(sa.logprobs, sb.logprobs, atol=1e-5, rtol=1e-5)
+
+
+def test_seeded_sampling_is_deterministic(policy):
+    ctx = _context(policy, ["Same seed", "same samples"])
+    a, _ = policy.sample(ctx, 8, generator=torch.Generator().manual_seed(7))
+    b, _ = policy.sample(ctx, 8, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="temperature"):
+        PolicyWithValue(policy.lm, policy.pad_id, temperature=0)
+    with pytest.raises(ValueError, match="Lc"):
+        policy.forward_stats(torch.cat([ctx, a], 1), 0)
+    assert np.isfinite(a.numpy()).all()
