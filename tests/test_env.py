@@ -352,3 +352,10 @@ def test_vector_env_bad_input():
         vec.reset(seed=[1, 2])
     with pytest.raises(ValueError, match="num_envs"):
         TextVectorEnv("BookSentiment-v0", num_envs=0, tokenizer="gpt2-bpe")
+
+
+def test_truncation_rule_can_be_turned_off():
+    env = make(truncate_token=None, reward_fn=constant_reward(0.25))
+    r, info = _play(env, [100] * 24)
+    assert r == 0.25 and info["valid"] and info["truncation_mask"].all()
+    assert info["truncated_response"].tolist() == [100] * 24

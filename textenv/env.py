@@ -70,8 +70,11 @@ class TaskRuntime:
         self.tokenizer = tokenizer
         self.pad_id = int(tokenizer.pad_token_id)
         self.vocab_size = len(tokenizer) - (1 if tokenizer.pad_token == PAD_TOKEN else 0)
+        self.truncate_id: int | None
         if config.truncate_token_id is not None:
             self.truncate_id = int(config.truncate_token_id)
+        elif config.truncate_token is None:
+            self.truncate_id = None  # the truncation rule is off
         else:
             self.truncate_id = token_id(tokenizer, config.truncate_token)
         self.prefix = (
@@ -195,8 +198,14 @@ class TaskRuntime:
     ) -> dict[str, np.ndarray]:
         """Truncate, call the reward function once for the batch, check it, apply the penalty (§1.6)."""
         cfg = self.config
-        truncated = truncate_response(responses, self.truncate_id, cfg.truncate_after, self.pad_id)
-        valid = response_is_valid(truncated, self.truncate_id, cfg.truncate_after)
+        responses = np.asarray(responses)
+        if self.truncate_id is None:
+            truncated, valid = responses.copy(), np.ones(len(responses), dtype=bool)
+            kept = np.ones(responses.shape, dtype=bool)
+        else:
+            truncated = truncate_response(responses, self.truncate_id, cfg.truncate_after, self.pad_id)
+            valid = response_is_valid(truncated, self.truncate_id, cfg.truncate_after)
+            kept = truncation_mask(responses, self.truncate_id, cfg.truncate_after)
         if getattr(self.reward_fn, "needs_references", False):
             if any(r is None for r in references):
                 raise ValueError(
@@ -212,7 +221,7 @@ class TaskRuntime:
             "reward": apply_penalty(scores, valid, cfg.penalty_reward_value),
             "valid": valid,
             "truncated": truncated,
-            "truncation_mask": truncation_mask(responses, self.truncate_id, cfg.truncate_after),
+            "truncation_mask": kept,
         }
 
     def check_scores(self, raw: Any, n: int) -> np.ndarray:

@@ -28,7 +28,8 @@ class TaskConfig:
         min_query_length: shortest book passage kept (the paper's excerpts are 32-64 tokens).
         temperature: sampling temperature hint for agents (0.7; 0.5 for CNN/DM; PAPER.md §1.1).
         truncate_token: text of the single token at which responses are cut (``"."`` / ``"\\n"``),
-            resolved through the tokenizer; ``truncate_token_id`` overrides it with an explicit id.
+            resolved through the tokenizer; ``truncate_token_id`` overrides it with an explicit id. None
+            turns the rule off (no truncation, no penalty): a named deviation for toy and custom tasks.
         truncate_after: the first 0-based response index at which ``truncate_token`` counts (16 / 55).
         penalty_reward_value: score of a response with no truncate token in the window (-1, §1.6).
         query_prefix / query_suffix: prompt format around the query (``"Article:\\n\\n"``, ``"\\n\\nTL;DR:"``).
@@ -46,7 +47,7 @@ class TaskConfig:
     query_length: int
     response_length: int
     temperature: float
-    truncate_token: str
+    truncate_token: str | None
     truncate_after: int
     reward: str
     min_query_length: int = 1
