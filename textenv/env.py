@@ -184,7 +184,7 @@ class TaskRuntime:
                 f"Actions must be integer token ids, got dtype {actions.dtype} ({actions!r}); pass an int or an "
                 "int array such as np.array([...], dtype=np.int64)."
             )
-        bad = (actions < 0) | (actions >= self.vocab_size)
+        bad = (actions < 0) | (actions >= self.vocab_size) | (actions == self.pad_id)
         if bad.any():
             raise ValueError(
                 f"Token id(s) {actions[bad].tolist()} outside the vocabulary [0, {self.vocab_size}); the pad id "
