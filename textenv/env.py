@@ -17,7 +17,6 @@ from textenv.tasks import (
     apply_penalty,
     get_task,
     response_is_valid,
-    truncate_response,
     truncation_mask,
 )
 
@@ -203,9 +202,9 @@ class TaskRuntime:
             truncated, valid = responses.copy(), np.ones(len(responses), dtype=bool)
             kept = np.ones(responses.shape, dtype=bool)
         else:
-            truncated = truncate_response(responses, self.truncate_id, cfg.truncate_after, self.pad_id)
-            valid = response_is_valid(truncated, self.truncate_id, cfg.truncate_after)
             kept = truncation_mask(responses, self.truncate_id, cfg.truncate_after)
+            truncated = np.where(kept, responses, self.pad_id)  # = truncate_response(...), mask computed once
+            valid = response_is_valid(truncated, self.truncate_id, cfg.truncate_after)
         if getattr(self.reward_fn, "needs_references", False):
             if any(r is None for r in references):
                 raise ValueError(
@@ -220,9 +219,23 @@ class TaskRuntime:
             "score": scores,
             "reward": apply_penalty(scores, valid, cfg.penalty_reward_value),
             "valid": valid,
-            "truncated": truncated,
+            "response": responses.copy(),
+            "truncated_response": truncated,
             "truncation_mask": kept,
+            "response_text": np.array([self.decode(r) for r in responses], dtype=object),
+            "truncated_text": np.array([self.decode(r) for r in truncated], dtype=object),
         }
+
+    def spaces(self) -> tuple[gym.spaces.Discrete, gym.spaces.Box]:
+        """The single-env action and observation spaces (the pad id lies outside the action space)."""
+        high = max(self.pad_id, self.vocab_size - 1)
+        return gym.spaces.Discrete(self.vocab_size), gym.spaces.Box(
+            0, high, shape=(self.obs_length,), dtype=np.int64
+        )
+
+    def render_row(self, obs: np.ndarray, t: int) -> str:
+        """``render_mode="ansi"`` text of one observation after ``t`` response tokens."""
+        return f"QUERY: {self.decode(obs[: self.context_length])}\nRESPONSE: {self.decode(obs[self.context_length : self.context_length + t])}"
 
     def check_scores(self, raw: Any, n: int) -> np.ndarray:
         name = getattr(self.reward_fn, "__name__", type(self.reward_fn).__name__)
@@ -246,6 +259,11 @@ class TaskRuntime:
 
     def decode(self, ids: np.ndarray) -> str:
         return self.tokenizer.decode([int(t) for t in ids if t != self.pad_id])
+
+
+def check_render_mode(render_mode: str | None) -> None:
+    if render_mode is not None and render_mode != "ansi":
+        raise ValueError(f"render_mode={render_mode!r} is not supported; use 'ansi' or None.")
 
 
 class TextEnv(gym.Env):
@@ -299,15 +317,11 @@ class TextEnv(gym.Env):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r} is not supported; use 'ansi' or None.")
+        check_render_mode(render_mode)
         self.config = get_task(task, **overrides)
         self.runtime = TaskRuntime(self.config, tokenizer, reward_fn, prompts)
-        rt = self.runtime
         self.render_mode = render_mode
-        self.action_space = gym.spaces.Discrete(rt.vocab_size)
-        high = max(rt.pad_id, rt.vocab_size - 1)
-        self.observation_space = gym.spaces.Box(0, high, shape=(rt.obs_length,), dtype=np.int64)
+        self.action_space, self.observation_space = self.runtime.spaces()
         self._obs: np.ndarray | None = None
         self._t = 0
         self._done = True
@@ -360,16 +374,9 @@ class TextEnv(gym.Env):
             terminated, self._done = True, True
             response = self._obs[rt.context_length :][None]
             out = rt.score(rt.query_row(self._prompt)[None], response, [self._prompt.reference])
-            reward = float(out["reward"][0])
-            info.update(
-                score=float(out["score"][0]),
-                valid=bool(out["valid"][0]),
-                response=response[0].copy(),
-                truncated_response=out["truncated"][0],
-                truncation_mask=out["truncation_mask"][0],
-                response_text=rt.decode(response[0]),
-                truncated_text=rt.decode(out["truncated"][0]),
-            )
+            reward = float(out.pop("reward")[0])
+            info.update({key: value[0] for key, value in out.items()})
+            info["score"], info["valid"] = float(info["score"]), bool(info["valid"])
         return self._obs.copy(), reward, terminated, False, info
 
     def render(self) -> str | None:
@@ -377,8 +384,4 @@ class TextEnv(gym.Env):
             return None
         if self._obs is None:
             return ""
-        rt = self.runtime
-        return (
-            f"QUERY: {rt.decode(self._obs[: rt.context_length])}\n"
-            f"RESPONSE: {rt.decode(self._obs[rt.context_length : rt.context_length + self._t])}"
-        )
+        return self.runtime.render_row(self._obs, self._t)

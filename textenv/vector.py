@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from textenv import data as data_mod
-from textenv.env import Prompt, TaskRuntime
+from textenv.env import Prompt, TaskRuntime, check_render_mode
 from textenv.tasks import TaskConfig, get_task
 
 
@@ -46,16 +45,12 @@ class TextVectorEnv(VectorEnv):
     ) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}.")
-        if render_mode is not None and render_mode != "ansi":
-            raise ValueError(f"render_mode={render_mode!r} is not supported; use 'ansi' or None.")
+        check_render_mode(render_mode)
         self.config = get_task(task, **overrides)
         self.runtime = TaskRuntime(self.config, tokenizer, reward_fn, prompts)
-        rt = self.runtime
         self.num_envs = num_envs
         self.render_mode = render_mode
-        self.single_action_space = gym.spaces.Discrete(rt.vocab_size)
-        high = max(rt.pad_id, rt.vocab_size - 1)
-        self.single_observation_space = gym.spaces.Box(0, high, shape=(rt.obs_length,), dtype=np.int64)
+        self.single_action_space, self.single_observation_space = self.runtime.spaces()
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._rngs: list[np.random.Generator] | None = None
@@ -133,17 +128,8 @@ class TextVectorEnv(VectorEnv):
             responses = self._obs[:, rt.context_length :]
             queries = np.stack([rt.query_row(p) for p in self._prompts])
             out = rt.score(queries, responses, [p.reference for p in self._prompts])
-            rewards = out["reward"].astype(np.float64)
-            final = {
-                "score": out["score"],
-                "valid": out["valid"],
-                "response": responses.copy(),
-                "truncated_response": out["truncated"],
-                "truncation_mask": out["truncation_mask"],
-                "response_text": np.array([rt.decode(r) for r in responses], dtype=object),
-                "truncated_text": np.array([rt.decode(r) for r in out["truncated"]], dtype=object),
-            }
-            for key, value in final.items():
+            rewards = out.pop("reward").astype(np.float64)
+            for key, value in out.items():
                 infos[key] = value
                 infos["_" + key] = np.ones(n, dtype=bool)
         return self._obs.copy(), rewards, terminated, np.zeros(n, dtype=bool), infos
@@ -151,8 +137,4 @@ class TextVectorEnv(VectorEnv):
     def render(self) -> list[str] | None:
         if self.render_mode != "ansi" or self._obs is None:
             return None
-        rt = self.runtime
-        return [
-            f"QUERY: {rt.decode(o[: rt.context_length])}\nRESPONSE: {rt.decode(o[rt.context_length : rt.context_length + self._t])}"
-            for o in self._obs
-        ]
+        return [self.runtime.render_row(o, self._t) for o in self._obs]
