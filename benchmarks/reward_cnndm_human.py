@@ -111,13 +111,7 @@ def main(argv=None) -> None:
         rm, train_items, cfg, features=train_feats, eval_items=test_items, eval_features=test_feats
     )
 
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-
-    def ravg(ref, s):
-        r = scorer.score(ref, s)
-        return np.mean([r[k].fmeasure for k in ("rouge1", "rouge2", "rougeL")])
+    from textenv.scorers import rouge_avg as ravg
 
     rouge_acc = np.mean(
         [(0 if ravg(a.article, s0) > ravg(a.article, s1) else 1) == best for a, s0, s1, best in test_pairs]

@@ -71,14 +71,10 @@ class ScoreLabeler:
 class SentimentLabeler(ScoreLabeler):
     """Positive and happy continuations win (the paper's sentiment instruction)."""
 
-    def __init__(self, temperature: float = 0.0, seed: int = 0) -> None:
-        super().__init__(temperature, seed)
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-        self.analyzer = SentimentIntensityAnalyzer()
-
     def scores(self, query, samples, reference=None):
-        return np.array([self.analyzer.polarity_scores(s)["compound"] for s in samples])
+        from textenv.scorers import sentiment
+
+        return np.array([sentiment(s) for s in samples])
 
 
 class DescriptivenessLabeler(ScoreLabeler):
@@ -93,20 +89,12 @@ class DescriptivenessLabeler(ScoreLabeler):
 class SummarizationLabeler(ScoreLabeler):
     """The summary closest to the reference (R-AVG) wins."""
 
-    def __init__(self, temperature: float = 0.0, seed: int = 0) -> None:
-        super().__init__(temperature, seed)
-        from rouge_score import rouge_scorer
-
-        self.scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-
     def scores(self, query, samples, reference=None):
+        from textenv.scorers import rouge_avg
+
         if not reference:
             raise ValueError("SummarizationLabeler needs the reference summary (reference=...).")
-        out = []
-        for s in samples:
-            r = self.scorer.score(reference, s)
-            out.append(np.mean([r[k].fmeasure for k in ("rouge1", "rouge2", "rougeL")]))
-        return np.array(out)
+        return np.array([rouge_avg(reference, s) for s in samples])
 
 
 class GoldRewardLabeler(ScoreLabeler):

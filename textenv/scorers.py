@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -58,17 +59,36 @@ class _TextScorer:
         return np.array([self.score_text(self.decode(r)) for r in responses], dtype=np.float64)
 
 
+@lru_cache(maxsize=1)
+def _vader():
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+def sentiment(text: str) -> float:
+    """VADER compound polarity of ``text``, in [-1, 1]."""
+    return float(_vader().polarity_scores(text)["compound"])
+
+
+@lru_cache(maxsize=1)
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+
+
+def rouge_avg(reference: str, text: str) -> float:
+    """R-AVG: the mean of ROUGE-1/2/L F1 of ``text`` against ``reference`` (Porter stemmer)."""
+    s = _rouge_scorer().score(reference, text)
+    return float(np.mean([s[k].fmeasure for k in ("rouge1", "rouge2", "rougeL")]))
+
+
 class SentimentScore(_TextScorer):
     """VADER compound polarity (``vaderSentiment``, offline, MIT)."""
 
-    def __init__(self, tokenizer) -> None:
-        super().__init__(tokenizer)
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-        self.analyzer = SentimentIntensityAnalyzer()
-
     def score_text(self, text: str) -> float:
-        return float(self.analyzer.polarity_scores(text)["compound"])
+        return sentiment(text)
 
 
 class MockSentimentScore(SentimentScore):
@@ -116,22 +136,14 @@ class RougeScore(_TextScorer):
 
     needs_references = True
 
-    def __init__(self, tokenizer) -> None:
-        super().__init__(tokenizer)
-        from rouge_score import rouge_scorer
-
-        self.scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-
     def __call__(
         self, queries: np.ndarray, responses: np.ndarray, references: Sequence[str] | None = None
     ) -> np.ndarray:
         if references is None or len(references) != len(responses):
             raise ValueError("RougeScore needs one reference summary per response (references=...).")
-        out = []
-        for r, ref in zip(responses, references):
-            s = self.scorer.score(ref, self.decode(r))
-            out.append(np.mean([s[k].fmeasure for k in ("rouge1", "rouge2", "rougeL")]))
-        return np.array(out, dtype=np.float64)
+        return np.array(
+            [rouge_avg(ref, self.decode(r)) for r, ref in zip(responses, references)], dtype=np.float64
+        )
 
 
 BUILTIN_SCORES: dict[str, Callable] = {
