@@ -59,6 +59,14 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--lrs", type=float, nargs="+", default=[5e-5, 2e-4], help="one run per learning rate"
     )
+    parser.add_argument(
+        "--epochs", type=int, default=1, help="passes over the labels (the paper: 1; a named deviation above)"
+    )
+    parser.add_argument(
+        "--features-cache",
+        default=None,
+        help="file to save the frozen lower blocks' features to, or load them from if it exists",
+    )
     parser.add_argument("--normalize-samples", type=int, default=512)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training questions")
     parser.add_argument("--rm-out", default="runs/rm_sentiment")
@@ -90,9 +98,19 @@ def main(argv=None) -> None:
     print(f"policy samples {sample_s:.0f}s", flush=True)
 
     t0 = time.perf_counter()
-    train_feats = cache_features(rm, train_items, batch_size=16)
-    valid_feats = cache_features(rm, valid_items, batch_size=16)
-    feature_s = time.perf_counter() - t0
+    cache = Path(args.features_cache) if args.features_cache else None
+    if cache is not None and cache.exists():
+        saved = torch.load(cache, weights_only=False)
+        train_feats, valid_feats, feature_s = saved["train"], saved["valid"], saved["seconds"]
+        if len(train_feats) != len(train_items) or len(valid_feats) != len(valid_items):
+            raise SystemExit(f"{cache} holds features for other stores; delete it to recompute")
+    else:
+        train_feats = cache_features(rm, train_items, batch_size=16)
+        valid_feats = cache_features(rm, valid_items, batch_size=16)
+        feature_s = time.perf_counter() - t0
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"train": train_feats, "valid": valid_feats, "seconds": feature_s}, cache)
     print(f"features {feature_s:.0f}s", flush=True)
 
     labeler_scores = np.concatenate([labeler.scores("", c.sample_texts) for c in valid_items])
@@ -103,7 +121,7 @@ def main(argv=None) -> None:
                 if n in initial:
                     p.copy_(initial[n])
         before = normalize(rm, norm_q, norm_r)
-        config = get_preset("books", lr=lr, top_blocks=args.top_blocks)
+        config = get_preset("books", lr=lr, top_blocks=args.top_blocks, epochs=args.epochs)
         t0 = time.perf_counter()
         out = train_reward_model(
             rm, train_items, config, eval_items=valid_items, features=train_feats, eval_features=valid_feats

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,29 +24,9 @@ import torch
 from torch import nn
 
 from textenv.tokenization import pad_sequences, padded_inputs
+from textenv.trunk import Features, freeze_lower, lower_features, n_blocks, top_forward
 
-
-class _StopForward(Exception):
-    """Raised by a pre-hook to end a forward pass once the frozen features are captured."""
-
-
-@dataclass
-class Features:
-    """Cached output of the frozen lower part for a batch of sequences."""
-
-    hidden: torch.Tensor  # (B, T, d) input of the first trainable block, or (B, d) final features when k = 0
-    attention_mask: torch.Tensor  # (B, T)
-    position_ids: torch.Tensor  # (B, T)
-
-    def index(self, idx) -> Features:
-        return Features(self.hidden[idx], self.attention_mask[idx], self.position_ids[idx])
-
-
-def _layers_attr(base: nn.Module) -> str:
-    for name in ("layers", "h", "blocks"):
-        if isinstance(getattr(base, name, None), nn.ModuleList):
-            return name
-    raise TypeError(f"Cannot find the transformer blocks of {type(base).__name__}; use top_blocks=None.")
+__all__ = ["Features", "RewardModel", "last_token_index"]
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -95,26 +73,14 @@ class RewardModel(nn.Module):
 
     @property
     def n_blocks(self) -> int:
-        return len(getattr(self.base, _layers_attr(self.base)))
+        return n_blocks(self.base)
 
     def set_trainable(self, top_blocks: int | None) -> None:
         """Train everything (None) or only the top ``top_blocks`` blocks, the final norm and the head."""
         self.top_blocks = top_blocks
         for p in self.lm.parameters():
             p.requires_grad_(top_blocks is None)
-        if top_blocks is None:
-            return
-        if not 0 <= top_blocks <= self.n_blocks:
-            raise ValueError(f"top_blocks={top_blocks} must lie in [0, {self.n_blocks}] for this trunk.")
-        blocks = getattr(self.base, _layers_attr(self.base))
-        for block in list(blocks)[self.n_blocks - top_blocks :]:
-            for p in block.parameters():
-                p.requires_grad_(True)
-        if top_blocks > 0:
-            for name, module in self.base.named_children():
-                if name in ("norm", "ln_f", "final_layernorm"):
-                    for p in module.parameters():
-                        p.requires_grad_(True)
+        freeze_lower(self.base, top_blocks)
 
     # --------------------------------------------------------------------------------- scoring
     def raw_scores(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -168,52 +134,17 @@ class RewardModel(nn.Module):
                 "features() needs a frozen lower part: call set_trainable(k) with an int k first."
             )
         inputs = padded_inputs(input_ids, self.pad_id)
+        hidden = lower_features(self.base, inputs, self.top_blocks)
         if self.top_blocks == 0:
-            hidden = self.base(**inputs).last_hidden_state
             last = last_token_index(inputs["attention_mask"])
-            return Features(
-                hidden[torch.arange(input_ids.shape[0]), last],
-                inputs["attention_mask"],
-                inputs["position_ids"],
-            )
-        first = getattr(self.base, _layers_attr(self.base))[self.n_blocks - self.top_blocks]
-        captured: list[torch.Tensor] = []
-
-        def grab(module, args, kwargs):
-            captured.append(args[0] if args else kwargs["hidden_states"])
-            raise _StopForward
-
-        handle = first.register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            self.base(**inputs)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        return Features(captured[0], inputs["attention_mask"], inputs["position_ids"])
-
-    @contextmanager
-    def _only_top_blocks(self):
-        attr = _layers_attr(self.base)
-        blocks = getattr(self.base, attr)
-        setattr(self.base, attr, nn.ModuleList(list(blocks)[self.n_blocks - self.top_blocks :]))
-        try:
-            yield
-        finally:
-            setattr(self.base, attr, blocks)
+            hidden = hidden[torch.arange(input_ids.shape[0]), last]
+        return Features(hidden, inputs["attention_mask"], inputs["position_ids"])
 
     def score_features(self, feats: Features) -> torch.Tensor:
         """Normalised scores from cached features, running only the trainable top blocks; (B,)."""
         if self.top_blocks == 0:
             return self.gain * self.head(feats.hidden).squeeze(-1) + self.bias
-        embeds = feats.hidden
-        wpe = getattr(self.base, "wpe", None)
-        if wpe is not None:  # GPT-2 adds absolute position embeddings to inputs_embeds: cancel them
-            embeds = embeds - wpe(feats.position_ids)
-        with self._only_top_blocks():
-            hidden = self.base(
-                inputs_embeds=embeds, attention_mask=feats.attention_mask, position_ids=feats.position_ids
-            ).last_hidden_state
+        hidden = top_forward(self.base, feats, self.top_blocks)
         last = last_token_index(feats.attention_mask)
         h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.gain * self.head(h_last).squeeze(-1) + self.bias
