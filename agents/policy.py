@@ -7,6 +7,20 @@
   padding-invariant pass. The value for response token t is read at position ``context_len - 1 + t``,
   the state before y_t is emitted, aligned with the logits that score y_t (must-have 15).
 * ``reference()`` is a frozen copy: the paper's rho (must-have 1).
+
+What trains (``set_trainable`` / ``enable_lora``):
+
+* the whole model (the paper's choice, the default);
+* only the top ``k`` blocks + final norm + value head (``set_trainable(k)``, a CPU-friendly option): the
+  frozen lower blocks and embeddings are *shared* with the reference (no copy), and their output is
+  computed once per rollout (:meth:`PolicyWithValue.features`) and reused by the policy, the reference
+  and every PPO epoch;
+* LoRA adapters through ``peft`` (``enable_lora``, the ``lora`` extra): the reference is the same module
+  with its adapters disabled, so no second copy of the weights exists.
+
+Value function: a zero-initialised head on the policy's own trunk (the paper's), or, as an option, a
+separate value network initialised from a reward model (``value_model=``; the head starts from the reward
+model's head, gain and bias).
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ from torch import nn
 
 from agents.core import entropy_from_logits, logprobs_from_logits
 from textenv.tokenization import padded_inputs
+from textenv.trunk import Features, freeze_lower, lower_features, top_forward
 
 
 class Stats(NamedTuple):
@@ -30,16 +45,62 @@ class Stats(NamedTuple):
 class PolicyWithValue(nn.Module):
     """A Hugging Face causal LM + a scalar value head on the final hidden state (zero init)."""
 
-    def __init__(self, lm: nn.Module, pad_id: int, temperature: float = 1.0) -> None:
+    def __init__(
+        self, lm: nn.Module, pad_id: int, temperature: float = 1.0, value_model: nn.Module | None = None
+    ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
         self.lm = lm
         self.pad_id = int(pad_id)
         self.temperature = float(temperature)
-        self.value_head = nn.Linear(lm.config.hidden_size, 1)
-        nn.init.zeros_(self.value_head.weight)  # V == 0 at the start (reference code: fc_layer(scale=0))
-        nn.init.zeros_(self.value_head.bias)
+        self.top_blocks: int | None = None
+        self.lora = False
+        self.value_model = value_model
+        if value_model is None:
+            self.value_head = nn.Linear(lm.config.hidden_size, 1)
+            nn.init.zeros_(self.value_head.weight)  # V == 0 at the start (reference code: fc_layer(scale=0))
+            nn.init.zeros_(self.value_head.bias)
+        else:  # a separate value network from a reward model: its trunk, head, gain and bias
+            if not all(hasattr(value_model, a) for a in ("lm", "head", "gain", "bias")):
+                raise TypeError("value_model must be a rewards.model.RewardModel (lm, head, gain, bias).")
+            value_model.set_trainable(None)
+            self.value_head = None
+
+    # ---------------------------------------------------------------------------- what trains
+    @property
+    def hf(self) -> nn.Module:
+        """The Hugging Face causal LM (under the peft wrapper when LoRA is on)."""
+        return self.lm.get_base_model() if self.lora else self.lm
+
+    def set_trainable(self, top_blocks: int | None) -> None:
+        """Train the whole LM (None) or only its top ``top_blocks`` blocks and final norm (the value
+        head always trains; the output layer and embeddings freeze with an int)."""
+        if self.lora:
+            raise ValueError("top_blocks and LoRA exclude each other; choose one way to train.")
+        if top_blocks is not None and top_blocks < 1:
+            raise ValueError(f"top_blocks={top_blocks} must be >= 1 (or None for the whole model).")
+        for p in self.lm.parameters():
+            p.requires_grad_(top_blocks is None)
+        freeze_lower(self.lm.base_model, top_blocks)
+        self.top_blocks = top_blocks
+
+    def enable_lora(
+        self, r: int = 16, alpha: int = 32, dropout: float = 0.0, target_modules: list[str] | None = None
+    ) -> None:
+        """Wrap the LM with peft LoRA adapters (``pip install 'textenv[lora]'``); only they and the value
+        head train. ``target_modules=None`` picks peft's default for the architecture."""
+        if self.top_blocks is not None:
+            raise ValueError("top_blocks and LoRA exclude each other; choose one way to train.")
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as exc:  # pragma: no cover - depends on the extra
+            raise ImportError("LoRA needs peft: pip install 'textenv[lora]' (or pip install peft).") from exc
+        if target_modules is None and getattr(self.lm.config, "model_type", "") == "gpt2":
+            target_modules = ["c_attn", "c_proj", "c_fc"]
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
+        self.lm = get_peft_model(self.lm, config)
+        self.lora = True
 
     @classmethod
     def from_spec(
@@ -56,34 +117,72 @@ class PolicyWithValue(nn.Module):
     def vocab_size(self) -> int:
         return int(self.lm.get_output_embeddings().weight.shape[0])
 
-    def reference(self) -> PolicyWithValue:
-        """A frozen deep copy (the reference model rho): same weights, no gradients, eval mode."""
-        ref = copy.deepcopy(self)
+    def reference(self) -> PolicyWithValue | AdapterDisabledReference:
+        """The frozen reference model rho: same weights now, no gradients, eval mode.
+
+        Whole-model training: a deep copy. Top-k training: a copy of the trainable top only; the frozen
+        lower blocks and embeddings are the same tensors as the policy's. LoRA: the policy itself with
+        its adapters disabled.
+        """
+        if self.lora:
+            return AdapterDisabledReference(self)
+        shared = {id(p): p for p in self.parameters() if not p.requires_grad}
+        ref = copy.deepcopy(self, memo=dict(shared))
         for p in ref.parameters():
             p.requires_grad_(False)
         return ref.eval()
 
+    # ------------------------------------------------------------------------------- forward
     def _logits_and_hidden(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.lm.base_model(**padded_inputs(input_ids, self.pad_id)).last_hidden_state  # (B, T, d)
-        logits = self.lm.get_output_embeddings()(hidden)  # (B, T, V)
+        hf = self.hf
+        if self.lora:  # run through the peft wrapper so that the adapters apply
+            out = self.lm(**padded_inputs(input_ids, self.pad_id), output_hidden_states=True)
+            return out.logits, out.hidden_states[-1]
+        hidden = hf.base_model(**padded_inputs(input_ids, self.pad_id)).last_hidden_state  # (B, T, d)
+        logits = hf.get_output_embeddings()(hidden)  # (B, T, V)
         return logits, hidden
 
-    def forward_stats(self, query_responses: torch.Tensor, context_length: int) -> Stats:
+    @torch.no_grad()
+    def features(self, query_responses: torch.Tensor) -> Features | None:
+        """The frozen lower blocks' output for ``query_responses`` (None unless top-k training is on)."""
+        if self.top_blocks is None:
+            return None
+        inputs = padded_inputs(query_responses, self.pad_id)
+        hidden = lower_features(self.lm.base_model, inputs, self.top_blocks)
+        return Features(hidden, inputs["attention_mask"], inputs["position_ids"])
+
+    def _values(self, query_responses: torch.Tensor, hidden: torch.Tensor, context_length: int):
+        if self.value_model is None:
+            return self.value_head(hidden[:, context_length - 1 : -1]).squeeze(-1)
+        vm = self.value_model
+        v_hidden = vm.lm.base_model(**padded_inputs(query_responses, self.pad_id)).last_hidden_state
+        return (vm.gain * vm.head(v_hidden[:, context_length - 1 : -1]).squeeze(-1) + vm.bias).float()
+
+    def forward_stats(
+        self, query_responses: torch.Tensor, context_length: int, features: Features | None = None
+    ) -> Stats:
         """Tempered log-probs, values and entropies of the response tokens of ``query_responses``.
 
         Args:
             query_responses: (B, Lc + Lr) ids: the (left-padded) context then the response.
             context_length: Lc.
+            features: the frozen lower blocks' output for these rows (top-k training): only the top
+                blocks run. Computed here when missing.
         """
         if query_responses.dim() != 2 or not 0 < context_length < query_responses.shape[1]:
             raise ValueError(
                 f"query_responses must be (B, Lc + Lr) with 0 < Lc={context_length} < {query_responses.shape[-1]}."
             )
-        logits, hidden = self._logits_and_hidden(query_responses)
+        if self.top_blocks is not None:
+            feats = features if features is not None else self.features(query_responses)
+            hidden = top_forward(self.lm.base_model, feats, self.top_blocks)
+            logits = self.lm.get_output_embeddings()(hidden)
+        else:
+            logits, hidden = self._logits_and_hidden(query_responses)
         # position Lc - 1 + t predicts response token t (and holds the value before it is emitted)
         logits = logits[:, context_length - 1 : -1]
         responses = query_responses[:, context_length:]
-        values = self.value_head(hidden[:, context_length - 1 : -1]).squeeze(-1)
+        values = self._values(query_responses, hidden, context_length)
         return Stats(
             logprobs=logprobs_from_logits(logits, responses, self.temperature),
             values=values,
@@ -126,3 +225,23 @@ class PolicyWithValue(nn.Module):
             next_logits = out.logits[:, -1]
             next_pos = next_pos + 1
         return torch.cat(tokens, dim=1), torch.cat(logps, dim=1)
+
+
+class AdapterDisabledReference:
+    """The reference model of a LoRA policy: the same module with its adapters switched off."""
+
+    def __init__(self, policy: PolicyWithValue) -> None:
+        self.policy = policy
+
+    @torch.no_grad()
+    def forward_stats(
+        self, query_responses: torch.Tensor, context_length: int, features: Features | None = None
+    ) -> Stats:
+        with self.policy.lm.disable_adapter():
+            return self.policy.forward_stats(query_responses, context_length)
+
+    def eval(self) -> AdapterDisabledReference:
+        return self
+
+    def parameters(self):
+        return iter(())

@@ -22,10 +22,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from agents.core import compute_gae, masked_mean, ppo_loss, whiten
+from agents import distributed as D
+from agents.core import compute_gae, masked_mean, ppo_loss
 from agents.policy import PolicyWithValue
 from rewards.kl import AdaptiveKLController, FixedKLController, kl_per_token, shaped_rewards
 from rewards.optim import linear_decay, make_optimizer
+from textenv.trunk import Features
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class PPOConfig:
         kl_estimator: ``k1`` (the paper's) or ``k3``.
         old_logprobs: ``sampling`` (the reference code: log-probs recorded while sampling) or ``recompute``
             (the PyTorch reproduction's separate forward pass, [R] deviation (a)).
+        halt_kl_factor, halt_kl_patience: the andon cord stops a run whose KL exceeds ``halt_kl_factor`` x
+            ``target_kl`` for ``halt_kl_patience`` iterations in a row (0 turns it off).
         seed: base seed; rank r uses ``seed + r * 100003`` (§1.8).
     """
 
@@ -72,6 +76,8 @@ class PPOConfig:
     kl_form: Literal["horizon", "paper"] = "horizon"
     kl_estimator: Literal["k1", "k3"] = "k1"
     old_logprobs: Literal["sampling", "recompute"] = "sampling"
+    halt_kl_factor: float = 3.0
+    halt_kl_patience: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -112,6 +118,15 @@ class Rollout:
     entropy: torch.Tensor  # (B, Lr)
     valid: np.ndarray  # (B,)
     texts: list[str]
+    features: Features | None = None  # frozen lower blocks' output (top-k training), reused by the update
+
+
+class TrainingHalted(RuntimeError):
+    """The andon cord: training stopped on NaN/inf or a KL runaway; the message says what and what to do."""
+
+    def __init__(self, message: str, phase: str) -> None:
+        super().__init__(message)
+        self.phase = phase  # "rollout": no optimiser step of this iteration happened; "update": one may have
 
 
 class PPOAgent:
@@ -122,38 +137,65 @@ class PPOAgent:
     ):
         self.policy, self.envs, self.config = policy, envs, config
         self.reference = reference if reference is not None else policy.reference()
-        if envs.num_envs != config.batch_size:
+        self.rank, self.world = D.rank(), D.world_size()
+        if config.batch_size % self.world:
+            raise ValueError(f"batch_size={config.batch_size} is not divisible by {self.world} processes.")
+        self.local_batch = config.batch_size // self.world
+        if envs.num_envs != self.local_batch:
             raise ValueError(
-                f"the vector env has {envs.num_envs} envs; PPOConfig.batch_size is {config.batch_size}."
+                f"the vector env has {envs.num_envs} envs; this process needs batch_size / processes = "
+                f"{config.batch_size} / {self.world} = {self.local_batch}."
+            )
+        if self.local_batch % (config.minibatches * config.grad_accum):
+            raise ValueError(
+                f"the per-process batch {self.local_batch} must be divisible by minibatches x grad_accum = "
+                f"{config.minibatches} x {config.grad_accum}."
             )
         self.context_length = envs.unwrapped.runtime.context_length
         self.response_length = envs.unwrapped.config.response_length
         self.kl_ctl = make_kl_controller(config)
-        params = [p for p in policy.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(params, lr=config.lr, kind=config.optimizer, eps=config.adam_eps)
-        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.params = [p for p in policy.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the policy has no trainable parameters; check set_trainable / enable_lora.")
+        self.optimizer = make_optimizer(self.params, lr=config.lr, kind=config.optimizer, eps=config.adam_eps)
+        seed = config.seed + self.rank * D.RANK_SEED_STRIDE  # per-rank seeds (§1.8)
+        self.device = next(policy.parameters()).device
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.np_rng = np.random.default_rng(seed)
         self.iteration = 0
-        self.np_rng = np.random.default_rng(config.seed)
+        self.kl_over = 0  # consecutive iterations with KL above halt_kl_factor x target
+        self.timings: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------------- rollout
     @torch.no_grad()
     def rollout(self) -> Rollout:
         cfg = self.config
         obs, _ = self.envs.reset(seed=int(self.np_rng.integers(2**31)))
-        context = torch.as_tensor(obs[:, : self.context_length])
+        context = torch.as_tensor(obs[:, : self.context_length]).to(self.device)
         self.policy.eval()
+        t0 = time.perf_counter()
         responses, sample_logprobs = self.policy.sample(
             context, self.response_length, generator=self.generator
         )
+        t1 = time.perf_counter()
         info, rewards_env = {}, None
         for t in range(self.response_length):
-            _, rewards_env, terminated, _, info = self.envs.step(responses[:, t].numpy())
+            _, rewards_env, terminated, _, info = self.envs.step(responses[:, t].cpu().numpy())
         if not terminated.all():
             raise RuntimeError("the environment did not terminate after response_length steps.")
-        scores = torch.as_tensor(rewards_env, dtype=torch.float32)
+        scores = torch.as_tensor(rewards_env, dtype=torch.float32, device=self.device)
+        t2 = time.perf_counter()
         full = torch.cat([context, responses], dim=1)
-        stats = self.policy.forward_stats(full, self.context_length)
-        ref = self.reference.forward_stats(full, self.context_length)
+        feats = self.policy.features(full)  # top-k training: the shared frozen lower part, run once
+        stats = self.policy.forward_stats(full, self.context_length, feats)
+        t3 = time.perf_counter()
+        ref = self.reference.forward_stats(full, self.context_length, feats)
+        self.timings = {
+            "sample": t1 - t0,
+            "score": t2 - t1,
+            "forward": t3 - t2,
+            "reference": time.perf_counter() - t3,
+        }
         logprobs = sample_logprobs if cfg.old_logprobs == "sampling" else stats.logprobs
         rewards, non_score = shaped_rewards(
             scores, logprobs, ref.logprobs, self.kl_ctl.value, cfg.kl_estimator
@@ -170,6 +212,7 @@ class PPOAgent:
             entropy=stats.entropy,
             valid=np.asarray(info["valid"]),
             texts=list(info["truncated_text"]),
+            features=feats,
         )
 
     # ------------------------------------------------------------------------------------ update
@@ -179,24 +222,26 @@ class PPOAgent:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.policy.train()
-        n = cfg.batch_size
+        n = self.local_batch
         mb = n // cfg.minibatches
         micro = mb // cfg.grad_accum
         logs: dict[str, list[float]] = {}
         for _epoch in range(cfg.epochs):
-            order = torch.randperm(n, generator=self.generator)
+            order = torch.randperm(n, generator=self.generator, device=self.device)
             for start in range(0, n, mb):
                 idx = order[start : start + mb]
                 rewards = batch.rewards[idx]
+                # moments over the global minibatch (all ranks), biased variance
                 if cfg.whiten_rewards:  # per minibatch, scale only (§1.8 step 1)
-                    rewards = whiten(rewards, shift_mean=False)
+                    rewards = D.global_whiten(rewards, shift_mean=False)
                 advantages, returns = compute_gae(rewards, batch.values[idx], cfg.gamma, cfg.lam)
-                advantages = whiten(advantages)
+                advantages = D.global_whiten(advantages)
                 self.optimizer.zero_grad(set_to_none=True)
                 for m in range(0, mb, micro):
                     sub = idx[m : m + micro]
                     full = torch.cat([batch.context[sub], batch.responses[sub]], dim=1)
-                    stats = self.policy.forward_stats(full, self.context_length)
+                    feats = batch.features.index(sub) if batch.features is not None else None
+                    stats = self.policy.forward_stats(full, self.context_length, feats)
                     out = ppo_loss(
                         stats.logprobs,
                         batch.logprobs[sub],
@@ -223,6 +268,16 @@ class PPOAgent:
                         ("ppo/policy/ratio_mean", out.ratio.mean()),
                     ):
                         logs.setdefault(key, []).append(float(value.detach()))
+                D.average_gradients(self.params)
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm=float("inf"))
+                if not torch.isfinite(grad_norm):
+                    raise TrainingHalted(
+                        f"iteration {self.iteration + 1}: non-finite gradient (norm {float(grad_norm)}, loss "
+                        f"{logs['ppo/loss/total'][-1]}) before an optimiser step; nothing was applied for this "
+                        "minibatch. Lower the learning rate or check the inputs, then --resume.",
+                        phase="update",
+                    )
+                logs.setdefault("ppo/grad_norm", []).append(float(grad_norm))
                 self.optimizer.step()
         self.policy.eval()
         metrics = {k: float(np.mean(v)) for k, v in logs.items()}
@@ -234,34 +289,113 @@ class PPOAgent:
 
     # ------------------------------------------------------------------------------- iteration
     def step(self) -> dict:
-        """One PPO iteration: rollout, update, KL control; returns the reference code's metric keys."""
+        """One PPO iteration: rollout, update, KL control; returns the reference code's metric keys.
+
+        Raises :class:`TrainingHalted` (the andon cord) before any optimiser step when the rollout holds
+        NaN/inf or the KL has exceeded ``halt_kl_factor x target_kl`` for ``halt_kl_patience`` iterations
+        in a row (the agent's state is then exactly that after the previous iteration), and before the
+        offending optimiser step when a loss or gradient is not finite.
+        """
+        cfg = self.config
         t0 = time.perf_counter()
         batch = self.rollout()
         t_rollout = time.perf_counter() - t0
-        kl = kl_per_token(batch.logprobs, batch.ref_logprobs, self.config.kl_estimator).sum(1)  # (B,)
-        metrics = {
-            "objective/kl": float(kl.mean()),
-            "objective/kl_coef": self.kl_ctl.value,
-            "objective/score": float(batch.scores.mean()),
-            "objective/score_total": float(batch.scores.mean() + batch.non_score_rewards.sum(1).mean()),
-            "objective/entropy": float((-batch.logprobs).sum(1).mean()),
-            "objective/valid_rate": float(batch.valid.mean()),
-        }
+        kl = kl_per_token(batch.logprobs, batch.ref_logprobs, cfg.kl_estimator).sum(1)  # (B,)
+        metrics = D.mean_metrics(
+            {
+                "objective/kl": float(kl.mean()),
+                "objective/kl_coef": self.kl_ctl.value,
+                "objective/score": float(batch.scores.mean()),
+                "objective/score_std": float(batch.scores.std(unbiased=False)),
+                "objective/score_total": float(batch.scores.mean() + batch.non_score_rewards.sum(1).mean()),
+                "objective/entropy": float((-batch.logprobs).sum(1).mean()),
+                "objective/valid_rate": float(batch.valid.mean()),
+            }
+        )
+        self._check_rollout(metrics, batch)
         t1 = time.perf_counter()
-        metrics.update(self.update(batch))
-        self.kl_ctl.update(metrics["objective/kl"], self.config.batch_size)
+        metrics.update(D.mean_metrics(self.update(batch)))
+        self.kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
         self.iteration += 1
         metrics.update(
             {
+                **{f"time/{k}": v for k, v in self.timings.items()},
                 "time/rollout": t_rollout,
                 "time/update": time.perf_counter() - t1,
                 "time/iteration": time.perf_counter() - t0,
                 "iteration": self.iteration,
-                "episodes": self.iteration * self.config.batch_size,
+                "episodes": self.iteration * cfg.batch_size,
             }
         )
         self.last_batch = batch
         return metrics
+
+    def _check_rollout(self, metrics: dict, batch: Rollout) -> None:
+        cfg = self.config
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad or not torch.isfinite(batch.rewards).all():
+            raise TrainingHalted(
+                f"iteration {self.iteration + 1}: non-finite rollout statistics {bad or ['rewards']} "
+                f"(score mean {metrics['objective/score']}, KL {metrics['objective/kl']}); check the reward "
+                "function for NaN/inf outputs.",
+                phase="rollout",
+            )
+        if (
+            cfg.halt_kl_patience
+            and cfg.target_kl
+            and metrics["objective/kl"] > cfg.halt_kl_factor * cfg.target_kl
+        ):
+            self.kl_over += 1
+            if self.kl_over >= cfg.halt_kl_patience:
+                raise TrainingHalted(
+                    f"iteration {self.iteration + 1}: KL {metrics['objective/kl']:.2f} nats has exceeded "
+                    f"{cfg.halt_kl_factor:g} x target {cfg.target_kl:g} for {self.kl_over} iterations (beta "
+                    f"{self.kl_ctl.value:.4g}); the policy is running away from the reference. Lower the "
+                    "learning rate, raise kl_coef or check the reward model for exploits, then --resume.",
+                    phase="rollout",
+                )
+        else:
+            self.kl_over = 0
+
+    # ------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue bit for bit: trainable weights, optimiser, KL
+        controller, RNG states and counters (the frozen rest is rebuilt from the model spec)."""
+        return {
+            "iteration": self.iteration,
+            "trainable": {
+                n: p.detach().clone() for n, p in self.policy.named_parameters() if p.requires_grad
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "kl_ctl": self.kl_ctl.state_dict(),
+            "kl_over": self.kl_over,
+            "generator": self.generator.get_state(),
+            "np_rng": self.np_rng.bit_generator.state,
+            "rank": self.rank,
+            "world": self.world,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("world", 1) != self.world:
+            raise ValueError(
+                f"the checkpoint was written by {state.get('world')} processes; resume it with the same number "
+                f"(this run has {self.world})."
+            )
+        named = dict(self.policy.named_parameters())
+        missing = [n for n in state["trainable"] if n not in named]
+        if missing:
+            raise ValueError(
+                f"checkpoint tensors {missing[:3]} are not in this policy; was it built the same way?"
+            )
+        with torch.no_grad():
+            for n, t in state["trainable"].items():
+                named[n].copy_(t)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        self.kl_over = int(state.get("kl_over", 0))
+        self.generator.set_state(state["generator"])
+        self.np_rng.bit_generator.state = state["np_rng"]
+        self.iteration = int(state["iteration"])
 
     def config_dict(self) -> dict:
         return asdict(self.config)

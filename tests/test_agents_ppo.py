@@ -81,7 +81,13 @@ def test_ppo_raises_a_toy_reward():
         agent.step()["objective/score"]
         for agent in [
             make_agent(
-                batch=32, temperature=0.1, lr=1e-2, optimizer="torch_adam", kl_coef=0.01, adaptive_kl=False
+                batch=32,
+                temperature=0.1,
+                lr=1e-2,
+                optimizer="torch_adam",
+                kl_coef=0.01,
+                adaptive_kl=False,
+                halt_kl_patience=0,
             )
         ]
         for _ in range(8)
