@@ -15,15 +15,22 @@ def build_parser():
     from rewards import cli as rewards_cli
 
     commands.update(rewards_cli.add_parsers(sub))
+    from agents import train as train_mod
+
+    commands.update(train_mod.add_parser(sub))
     return parser, commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train-policy":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if args.command == "train-policy":
+        return commands[args.command](args, extra)
     return commands[args.command](args)
 
 

@@ -96,9 +96,12 @@ class PolicyWithValue(nn.Module):
             from peft import LoraConfig, get_peft_model
         except ImportError as exc:  # pragma: no cover - depends on the extra
             raise ImportError("LoRA needs peft: pip install 'textenv[lora]' (or pip install peft).") from exc
-        if target_modules is None and getattr(self.lm.config, "model_type", "") == "gpt2":
+        gpt2 = getattr(self.lm.config, "model_type", "") == "gpt2"
+        if target_modules is None and gpt2:
             target_modules = ["c_attn", "c_proj", "c_fc"]
-        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
+        config = LoraConfig(
+            r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, fan_in_fan_out=gpt2
+        )
         self.lm = get_peft_model(self.lm, config)
         self.lora = True
 

@@ -14,6 +14,7 @@ One iteration (DESIGN.md, "One PPO iteration, as data flows"):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ from agents.core import compute_gae, masked_mean, ppo_loss
 from agents.policy import PolicyWithValue
 from rewards.kl import AdaptiveKLController, FixedKLController, kl_per_token, shaped_rewards
 from rewards.optim import linear_decay, make_optimizer
+from textenv.env import NonFiniteRewardError
 from textenv.trunk import Features
 
 
@@ -119,6 +121,22 @@ class Rollout:
     valid: np.ndarray  # (B,)
     texts: list[str]
     features: Features | None = None  # frozen lower blocks' output (top-k training), reused by the update
+
+    def index(self, rows) -> Rollout:
+        """The episodes ``rows`` (a slice or index tensor) of this batch."""
+        idx = rows if isinstance(rows, slice) else torch.as_tensor(rows)
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "texts":
+                out[f.name] = value[idx] if isinstance(idx, slice) else [value[int(i)] for i in idx]
+            elif f.name == "valid":
+                out[f.name] = value[idx if isinstance(idx, slice) else idx.numpy()]
+            elif value is None:
+                out[f.name] = None
+            else:
+                out[f.name] = value.index(idx) if isinstance(value, Features) else value[idx]
+        return Rollout(**out)
 
 
 class TrainingHalted(RuntimeError):
@@ -298,7 +316,10 @@ class PPOAgent:
         """
         cfg = self.config
         t0 = time.perf_counter()
-        batch = self.rollout()
+        try:
+            batch = self.rollout()
+        except NonFiniteRewardError as exc:
+            raise TrainingHalted(f"iteration {self.iteration + 1}: {exc}", phase="rollout") from exc
         t_rollout = time.perf_counter() - t0
         kl = kl_per_token(batch.logprobs, batch.ref_logprobs, cfg.kl_estimator).sum(1)  # (B,)
         metrics = D.mean_metrics(

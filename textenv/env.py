@@ -251,7 +251,7 @@ class TaskRuntime:
                 f"response, shape ({n},)."
             )
         if not np.isfinite(scores).all():
-            raise ValueError(
+            raise NonFiniteRewardError(
                 f"reward_fn {name} returned non-finite scores {scores[~np.isfinite(scores)].tolist()} at rows "
                 f"{np.flatnonzero(~np.isfinite(scores)).tolist()}; fix the reward function (NaN/inf are never clipped)."
             )
@@ -259,6 +259,10 @@ class TaskRuntime:
 
     def decode(self, ids: np.ndarray) -> str:
         return self.tokenizer.decode([int(t) for t in ids if t != self.pad_id])
+
+
+class NonFiniteRewardError(ValueError):
+    """The reward function returned NaN or inf (never clipped or replaced: the caller decides)."""
 
 
 def check_render_mode(render_mode: str | None) -> None:

@@ -66,6 +66,8 @@ class TaskConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.truncate_token == "":  # TOML has no null: an empty string turns the rule off too
+            object.__setattr__(self, "truncate_token", None)
         for name in ("query_length", "response_length"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
