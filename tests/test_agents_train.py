@@ -215,3 +215,31 @@ def test_two_process_update_equals_single_process(tmp_path):
         torch.testing.assert_close(p1, single[name], atol=2e-6, rtol=1e-4)
         moved += int(not torch.equal(p0.detach(), single[name]))
     assert moved > 0
+
+
+def test_the_same_command_under_accelerate_launch(tmp_path):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    if not accelerate.exists():
+        pytest.skip("accelerate's launcher is not installed next to this python")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    cmd += [
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(29700 + os.getpid() % 200),
+    ]
+    cmd += ["-m", "agents.cli", "train-policy", "--config", "tiny_toy", "--no-progress"]
+    cmd += [f"--run.out_dir={tmp_path}", "--run.iterations=2", "--run.plot=false", "--run.tensorboard=false"]
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, timeout=300)
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt"))
+    assert "iter-0000002.rank0.pt" in ckpts and "iter-0000002.rank1.pt" in ckpts
+    state0 = torch.load(tmp_path / "checkpoints" / "iter-0000002.rank0.pt", weights_only=False)["state"]
+    state1 = torch.load(tmp_path / "checkpoints" / "iter-0000002.rank1.pt", weights_only=False)["state"]
+    assert state0["world"] == 2 and state0["rank"] == 0 and state1["rank"] == 1
+    for name, t in state0["trainable"].items():  # all-reduced gradients keep the replicas identical
+        torch.testing.assert_close(t, state1["trainable"][name])
+    assert len(metric_rows(tmp_path)) == 2
