@@ -10,14 +10,17 @@ from textenv import cli as textenv_cli
 
 
 def build_parser():
-    parser, sub = textenv_cli.build_parser(return_subparsers=True)
-    commands = dict(textenv_cli.COMMANDS)
+    parser, sub = textenv_cli.build_parser(return_subparsers=True, with_demo=False)
+    commands = {k: v for k, v in textenv_cli.COMMANDS.items() if k != "demo"}
     from rewards import cli as rewards_cli
 
     commands.update(rewards_cli.add_parsers(sub))
     from agents import train as train_mod
 
     commands.update(train_mod.add_parser(sub))
+    from agents import demo as demo_mod
+
+    commands.update(demo_mod.add_parser(sub))
     return parser, commands
 
 

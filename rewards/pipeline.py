@@ -74,8 +74,11 @@ def sample_questions(
                 model, context, rt.pad_id, cfg.response_length, cfg.temperature, seed=seed * 100_003 + call
             )
             call += 1
-            truncated = truncate_response(responses, rt.truncate_id, cfg.truncate_after, rt.pad_id)
-            valid = response_is_valid(truncated, rt.truncate_id, cfg.truncate_after)
+            if rt.truncate_id is None:  # the task's truncation rule is off: every sample is valid
+                truncated, valid = responses, np.ones(len(responses), dtype=bool)
+            else:
+                truncated = truncate_response(responses, rt.truncate_id, cfg.truncate_after, rt.pad_id)
+                valid = response_is_valid(truncated, rt.truncate_id, cfg.truncate_after)
             stats["sampled"] += len(rows)
             stats["valid"] += int(valid.sum())
             for i, t, v in zip(rows, truncated, valid):

@@ -46,7 +46,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(model=args.model, episodes=args.episodes, seed=args.seed)
 
 
-def build_parser(return_subparsers: bool = False):
+def build_parser(return_subparsers: bool = False, with_demo: bool = True):
+    """The environment layer's parser; ``with_demo=False`` leaves ``demo`` to :mod:`agents.demo`."""
     parser = argparse.ArgumentParser(prog="textenv", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,10 +59,13 @@ def build_parser(return_subparsers: bool = False):
     p = sub.add_parser("info", help="show the cache folder and which assets are ready")
     p.add_argument("--json", action="store_true", help="also print the manifest")
 
-    p = sub.add_parser("demo", help="the main job on the embedded offline default")
-    p.add_argument("--model", default="smollm2-135m", help="model spec (default: the embedded SmolLM2-135M)")
-    p.add_argument("--episodes", type=int, default=4, help="number of episodes to sample and score")
-    p.add_argument("--seed", type=int, default=0)
+    if with_demo:
+        p = sub.add_parser("demo", help="sample and score a few episodes on the embedded offline default")
+        p.add_argument(
+            "--model", default="smollm2-135m", help="model spec (default: the embedded SmolLM2-135M)"
+        )
+        p.add_argument("--episodes", type=int, default=4, help="number of episodes to sample and score")
+        p.add_argument("--seed", type=int, default=0)
     return (parser, sub) if return_subparsers else parser
 
 
