@@ -136,14 +136,15 @@ class PolicyWithValue(nn.Module):
         return ref.eval()
 
     # ------------------------------------------------------------------------------- forward
+    def _hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # LoRA layers sit inside the HF modules, so the plain trunk call applies them (or not, under
+        # peft's disable_adapter()).
+        return self.hf.base_model(**padded_inputs(input_ids, self.pad_id)).last_hidden_state  # (B, T, d)
+
     def _logits_and_hidden(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hf = self.hf
-        if self.lora:  # run through the peft wrapper so that the adapters apply
-            out = self.lm(**padded_inputs(input_ids, self.pad_id), output_hidden_states=True)
-            return out.logits, out.hidden_states[-1]
-        hidden = hf.base_model(**padded_inputs(input_ids, self.pad_id)).last_hidden_state  # (B, T, d)
-        logits = hf.get_output_embeddings()(hidden)  # (B, T, V)
-        return logits, hidden
+        """Logits at every position (B, T, V) and the final hidden states (B, T, d)."""
+        hidden = self._hidden(input_ids)
+        return self.hf.get_output_embeddings()(hidden), hidden
 
     @torch.no_grad()
     def features(self, query_responses: torch.Tensor) -> Features | None:
@@ -151,7 +152,7 @@ class PolicyWithValue(nn.Module):
         if self.top_blocks is None:
             return None
         inputs = padded_inputs(query_responses, self.pad_id)
-        hidden = lower_features(self.lm.base_model, inputs, self.top_blocks)
+        hidden = lower_features(self.hf.base_model, inputs, self.top_blocks)
         return Features(hidden, inputs["attention_mask"], inputs["position_ids"])
 
     def _values(self, query_responses: torch.Tensor, hidden: torch.Tensor, context_length: int):
@@ -178,12 +179,12 @@ class PolicyWithValue(nn.Module):
             )
         if self.top_blocks is not None:
             feats = features if features is not None else self.features(query_responses)
-            hidden = top_forward(self.lm.base_model, feats, self.top_blocks)
-            logits = self.lm.get_output_embeddings()(hidden)
+            hidden = top_forward(self.hf.base_model, feats, self.top_blocks)
         else:
-            logits, hidden = self._logits_and_hidden(query_responses)
-        # position Lc - 1 + t predicts response token t (and holds the value before it is emitted)
-        logits = logits[:, context_length - 1 : -1]
+            hidden = self._hidden(query_responses)
+        # position Lc - 1 + t predicts response token t (and holds the value before it is emitted); the
+        # output layer runs on those Lr positions only, not on the context
+        logits = self.hf.get_output_embeddings()(hidden[:, context_length - 1 : -1])
         responses = query_responses[:, context_length:]
         values = self._values(query_responses, hidden, context_length)
         return Stats(
@@ -203,7 +204,7 @@ class PolicyWithValue(nn.Module):
         """
         inputs = padded_inputs(context, self.pad_id)
         mask, positions = inputs["attention_mask"], inputs["position_ids"]
-        out = self.lm(**inputs, use_cache=True)
+        out = self.lm(**inputs, use_cache=True, logits_to_keep=1)  # the prefill needs the last logits only
         cache_key = "cache" if "cache" in out else "past_key_values"
         cache = out[cache_key]
         next_logits = out.logits[:, -1]
