@@ -89,7 +89,7 @@ class TaskRuntime:
             if config.family == "books"
             else None
         )
-        self._newline = token_id(tokenizer, "\n")
+        self._newline = token_id(tokenizer, "\n") if config.family == "cnndm" else None  # article trimming
 
         if prompts is not None:
             self.records = list(prompts)

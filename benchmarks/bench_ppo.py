@@ -1,0 +1,385 @@
+"""PPO speed: our agent and TRL's ``trl.experimental.ppo.PPOTrainer`` side by side, identical settings.
+
+Cases (each implementation and mode runs in its own subprocess, so peak RSS is its own):
+
+* ``tiny``: a GPT-2 config with 2 layers, width 64 and a 1,024-token BPE vocabulary trained on the books
+  corpus; 16 episodes x (16 query + 16 response) tokens, 1 PPO epoch.
+* ``embedded``: SmolLM2-135M, 8 episodes x (64 + 24) tokens, 4 epochs, full fine-tuning; our top-2-blocks
+  and LoRA (r = 16) modes are reported separately (their speed-up over our full mode).
+
+Both sides: T = 0.7, lr 1e-5, 1 minibatch, reward whitening, beta 0.15, a reward model of the policy's
+size (a trunk + scalar head on the last token) scored every episode, fixed-length responses. TRL
+trains a separate value network (its design), we use a value head on the policy trunk (the paper's).
+Reported: episodes/s (the median iteration after one warm-up), peak RSS, the phase split (sample / score
+/ reference / update; TRL's "score" includes its value-network pass, timed by wrapping its functions),
+and, for our embedded full mode, the iteration's FLOPs divided by this machine's fp32 matmul rate
+measured in the same run.
+
+TRL is installed outside the project's environment (``pip install --no-deps --target DIR trl==1.12.0``)
+and put on ``sys.path`` in the TRL worker only:
+
+    python -m benchmarks.bench_ppo --trl-path /tmp/trl-1.12 [--cases tiny embedded] [--iterations 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import RESULTS, emit, metadata
+
+CASES = {
+    "tiny": dict(batch=16, query=16, response=16, epochs=1),
+    "embedded": dict(batch=8, query=64, response=24, epochs=4),
+}
+
+
+# ------------------------------------------------------------------------------------------ models
+def tiny_tokenizer():
+    """A 1,024-token BPE tokenizer trained on the books corpus (seconds), with EOS."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from textenv.data import load_books
+
+    texts = [b.text for b in load_books("train")[:3000]]
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=1024,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    from tokenizers import decoders
+
+    tk.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>")
+
+
+def build_models(case: str):
+    """(policy LM, tokenizer, reward trunk LM): the same architecture for the policy and the reward."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from textenv.models import load_causal_lm
+    from textenv.tokenization import ensure_pad_token
+
+    torch.manual_seed(0)
+    if case == "tiny":
+        tok = tiny_tokenizer()
+        ensure_pad_token(tok)
+        cfg = GPT2Config(
+            vocab_size=tok.vocab_size,
+            n_positions=64,
+            n_embd=64,
+            n_layer=2,
+            n_head=2,
+            resid_pdrop=0,
+            embd_pdrop=0,
+            attn_pdrop=0,
+        )
+        lm = GPT2LMHeadModel(cfg).eval()
+        rm_lm = GPT2LMHeadModel(cfg).eval()
+        return lm, tok, rm_lm
+    lm, tok = load_causal_lm("smollm2-135m")
+    rm_lm, _ = load_causal_lm("smollm2-135m")
+    return lm, tok, rm_lm
+
+
+def prompts_for(tok, n: int, length: int) -> list[list[int]]:
+    """``n`` book passages of exactly ``length`` tokens (the same for both implementations)."""
+    from textenv.data import load_books
+
+    out = []
+    for b in load_books("train"):
+        ids = tok.encode(b.text)
+        if len(ids) >= length:
+            out.append(ids[:length])
+        if len(out) == n:
+            return out
+    raise RuntimeError(f"not enough book passages of {length} tokens")
+
+
+# ------------------------------------------------------------------------------------------ ours
+def run_ours(case: str, mode: str, iterations: int) -> dict:
+    from agents.policy import PolicyWithValue
+    from agents.ppo import PPOAgent, PPOConfig
+    from rewards.model import RewardModel
+    from textenv.vector import TextVectorEnv
+
+    c = CASES[case]
+    lm, tok, rm_lm = build_models(case)
+    rm = RewardModel(rm_lm, tok.pad_token_id)
+    rm.requires_grad_(False)
+    policy = PolicyWithValue(lm, tok.pad_token_id, temperature=0.7)
+    policy.tokenizer = tok
+    if mode == "top_blocks":
+        policy.set_trainable(2)
+    elif mode == "lora":
+        policy.enable_lora(r=16, alpha=32)
+    texts = [tok.decode(p) for p in prompts_for(tok, 64, c["query"])]
+    envs = TextVectorEnv(
+        "BookSentiment-v0",
+        num_envs=c["batch"],
+        tokenizer=tok,
+        reward_fn=rm.as_reward_fn(batch_size=c["batch"]),
+        prompts=texts,
+        query_length=c["query"],
+        min_query_length=1,
+        response_length=c["response"],
+        truncate_token=None,
+        truncate_after=0,
+    )
+    config = PPOConfig(
+        batch_size=c["batch"],
+        total_episodes=c["batch"] * (iterations + 1),
+        epochs=c["epochs"],
+        minibatches=1,
+        lr=1e-5,
+        kl_coef=0.15,
+        halt_kl_patience=0,
+    )
+    agent = PPOAgent(policy, envs, config)
+    times, phases = [], []
+    for _ in range(iterations + 1):
+        m = agent.step()
+        times.append(m["time/iteration"])
+        phases.append(
+            {
+                "sample": m["time/sample"],
+                "score": m["time/score"],
+                "reference": m["time/reference"],
+                "policy_forward": m["time/forward"],
+                "update": m["time/update"],
+            }
+        )
+    out = {"iteration_s": times[1:], "phases": phases[1:]}
+    if case == "embedded" and mode == "full":
+        out["flops_per_iteration"] = iteration_flops(lm, c)
+    return out
+
+
+def iteration_flops(lm, c: dict) -> float:
+    """Matmul FLOPs one iteration of our algorithm needs (forward 2 x params x tokens, backward 2 x that).
+
+    Per episode: sampling runs the trunk on Lq + Lr - 1 tokens and the output layer on Lr positions;
+    the policy, reference and reward passes run the trunk on Lq + Lr tokens (the output layer on Lr
+    positions, none for the reward); each epoch runs forward + backward (3 x forward). Attention score
+    FLOPs (4 x T x d per token per layer) are included.
+    """
+    blocks = lm.base_model.layers if hasattr(lm.base_model, "layers") else lm.base_model.h
+    p_blocks = sum(p.numel() for b in blocks for p in b.parameters() if p.dim() == 2)
+    d, v, n_layers = lm.config.hidden_size, lm.get_output_embeddings().weight.shape[0], len(blocks)
+    t = c["query"] + c["response"]
+    per_token = 2 * p_blocks + 4 * t * d * n_layers
+    head = 2 * d * v
+    trunk_tokens = (t - 1) + 3 * t + 3 * c["epochs"] * t
+    head_positions = c["response"] * (1 + 2 + 3 * c["epochs"])
+    return float(c["batch"] * (trunk_tokens * per_token + head_positions * head))
+
+
+def matmul_rate(n: int = 1024, repeat: int = 10) -> float:
+    """fp32 matmul FLOP/s of this machine (best of ``repeat``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+# -------------------------------------------------------------------------------------------- TRL
+def run_trl(case: str, iterations: int, trl_path: str) -> dict:
+    import copy
+
+    sys.path.insert(0, trl_path)
+    import trl.experimental.ppo.ppo_trainer as T
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, TrainerCallback
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    c = CASES[case]
+    lm, tok, rm_lm = build_models(case)
+    lm.generation_config.eos_token_id = None
+    lm.generation_config.pad_token_id = tok.pad_token_id
+
+    def seq_classifier(src):
+        cfg = copy.deepcopy(src.config)
+        cfg.num_labels = 1
+        model = AutoModelForSequenceClassification.from_config(cfg)
+        model.base_model.load_state_dict(src.base_model.state_dict())
+        model.config.pad_token_id = tok.pad_token_id
+        return model.eval()
+
+    reward = seq_classifier(rm_lm)
+    value = seq_classifier(lm)
+    ref_model = copy.deepcopy(lm)
+    prompts = prompts_for(tok, 64, c["query"])
+    data = Dataset.from_dict({"input_ids": prompts})
+    timings: dict[str, float] = {"sample": 0.0, "score": 0.0, "reference": 0.0}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                timings[name] += time.perf_counter() - t
+
+        return wrapper
+
+    T.batch_generation = timed("sample", T.batch_generation)
+    T.get_reward = timed("score", T.get_reward)
+    T.forward = timed("reference", T.forward)
+    marks: list[tuple[float, dict]] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            marks.append((time.perf_counter(), dict(timings)))
+
+    out_dir = tempfile.mkdtemp()
+    args = PPOConfig(
+        output_dir=out_dir,
+        per_device_train_batch_size=c["batch"],
+        gradient_accumulation_steps=1,
+        num_mini_batches=1,
+        num_ppo_epochs=c["epochs"],
+        total_episodes=c["batch"] * (iterations + 1),
+        response_length=c["response"],
+        temperature=0.7,
+        stop_token=None,
+        missing_eos_penalty=None,
+        local_rollout_forward_batch_size=c["batch"],
+        num_sample_generations=0,
+        learning_rate=1e-5,
+        kl_coef=0.15,
+        whiten_rewards=True,
+        bf16=False,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+    )
+    trainer = PPOTrainer(
+        args=args,
+        processing_class=tok,
+        model=lm,
+        ref_model=ref_model,
+        reward_model=reward,
+        value_model=value,
+        train_dataset=data,
+        callbacks=[Clock()],
+    )
+    start = time.perf_counter()
+    trainer.train()
+    stamps = [(start, {"sample": 0.0, "score": 0.0, "reference": 0.0}), *marks]
+    times, phases = [], []
+    for (t0, p0), (t1, p1) in itertools.pairwise(stamps):
+        times.append(t1 - t0)
+        ph = {k: p1[k] - p0[k] for k in p0}
+        ph["update"] = times[-1] - sum(ph.values())
+        phases.append(ph)
+    return {"iteration_s": times[1:], "phases": phases[1:]}
+
+
+# ------------------------------------------------------------------------------------------ driver
+def worker(args) -> None:
+    torch.set_num_threads(args.threads)
+    if args.impl == "trl":
+        out = run_trl(args.case, args.iterations, args.trl_path)
+    else:
+        out = run_ours(args.case, args.impl, args.iterations)
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if args.case == "embedded" and args.impl == "full":
+        out["matmul_flops_per_s"] = matmul_rate()
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def summarize(case: str, impl: str, raw: dict) -> dict:
+    it = statistics.median(raw["iteration_s"])
+    phases = {k: float(np.median([p[k] for p in raw["phases"]])) for k in raw["phases"][0]}
+    row = {
+        "bench": "ppo",
+        "case": case,
+        "impl": impl,
+        "episodes_per_s": CASES[case]["batch"] / it,
+        "iteration_s_median": it,
+        "iteration_s_all": raw["iteration_s"],
+        "phases_s": phases,
+        "peak_rss_gb": raw["peak_rss_gb"],
+        **CASES[case],
+    }
+    if "flops_per_iteration" in raw:
+        ideal = raw["flops_per_iteration"] / raw["matmul_flops_per_s"]
+        row.update(
+            flops_per_iteration=raw["flops_per_iteration"],
+            matmul_gflops=raw["matmul_flops_per_s"] / 1e9,
+            flop_bound_s=ideal,
+            ratio_to_flop_bound=it / ideal,
+        )
+    return row
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cases", nargs="+", default=["tiny", "embedded"], choices=list(CASES))
+    parser.add_argument("--impls", nargs="+", default=["trl", "full", "top_blocks", "lora"])
+    parser.add_argument("--iterations", type=int, default=3, help="measured iterations (after 1 warm-up)")
+    parser.add_argument(
+        "--trl-path", default=None, help="folder where trl==1.12.0 was installed with --target"
+    )
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--out", default=str(RESULTS / "ppo.jsonl"))
+    parser.add_argument("--worker", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        args.case, args.impl = args.worker
+        worker(args)
+        return
+    if "trl" in args.impls and not args.trl_path:
+        parser.error(
+            "--trl-path is required for the TRL side (pip install --no-deps --target DIR trl==1.12.0)"
+        )
+    meta = metadata()
+    for case in args.cases:
+        rows = {}
+        for impl in args.impls:
+            if case == "tiny" and impl in ("top_blocks", "lora"):
+                continue  # the tiny case compares full fine-tuning only
+            cmd = [sys.executable, "-m", "benchmarks.bench_ppo", "--worker", case, impl]
+            cmd += ["--iterations", str(args.iterations), "--threads", str(args.threads)]
+            if impl == "trl":
+                cmd += ["--trl-path", args.trl_path]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                raise SystemExit(f"{case}/{impl} failed:\n{proc.stderr[-3000:]}")
+            rows[impl] = summarize(case, impl, json.loads(lines[-1][7:]))
+        for impl, row in rows.items():
+            if "trl" in rows and impl != "trl":
+                row["speedup_vs_trl"] = row["episodes_per_s"] / rows["trl"]["episodes_per_s"]
+                row["peak_rss_vs_trl"] = row["peak_rss_gb"] / rows["trl"]["peak_rss_gb"]
+            if "full" in rows and impl in ("top_blocks", "lora"):
+                row["speedup_vs_our_full"] = row["episodes_per_s"] / rows["full"]["episodes_per_s"]
+            emit({**row, **meta, "threads": args.threads}, out=Path(args.out))
+
+
+if __name__ == "__main__":
+    main()
