@@ -93,3 +93,15 @@ def test_ppo_raises_a_toy_reward():
         for _ in range(8)
     ]
     assert np.mean(scores[-3:]) > np.mean(scores[:3]) + 0.5
+
+
+def test_first_minibatch_has_ratio_one_and_the_lr_decays_per_iteration():
+    agent = make_agent(epochs=1, minibatches=1)
+    agent.config = type(agent.config)(**{**agent.config.__dict__, "total_episodes": 16 * 4})
+    m = agent.step()
+    # one epoch, one minibatch: the update's only forward sees pi_old == pi (must-have 1)
+    assert m["ppo/policy/ratio_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert m["ppo/policy/approxkl"] == pytest.approx(0.0, abs=1e-6)
+    assert m["ppo/policy/clipfrac"] == 0.0
+    assert m["ppo/lr"] == agent.config.lr  # lr (1 - 0/4)
+    assert agent.step()["ppo/lr"] == pytest.approx(agent.config.lr * 0.75)  # lr (1 - 1/4)
