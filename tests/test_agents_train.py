@@ -243,3 +243,20 @@ def test_the_same_command_under_accelerate_launch(tmp_path):
     for name, t in state0["trainable"].items():  # all-reduced gradients keep the replicas identical
         torch.testing.assert_close(t, state1["trainable"][name])
     assert len(metric_rows(tmp_path)) == 2
+
+
+def test_separate_value_network_from_a_reward_model(tmp_path):
+    from rewards.model import RewardModel
+
+    rm = RewardModel.from_spec("tiny-gpt2", seed=3)
+    rm.save(tmp_path / "rm")
+    cfg = tiny_config(tmp_path, f"--policy.value={tmp_path / 'rm'}")
+    agent = build_agent(cfg)
+    policy = agent.policy
+    assert policy.value_head is None and policy.value_model is not None
+    assert any(n.startswith("value_model.") for n, p in policy.named_parameters() if p.requires_grad)
+    batch = agent.rollout()
+    assert batch.values.abs().sum() > 0  # initialised from the reward model's head, not zero
+    before = policy.value_model.head.weight.detach().clone()
+    agent.step()
+    assert not torch.equal(before, policy.value_model.head.weight)
