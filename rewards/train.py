@@ -114,17 +114,17 @@ def cache_features(
 
 def _stack_features(feats: Sequence[Features]) -> Features:
     """Concatenate per-question features along the batch axis, right-padding the time axis."""
-    if feats[0].hidden.dim() == 2:  # top_blocks = 0: (N, d) final features
-        return Features(
-            torch.cat([f.hidden for f in feats]),
-            torch.cat([f.attention_mask for f in feats]),
-            torch.cat([f.position_ids for f in feats]),
-        )
-    t = max(f.hidden.shape[1] for f in feats)
+    t = max(f.attention_mask.shape[1] for f in feats)
 
     def pad(x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.pad(x, (0, 0, 0, t - x.shape[1]) if x.dim() == 3 else (0, t - x.shape[1]))
 
+    if feats[0].hidden.dim() == 2:  # top_blocks = 0: (N, d) final features; only the masks have a time axis
+        return Features(
+            torch.cat([f.hidden for f in feats]),
+            torch.cat([pad(f.attention_mask) for f in feats]),
+            torch.cat([pad(f.position_ids) for f in feats]),
+        )
     return Features(
         torch.cat([pad(f.hidden) for f in feats]),
         torch.cat([pad(f.attention_mask) for f in feats]),

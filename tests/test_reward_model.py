@@ -207,3 +207,23 @@ def test_cached_features_train_like_the_uncached_path(k):
     )
     assert out_b["losses"] == pytest.approx(out_a["losses"], rel=1e-4, abs=1e-5)
     assert out_b["eval/accuracy"] == out_a["eval/accuracy"]
+
+
+def test_cached_final_features_of_different_lengths_stack():
+    """top_blocks=0 with questions of different lengths cached in separate batches (a regression)."""
+    from rewards.train import cache_features
+
+    rm = RewardModel.from_spec("tiny-gpt2", seed=0)
+    rm.set_trainable(0)
+    items = _toy_questions(12, seed=4)
+    for i, c in enumerate(items[6:]):  # longer queries in the second half
+        c.query = c.query + [1500 + i] * 3
+    feats = cache_features(rm, items, batch_size=6)
+    assert {f.attention_mask.shape[1] for f in feats} == {
+        feats[0].attention_mask.shape[1],
+        feats[-1].attention_mask.shape[1],
+    } and feats[0].attention_mask.shape[1] != feats[-1].attention_mask.shape[1]
+    out = train_reward_model(
+        rm, items, RewardTrainConfig(lr=1e-3, batch_size=12, top_blocks=0), features=feats
+    )
+    assert np.isfinite(out["train/loss_first"])
