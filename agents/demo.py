@@ -8,8 +8,10 @@
    (the rise in units of the initial policy's score std), the KL, and write ``curves.png``.
 
 Sized for 2 CPU cores (about 15 minutes): shorter queries and responses than the paper's 64 + 24 and no
-truncation rule, a reward model that trains its head on frozen trunk features (``top_blocks = 0``,
-several epochs: a named deviation from the paper's one full-model epoch), a policy that trains its top 2
+truncation rule, a reward model that trains its head on frozen trunk features mean-pooled over the
+tokens (``top_blocks = 0``, ``pool = "mean"``, 10 epochs: named deviations from the paper's last-token
+head trained for one full-model epoch; on the 2,000-question benchmark this head reaches 53% held-out
+accuracy where the last-token head reaches 38%, see BENCHMARKS.md), a policy that trains its top 2
 blocks (the frozen lower 28 are shared with the reference), a short KL horizon so that beta visibly
 adapts within ~30 iterations, and a larger learning rate than the paper's 1e-5. Every size is an option.
 """
@@ -35,8 +37,9 @@ class DemoConfig:
     heldout_questions: int = 48
     query_length: int = 32
     response_length: int = 16
-    rm_epochs: int = 8
+    rm_epochs: int = 10
     rm_lr: float = 1e-3
+    rm_pool: str = "mean"
     normalize_samples: int = 256
     ppo_config: str = "demo"
     ppo_overrides: tuple[str, ...] = ()
@@ -115,7 +118,7 @@ def run_pipeline(cfg: DemoConfig) -> dict:
     _log(f"sampled and labelled {cfg.questions} + {cfg.heldout_questions} best-of-4 questions", t0)
 
     # 3. reward model: head on frozen trunk features, then normalised on fresh policy samples
-    rm = RewardModel.from_spec(cfg.model, seed=cfg.seed)
+    rm = RewardModel.from_spec(cfg.model, seed=cfg.seed, pool=cfg.rm_pool)
     rm.set_trainable(0)
     feats = cache_features(rm, stores["train"], batch_size=32)
     held_feats = cache_features(rm, stores["heldout"], batch_size=32)

@@ -38,8 +38,13 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 class RewardModel(nn.Module):
     """LM trunk + scalar head + gain/bias (see the module docstring)."""
 
-    def __init__(self, lm: nn.Module, pad_id: int, *, base_spec: str | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, lm: nn.Module, pad_id: int, *, base_spec: str | None = None, seed: int = 0, pool: str = "last"
+    ) -> None:
         super().__init__()
+        if pool not in ("last", "mean"):
+            raise ValueError(f"pool={pool!r}; use 'last' (the paper's) or 'mean'.")
+        self.pool = pool
         self.lm = lm
         self.pad_id = int(pad_id)
         self.base_spec = base_spec
@@ -57,13 +62,13 @@ class RewardModel(nn.Module):
     # -------------------------------------------------------------------------------- building
     @classmethod
     def from_spec(
-        cls, spec: str = "smollm2-135m", *, seed: int = 0, device: str = "cpu", dtype=None
+        cls, spec: str = "smollm2-135m", *, seed: int = 0, device: str = "cpu", dtype=None, pool: str = "last"
     ) -> RewardModel:
         """A fresh reward model on the LM ``spec`` (any :func:`textenv.models.load_causal_lm` spec)."""
         from textenv.models import load_causal_lm
 
         lm, tok = load_causal_lm(spec, seed=seed, device=device, dtype=dtype)
-        rm = cls(lm, tok.pad_token_id, base_spec=str(spec), seed=seed)
+        rm = cls(lm, tok.pad_token_id, base_spec=str(spec), seed=seed, pool=pool)
         rm.tokenizer = tok
         return rm.to(device)
 
@@ -87,9 +92,16 @@ class RewardModel(nn.Module):
         """Head output before gain/bias for (B, T) ids with pads anywhere; (B,)."""
         inputs = padded_inputs(input_ids, self.pad_id)
         hidden = self.base(**inputs).last_hidden_state  # (B, T, d), after the final norm
-        last = last_token_index(inputs["attention_mask"])
-        h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, d)
-        return self.head(h_last).squeeze(-1)
+        return self.head(self._pooled(hidden, inputs["attention_mask"])).squeeze(-1)
+
+    def _pooled(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, d) from (B, T, d): the last real token (the paper's) or, with ``pool="mean"``, the mean over
+        real tokens (a named option, not in the paper)."""
+        if self.pool == "mean":
+            m = mask.to(hidden.dtype).unsqueeze(-1)
+            return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+        last = last_token_index(mask)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Normalised scores ``gain * head(h_last) + bias``, (B,)."""
@@ -136,8 +148,7 @@ class RewardModel(nn.Module):
         inputs = padded_inputs(input_ids, self.pad_id)
         hidden = lower_features(self.base, inputs, self.top_blocks)
         if self.top_blocks == 0:
-            last = last_token_index(inputs["attention_mask"])
-            hidden = hidden[torch.arange(input_ids.shape[0]), last]
+            hidden = self._pooled(hidden, inputs["attention_mask"])
         return Features(hidden, inputs["attention_mask"], inputs["position_ids"])
 
     def score_features(self, feats: Features) -> torch.Tensor:
@@ -145,9 +156,7 @@ class RewardModel(nn.Module):
         if self.top_blocks == 0:
             return self.gain * self.head(feats.hidden).squeeze(-1) + self.bias
         hidden = top_forward(self.base, feats, self.top_blocks)
-        last = last_token_index(feats.attention_mask)
-        h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        return self.gain * self.head(h_last).squeeze(-1) + self.bias
+        return self.gain * self.head(self._pooled(hidden, feats.attention_mask)).squeeze(-1) + self.bias
 
     # ----------------------------------------------------------------------------- persistence
     def save(self, folder: str | Path) -> None:
@@ -178,6 +187,7 @@ class RewardModel(nn.Module):
             "seed": self.seed,
             "pad_id": self.pad_id,
             "top_blocks": self.top_blocks,
+            "pool": self.pool,
             "format": 1,
         }
         (folder / "reward_model.json").write_text(json.dumps(meta, indent=2))
@@ -191,7 +201,9 @@ class RewardModel(nn.Module):
         if not meta_path.exists():
             raise FileNotFoundError(f"{folder} is not a saved reward model (no reward_model.json).")
         meta = json.loads(meta_path.read_text())
-        rm = cls.from_spec(meta["base_spec"], seed=meta.get("seed", 0), device=device)
+        rm = cls.from_spec(
+            meta["base_spec"], seed=meta.get("seed", 0), device=device, pool=meta.get("pool", "last")
+        )
         tensors = load_file(str(folder / "weights.safetensors"))
         with torch.no_grad():
             rm.head.weight.copy_(tensors.pop("head.weight"))

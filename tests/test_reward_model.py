@@ -227,3 +227,21 @@ def test_cached_final_features_of_different_lengths_stack():
         rm, items, RewardTrainConfig(lr=1e-3, batch_size=12, top_blocks=0), features=feats
     )
     assert np.isfinite(out["train/loss_first"])
+
+
+def test_mean_pool_option_is_padding_invariant_and_saved(tmp_path):
+    rm = RewardModel.from_spec("tiny-gpt2", seed=0, pool="mean")
+    pad = rm.pad_id
+    a = torch.tensor([[pad, pad, 11, 12, 13, 14]])
+    b = torch.tensor([[11, 12, 13, 14, pad, pad]])
+    with torch.no_grad():
+        torch.testing.assert_close(rm(a), rm(b))
+        last = RewardModel.from_spec("tiny-gpt2", seed=0)(a)
+    assert not torch.allclose(rm(a), last)
+    rm.save(tmp_path / "rm")
+    again = RewardModel.load(tmp_path / "rm")
+    assert again.pool == "mean"
+    with torch.no_grad():
+        torch.testing.assert_close(again(a), rm(a))
+    with pytest.raises(ValueError, match="pool"):
+        RewardModel.from_spec("tiny-gpt2", pool="max")
