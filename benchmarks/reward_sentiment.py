@@ -9,6 +9,9 @@ computed once), normalises before and after training on 512 samples of the initi
 held-out accuracy (chance 25%), Spearman rho between reward-model and labeler scores of the held-out
 samples, and the mean/std of the scores of 512 *fresh* policy samples after normalisation.
 
+``--head-only`` trains only a head on the frozen trunk (features from ``--features-cache``; the top blocks
+run once), for the paper's last-token head and the mean-pooled option, ``--head-epochs`` passes each.
+
     textenv sample --store runs/sentiment_train.db --queries 2000 --batch-size 256 --no-require-valid
     textenv sample --store runs/sentiment_valid.db --queries 400 --batch-size 256 --no-require-valid --split valid --seed 1
     python -m benchmarks.reward_sentiment --train-store runs/sentiment_train.db --valid-store runs/sentiment_valid.db
@@ -67,6 +70,15 @@ def main(argv=None) -> None:
         default=None,
         help="file to save the frozen lower blocks' features to, or load them from if it exists",
     )
+    parser.add_argument(
+        "--head-only",
+        action="store_true",
+        help="from the cached features, run the top blocks once and train only a head on the frozen trunk "
+        "(top_blocks=0), once per --pools entry",
+    )
+    parser.add_argument("--pools", nargs="+", default=["last", "mean"], choices=["last", "mean"])
+    parser.add_argument("--head-lr", type=float, default=1e-3)
+    parser.add_argument("--head-epochs", type=int, default=10)
     parser.add_argument("--normalize-samples", type=int, default=512)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training questions")
     parser.add_argument("--rm-out", default="runs/rm_sentiment")
@@ -92,8 +104,10 @@ def main(argv=None) -> None:
 
     lm, tok = load_causal_lm(args.model)
     t0 = time.perf_counter()
-    norm_q, norm_r = policy_samples(task, lm, tok, args.normalize_samples, seed=11, batch_size=256)
-    fresh_q, fresh_r = policy_samples(task, lm, tok, args.normalize_samples, seed=12, batch_size=256)
+    norm_q = norm_r = fresh_q = fresh_r = []
+    if args.normalize_samples:
+        norm_q, norm_r = policy_samples(task, lm, tok, args.normalize_samples, seed=11, batch_size=256)
+        fresh_q, fresh_r = policy_samples(task, lm, tok, args.normalize_samples, seed=12, batch_size=256)
     sample_s = time.perf_counter() - t0
     print(f"policy samples {sample_s:.0f}s", flush=True)
 
@@ -114,6 +128,22 @@ def main(argv=None) -> None:
     print(f"features {feature_s:.0f}s", flush=True)
 
     labeler_scores = np.concatenate([labeler.scores("", c.sample_texts) for c in valid_items])
+    if args.head_only:
+        head_only(
+            args,
+            rm,
+            train_items,
+            valid_items,
+            train_feats,
+            valid_feats,
+            labeler_scores,
+            norm_q,
+            norm_r,
+            fresh_q,
+            fresh_r,
+            sample_s,
+        )
+        return
     best = None
     for lr in args.lrs:
         with torch.no_grad():
@@ -164,6 +194,81 @@ def main(argv=None) -> None:
         if best is None or result["heldout_accuracy"] > best:
             best = result["heldout_accuracy"]
             rm.save(args.rm_out)
+
+
+def head_only(
+    args,
+    rm,
+    train_items,
+    valid_items,
+    train_feats,
+    valid_feats,
+    labeler_scores,
+    norm_q,
+    norm_r,
+    fresh_q,
+    fresh_r,
+    sample_s,
+):
+    """Heads on the frozen trunk (``top_blocks=0``): the top blocks run once on the cached features."""
+    from rewards.train import RewardTrainConfig
+    from textenv.trunk import Features, top_forward
+
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        final = {
+            name: [
+                (top_forward(rm.base, f, args.top_blocks), f.attention_mask, f.position_ids) for f in feats
+            ]
+            for name, feats in (("train", train_feats), ("valid", valid_feats))
+        }
+    top_s = time.perf_counter() - t0
+    for pool in args.pools:
+        head = RewardModel.from_spec(args.model, seed=0, pool=pool)
+        head.set_trainable(0)
+        feats = {k: [Features(head._pooled(h, m), m, p) for h, m, p in v] for k, v in final.items()}
+        config = RewardTrainConfig(lr=args.head_lr, batch_size=32, epochs=args.head_epochs, top_blocks=0)
+        before = normalize(head, norm_q, norm_r) if norm_q else {}
+        t0 = time.perf_counter()
+        out = train_reward_model(
+            head,
+            train_items,
+            config,
+            eval_items=valid_items,
+            features=feats["train"],
+            eval_features=feats["valid"],
+        )
+        train_s = time.perf_counter() - t0
+        result = {
+            "bench": "reward_sentiment",
+            "mode": "head_on_frozen_trunk",
+            "pool": pool,
+            "train_questions": len(train_items),
+            "heldout_questions": len(valid_items),
+            "lr": args.head_lr,
+            "epochs": args.head_epochs,
+            "heldout_accuracy": out["eval/accuracy"],
+            "chance": out["eval/chance"],
+            "spearman_rm_vs_labeler": spearman(out["eval/scores"].reshape(-1), labeler_scores),
+            "eval_loss": out["eval/loss"],
+            "seconds_top_blocks_once": top_s,
+            "seconds_train": train_s,
+            "model": args.model,
+            **metadata(),
+        }
+        if norm_q:
+            after = normalize(head, norm_q, norm_r)
+            fresh = head.score(fresh_q, fresh_r, batch_size=64)
+            result.update(
+                norm_before=before,
+                norm_after=after,
+                fresh_policy_score_mean=float(fresh.mean()),
+                fresh_policy_score_std=float(fresh.std()),
+                seconds_policy_samples=sample_s,
+            )
+        emit(result, out=Path(args.out))
+        if pool == "mean":
+            head.save(args.rm_out + "_head_mean")
 
 
 if __name__ == "__main__":
