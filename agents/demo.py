@@ -19,6 +19,7 @@ adapts within ~30 iterations, and a larger learning rate than the paper's 1e-5. 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,8 @@ def evaluate_policy(policy, rm, labeler, tokenizer, overrides: dict, n: int, see
 
 
 def run_pipeline(cfg: DemoConfig) -> dict:
-    from agents.train import load_config, train_policy
+    from agents.policy import PolicyWithValue
+    from agents.train import load_config, policy_temperature, train_policy
     from rewards.comparisons import ComparisonStore
     from rewards.labelers import SentimentLabeler
     from rewards.model import RewardModel
@@ -150,14 +152,10 @@ def run_pipeline(cfg: DemoConfig) -> dict:
             *cfg.ppo_overrides,
         ],
     )
-    import shutil
-
     shutil.rmtree(out / "ppo", ignore_errors=True)
-    from agents.train import build_policy
-
-    initial = build_policy(train_cfg)
+    # the initial policy is the model already loaded above (PPO loads its own copy to train)
+    initial = PolicyWithValue(lm, tok.pad_token_id, policy_temperature(train_cfg))
     before = evaluate_policy(initial, rm, labeler, tok, overrides, cfg.eval_prompts, cfg.seed + 99)
-    del initial
     _log(f"PPO: {train_cfg.iterations} iterations of {train_cfg.ppo.batch_size} episodes", t0)
     summary = train_policy(train_cfg, progress=True)
     policy = summary["agent"].policy

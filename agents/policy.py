@@ -80,9 +80,7 @@ class PolicyWithValue(nn.Module):
             raise ValueError("top_blocks and LoRA exclude each other; choose one way to train.")
         if top_blocks is not None and top_blocks < 1:
             raise ValueError(f"top_blocks={top_blocks} must be >= 1 (or None for the whole model).")
-        for p in self.lm.parameters():
-            p.requires_grad_(top_blocks is None)
-        freeze_lower(self.lm.base_model, top_blocks)
+        freeze_lower(self.lm, top_blocks)
         self.top_blocks = top_blocks
 
     def enable_lora(
@@ -107,12 +105,19 @@ class PolicyWithValue(nn.Module):
 
     @classmethod
     def from_spec(
-        cls, spec: str, temperature: float = 1.0, *, seed: int = 0, device: str = "cpu", dtype=None
+        cls,
+        spec: str,
+        temperature: float = 1.0,
+        *,
+        seed: int = 0,
+        device: str = "cpu",
+        dtype=None,
+        value_model: nn.Module | None = None,
     ):
         from textenv.models import load_causal_lm
 
         lm, tok = load_causal_lm(spec, seed=seed, device=device, dtype=dtype)
-        policy = cls(lm, tok.pad_token_id, temperature).to(device)
+        policy = cls(lm, tok.pad_token_id, temperature, value_model=value_model).to(device)
         policy.tokenizer = tok
         return policy
 

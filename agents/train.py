@@ -202,24 +202,28 @@ def dump_toml(data: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------- building
-def build_policy(cfg: TrainConfig):
-    from agents.policy import PolicyWithValue
+def policy_temperature(cfg: TrainConfig) -> float:
+    """``policy.temperature``, or the task's own when it is 0."""
     from textenv.tasks import get_task
 
-    task = get_task(cfg.env.task, **cfg.env.overrides)
-    temperature = cfg.policy.temperature or task.temperature
+    return cfg.policy.temperature or get_task(cfg.env.task, **cfg.env.overrides).temperature
+
+
+def build_policy(cfg: TrainConfig):
+    from agents.policy import PolicyWithValue
+
     value_model = None
     if cfg.policy.value != "shared":
         from rewards.model import RewardModel
 
         value_model = RewardModel.load(cfg.policy.value, device=cfg.run.device)
     policy = PolicyWithValue.from_spec(
-        cfg.policy.model, temperature=temperature, seed=cfg.ppo.seed, device=cfg.run.device
+        cfg.policy.model,
+        temperature=policy_temperature(cfg),
+        seed=cfg.ppo.seed,
+        device=cfg.run.device,
+        value_model=value_model,
     )
-    if value_model is not None:
-        policy.value_model = value_model
-        value_model.set_trainable(None)
-        policy.value_head = None
     if cfg.policy.train == "top_blocks":
         policy.set_trainable(cfg.policy.top_blocks)
     elif cfg.policy.train == "lora":

@@ -83,9 +83,7 @@ class RewardModel(nn.Module):
     def set_trainable(self, top_blocks: int | None) -> None:
         """Train everything (None) or only the top ``top_blocks`` blocks, the final norm and the head."""
         self.top_blocks = top_blocks
-        for p in self.lm.parameters():
-            p.requires_grad_(top_blocks is None)
-        freeze_lower(self.base, top_blocks)
+        freeze_lower(self.lm, top_blocks)
 
     # --------------------------------------------------------------------------------- scoring
     def raw_scores(self, input_ids: torch.Tensor) -> torch.Tensor:

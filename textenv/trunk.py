@@ -45,15 +45,17 @@ def n_blocks(base: nn.Module) -> int:
     return len(getattr(base, layers_attr(base)))
 
 
-def freeze_lower(base: nn.Module, top_blocks: int | None) -> None:
-    """Freeze everything in ``base`` but the top ``top_blocks`` blocks and the final norm (None: train all).
+def freeze_lower(lm: nn.Module, top_blocks: int | None) -> None:
+    """Freeze everything in the causal LM ``lm`` but the top ``top_blocks`` blocks and the final norm of
+    its trunk (``lm.base_model``); None trains everything.
 
-    Embeddings (and an output head tied to them) stay frozen whenever ``top_blocks`` is an int.
+    Embeddings and the output layer (tied to them or not) stay frozen whenever ``top_blocks`` is an int.
     """
-    for p in base.parameters():
+    for p in lm.parameters():
         p.requires_grad_(top_blocks is None)
     if top_blocks is None:
         return
+    base = lm.base_model
     total = n_blocks(base)
     if not 0 <= top_blocks <= total:
         raise ValueError(f"top_blocks={top_blocks} must lie in [0, {total}] for this model.")
