@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     feats = []
     for i in range(0, len(queries), 8):
-        feats.append(rm.features(rm.sequences(queries[i : i + 8], responses[i : i + 8])).hidden)
+        feats.append(rm.features(*rm.sequences_with_start(queries[i : i + 8], responses[i : i + 8])).hidden)
     vectors = torch.cat(feats)  # (S, d)
     feature_s = time.perf_counter() - t0
 

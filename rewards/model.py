@@ -43,7 +43,7 @@ class RewardModel(nn.Module):
     ) -> None:
         super().__init__()
         if pool not in ("last", "mean"):
-            raise ValueError(f"pool={pool!r}; use 'last' (the paper's) or 'mean'.")
+            raise ValueError(f"pool={pool!r}; use 'last' (the paper's) or 'mean' (over the response tokens).")
         self.pool = pool
         self.lm = lm
         self.pad_id = int(pad_id)
@@ -86,38 +86,67 @@ class RewardModel(nn.Module):
         freeze_lower(self.lm, top_blocks)
 
     # --------------------------------------------------------------------------------- scoring
-    def raw_scores(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Head output before gain/bias for (B, T) ids with pads anywhere; (B,)."""
+    def raw_scores(self, input_ids: torch.Tensor, response_start: int | None = None) -> torch.Tensor:
+        """Head output before gain/bias for (B, T) ids with pads anywhere; (B,).
+
+        ``response_start``: the column where responses begin in the ``[query][response]`` layout of
+        :meth:`sequences` (needed by ``pool="mean"``, ignored by the paper's last-token head).
+        """
         inputs = padded_inputs(input_ids, self.pad_id)
         hidden = self.base(**inputs).last_hidden_state  # (B, T, d), after the final norm
-        return self.head(self._pooled(hidden, inputs["attention_mask"])).squeeze(-1)
+        return self.head(
+            self._pooled(hidden, self._pool_mask(inputs["attention_mask"], response_start))
+        ).squeeze(-1)
+
+    def _pool_mask(self, attention_mask: torch.Tensor, response_start: int | None) -> torch.Tensor:
+        """The positions the head pools: every real token for ``last``; real response tokens for ``mean``."""
+        if self.pool == "last":
+            return attention_mask
+        if response_start is None:
+            raise ValueError(
+                "pool='mean' averages the response tokens, so it needs response_start (the query width of "
+                "the [query][response] layout); build ids with sequences_with_start() or score()."
+            )
+        mask = attention_mask.clone()
+        mask[:, :response_start] = 0
+        return mask
 
     def _pooled(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, d) from (B, T, d): the last real token (the paper's) or, with ``pool="mean"``, the mean over
-        real tokens (a named option, not in the paper)."""
+        the response tokens (a named option, not in the paper). The query is left out of the mean: it is
+        the same for every sample of a question, so it carries no preference signal, and averaging it in
+        would add a prompt-dependent offset that the policy cannot change."""
         if self.pool == "mean":
             m = mask.to(hidden.dtype).unsqueeze(-1)
             return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
         last = last_token_index(mask)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Normalised scores ``gain * head(h_last) + bias``, (B,)."""
-        return self.gain * self.raw_scores(input_ids) + self.bias
+    def forward(self, input_ids: torch.Tensor, response_start: int | None = None) -> torch.Tensor:
+        """Normalised scores ``gain * head(pooled) + bias``, (B,)."""
+        return self.gain * self.raw_scores(input_ids, response_start) + self.bias
 
-    def sequences(self, queries: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> torch.Tensor:
-        """``[left-padded query][response][right pads]`` as one (B, T) id tensor (pads are invisible)."""
+    def sequences_with_start(
+        self, queries: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, int]:
+        """``[left-padded query][response][right pads]`` as one (B, T) id tensor (pads are invisible),
+        and the column where the responses start."""
         q = pad_sequences([list(map(int, x)) for x in queries], self.pad_id, side="left")
         r = pad_sequences([list(map(int, x)) for x in responses], self.pad_id, side="right")
-        return torch.as_tensor(np.concatenate([q, r], axis=1), device=self.head.weight.device)
+        ids = torch.as_tensor(np.concatenate([q, r], axis=1), device=self.head.weight.device)
+        return ids, q.shape[1]
+
+    def sequences(self, queries: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The ids of :meth:`sequences_with_start` alone."""
+        return self.sequences_with_start(queries, responses)[0]
 
     @torch.no_grad()
     def score(self, queries, responses, batch_size: int = 32) -> np.ndarray:
         """Scores of (query, response) id pairs (pads in either are ignored), as a float64 array."""
         out = []
         for i in range(0, len(queries), batch_size):
-            ids = self.sequences(queries[i : i + batch_size], responses[i : i + batch_size])
-            out.append(self(ids).double().cpu().numpy())
+            ids, start = self.sequences_with_start(queries[i : i + batch_size], responses[i : i + batch_size])
+            out.append(self(ids, start).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
     def as_reward_fn(self, batch_size: int = 32):
@@ -133,7 +162,7 @@ class RewardModel(nn.Module):
 
     # ------------------------------------------------------------------------- cached features
     @torch.no_grad()
-    def features(self, input_ids: torch.Tensor) -> Features:
+    def features(self, input_ids: torch.Tensor, response_start: int | None = None) -> Features:
         """Output of the frozen lower part (needs :meth:`set_trainable` with an int).
 
         For ``k >= 1`` the forward stops at the input of the first trainable block (a pre-hook captures
@@ -144,17 +173,19 @@ class RewardModel(nn.Module):
                 "features() needs a frozen lower part: call set_trainable(k) with an int k first."
             )
         inputs = padded_inputs(input_ids, self.pad_id)
+        pool_mask = self._pool_mask(inputs["attention_mask"], response_start)
         hidden = lower_features(self.base, inputs, self.top_blocks)
         if self.top_blocks == 0:
-            hidden = self._pooled(hidden, inputs["attention_mask"])
-        return Features(hidden, inputs["attention_mask"], inputs["position_ids"])
+            hidden = self._pooled(hidden, pool_mask)
+        return Features(hidden, inputs["attention_mask"], inputs["position_ids"], pool_mask)
 
     def score_features(self, feats: Features) -> torch.Tensor:
         """Normalised scores from cached features, running only the trainable top blocks; (B,)."""
         if self.top_blocks == 0:
             return self.gain * self.head(feats.hidden).squeeze(-1) + self.bias
         hidden = top_forward(self.base, feats, self.top_blocks)
-        return self.gain * self.head(self._pooled(hidden, feats.attention_mask)).squeeze(-1) + self.bias
+        mask = feats.attention_mask if feats.pool_mask is None else feats.pool_mask
+        return self.gain * self.head(self._pooled(hidden, mask)).squeeze(-1) + self.bias
 
     # ----------------------------------------------------------------------------- persistence
     def save(self, folder: str | Path) -> None:
@@ -186,7 +217,7 @@ class RewardModel(nn.Module):
             "pad_id": self.pad_id,
             "top_blocks": self.top_blocks,
             "pool": self.pool,
-            "format": 1,
+            "format": 2,  # 2: pool="mean" averages the response tokens only (format 1: every token)
         }
         (folder / "reward_model.json").write_text(json.dumps(meta, indent=2))
 
@@ -199,6 +230,11 @@ class RewardModel(nn.Module):
         if not meta_path.exists():
             raise FileNotFoundError(f"{folder} is not a saved reward model (no reward_model.json).")
         meta = json.loads(meta_path.read_text())
+        if meta.get("pool") == "mean" and meta.get("format", 1) < 2:
+            raise ValueError(
+                f"{folder} was saved by an older textenv whose pool='mean' averaged the query too; "
+                "retrain it (textenv train-reward) with this version."
+            )
         rm = cls.from_spec(
             meta["base_spec"], seed=meta.get("seed", 0), device=device, pool=meta.get("pool", "last")
         )

@@ -85,9 +85,12 @@ def _check_items(items: Sequence[Comparison]) -> str:
     return types.pop()
 
 
-def _question_ids(rm: RewardModel, batch: Sequence[Comparison]) -> torch.Tensor:
+def _question_ids(rm: RewardModel, batch: Sequence[Comparison]) -> tuple[torch.Tensor, int]:
+    """Ids of every sample of every question and the column where the responses start."""
     n = len(batch[0].samples)
-    return rm.sequences([c.query for c in batch for _ in range(n)], [s for c in batch for s in c.samples])
+    return rm.sequences_with_start(
+        [c.query for c in batch for _ in range(n)], [s for c in batch for s in c.samples]
+    )
 
 
 def cache_features(
@@ -104,7 +107,7 @@ def cache_features(
     for i in range(0, len(items), batch_size):
         batch = list(items[i : i + batch_size])
         n = len(batch[0].samples)
-        feats = rm.features(_question_ids(rm, batch))
+        feats = rm.features(*_question_ids(rm, batch))
         for j in range(len(batch)):
             out.append(feats.index(slice(j * n, (j + 1) * n)))
         if progress is not None:
@@ -119,16 +122,14 @@ def _stack_features(feats: Sequence[Features]) -> Features:
     def pad(x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.pad(x, (0, 0, 0, t - x.shape[1]) if x.dim() == 3 else (0, t - x.shape[1]))
 
-    if feats[0].hidden.dim() == 2:  # top_blocks = 0: (N, d) final features; only the masks have a time axis
-        return Features(
-            torch.cat([f.hidden for f in feats]),
-            torch.cat([pad(f.attention_mask) for f in feats]),
-            torch.cat([pad(f.position_ids) for f in feats]),
-        )
+    pool = None if feats[0].pool_mask is None else torch.cat([pad(f.pool_mask) for f in feats])
+    # top_blocks = 0: (N, d) final features; only the masks have a time axis
+    hidden = [f.hidden if f.hidden.dim() == 2 else pad(f.hidden) for f in feats]
     return Features(
-        torch.cat([pad(f.hidden) for f in feats]),
+        torch.cat(hidden),
         torch.cat([pad(f.attention_mask) for f in feats]),
         torch.cat([pad(f.position_ids) for f in feats]),
+        pool,
     )
 
 
@@ -143,9 +144,9 @@ def batch_scores(
     if features is not None:
         scores = rm.score_features(_stack_features(features))
     elif rm.top_blocks is not None:
-        scores = rm.score_features(rm.features(_question_ids(rm, batch)))
+        scores = rm.score_features(rm.features(*_question_ids(rm, batch)))
     else:
-        scores = rm(_question_ids(rm, batch))
+        scores = rm(*_question_ids(rm, batch))
     return scores.view(len(batch), n)
 
 

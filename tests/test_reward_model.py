@@ -1,5 +1,7 @@
 """RewardModel: head init, padding invariance, cached features, save/load, env integration (must-haves 6, 8, 9, 12)."""
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -229,19 +231,35 @@ def test_cached_final_features_of_different_lengths_stack():
     assert np.isfinite(out["train/loss_first"])
 
 
-def test_mean_pool_option_is_padding_invariant_and_saved(tmp_path):
+def test_mean_pool_averages_the_response_tokens_and_is_saved(tmp_path):
     rm = RewardModel.from_spec("tiny-gpt2", seed=0, pool="mean")
-    pad = rm.pad_id
-    a = torch.tensor([[pad, pad, 11, 12, 13, 14]])
-    b = torch.tensor([[11, 12, 13, 14, pad, pad]])
+    q, r = [11, 12, 13], [14, 15]
     with torch.no_grad():
-        torch.testing.assert_close(rm(a), rm(b))
-        last = RewardModel.from_spec("tiny-gpt2", seed=0)(a)
-    assert not torch.allclose(rm(a), last)
+        # reference: the unpadded sequence, the final hidden states of the response positions averaged
+        hidden = rm.base(input_ids=torch.tensor([q + r])).last_hidden_state[0, len(q) :]
+        expected = (rm.gain * rm.head(hidden.mean(0)) + rm.bias).item()
+        # pads on either side of the query and after the response change nothing
+        got = rm.score([q, [1, 2, 3, 4, 5]], [r, [6, 7, 8]])[0]
+        assert got == pytest.approx(expected, abs=1e-5)
+        ids, start = rm.sequences_with_start([q], [r])
+        last = RewardModel.from_spec("tiny-gpt2", seed=0)(ids)
+        assert not torch.allclose(rm(ids, start), last)
+        with pytest.raises(ValueError, match="response_start"):
+            rm(ids)
+        # cached features (k = 0 and k = 1) give the full forward's scores
+        ids, start = rm.sequences_with_start([q, [1, 2, 3, 4, 5]], [r, [6, 7, 8]])
+        full = rm(ids, start)
+        for k in (0, 1):
+            rm.set_trainable(k)
+            torch.testing.assert_close(rm.score_features(rm.features(ids, start)), full, atol=1e-5, rtol=1e-5)
     rm.save(tmp_path / "rm")
     again = RewardModel.load(tmp_path / "rm")
     assert again.pool == "mean"
-    with torch.no_grad():
-        torch.testing.assert_close(again(a), rm(a))
+    np.testing.assert_allclose(again.score([q], [r]), rm.score([q], [r]), atol=1e-6)
+    meta = json.loads((tmp_path / "rm" / "reward_model.json").read_text())
+    meta["format"] = 1  # format 1 averaged the query too: refuse rather than score differently
+    (tmp_path / "rm" / "reward_model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="retrain"):
+        RewardModel.load(tmp_path / "rm")
     with pytest.raises(ValueError, match="pool"):
         RewardModel.from_spec("tiny-gpt2", pool="max")

@@ -26,9 +26,11 @@ class Features:
     hidden: torch.Tensor  # (B, T, d) input of the first trainable block, or (B, d) final features when k = 0
     attention_mask: torch.Tensor  # (B, T)
     position_ids: torch.Tensor  # (B, T)
+    pool_mask: torch.Tensor | None = None  # (B, T) positions a pooled head averages (reward model only)
 
     def index(self, idx) -> Features:
-        return Features(self.hidden[idx], self.attention_mask[idx], self.position_ids[idx])
+        pool = None if self.pool_mask is None else self.pool_mask[idx]
+        return Features(self.hidden[idx], self.attention_mask[idx], self.position_ids[idx], pool)
 
 
 def layers_attr(base: nn.Module) -> str:
