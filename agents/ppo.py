@@ -147,7 +147,100 @@ class TrainingHalted(RuntimeError):
         self.phase = phase  # "rollout": no optimiser step of this iteration happened; "update": one may have
 
 
-class PPOAgent:
+def check_rollout(
+    metrics: dict, rewards: torch.Tensor, cfg, kl_over: int, iteration: int, kl_coef: float
+) -> int:
+    """The andon cord's rollout checks (shared by the built-in agents): raises :class:`TrainingHalted` on
+    non-finite statistics or rewards, or when the KL has exceeded ``cfg.halt_kl_factor x cfg.target_kl``
+    for ``cfg.halt_kl_patience`` iterations in a row; returns the updated count of such iterations."""
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if bad or not torch.isfinite(rewards).all():
+        raise TrainingHalted(
+            f"iteration {iteration + 1}: non-finite rollout statistics {bad or ['rewards']} "
+            f"(score mean {metrics['objective/score']}, KL {metrics['objective/kl']}); check the reward "
+            "function for NaN/inf outputs.",
+            phase="rollout",
+        )
+    if not (
+        cfg.halt_kl_patience
+        and cfg.target_kl
+        and metrics["objective/kl"] > cfg.halt_kl_factor * cfg.target_kl
+    ):
+        return 0
+    kl_over += 1
+    if kl_over >= cfg.halt_kl_patience:
+        raise TrainingHalted(
+            f"iteration {iteration + 1}: KL {metrics['objective/kl']:.2f} nats has exceeded "
+            f"{cfg.halt_kl_factor:g} x target {cfg.target_kl:g} for {kl_over} iterations (beta "
+            f"{kl_coef:.4g}); the policy is running away from the reference. Lower the "
+            "learning rate, raise kl_coef or check the reward model for exploits, then --resume.",
+            phase="rollout",
+        )
+    return kl_over
+
+
+def checked_grad_norm(params: list[torch.Tensor], iteration: int, loss: float) -> float:
+    """All-reduce the gradients over ranks and return their norm; raises :class:`TrainingHalted` before
+    the optimiser step when it is not finite (the andon cord)."""
+    D.average_gradients(params)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm=float("inf"))
+    if not torch.isfinite(grad_norm):
+        raise TrainingHalted(
+            f"iteration {iteration + 1}: non-finite gradient (norm {float(grad_norm)}, loss "
+            f"{loss}) before an optimiser step; nothing was applied for this "
+            "minibatch. Lower the learning rate or check the inputs, then --resume.",
+            phase="update",
+        )
+    return float(grad_norm)
+
+
+class AgentState:
+    """Checkpointing shared by the built-in agents: everything a resumed run needs to continue bit for
+    bit (trainable weights, optimiser, KL controller, RNG states, counters; the frozen rest is rebuilt
+    from the model spec). Needs ``policy``, ``optimizer``, ``kl_ctl``, ``kl_over``, ``generator``,
+    ``np_rng``, ``rank``, ``world`` and ``iteration``."""
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue bit for bit: trainable weights, optimiser, KL
+        controller, RNG states and counters (the frozen rest is rebuilt from the model spec)."""
+        return {
+            "iteration": self.iteration,
+            "trainable": {
+                n: p.detach().clone() for n, p in self.policy.named_parameters() if p.requires_grad
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "kl_ctl": self.kl_ctl.state_dict(),
+            "kl_over": self.kl_over,
+            "generator": self.generator.get_state(),
+            "np_rng": self.np_rng.bit_generator.state,
+            "rank": self.rank,
+            "world": self.world,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("world", 1) != self.world:
+            raise ValueError(
+                f"the checkpoint was written by {state.get('world')} processes; resume it with the same number "
+                f"(this run has {self.world})."
+            )
+        named = dict(self.policy.named_parameters())
+        missing = [n for n in state["trainable"] if n not in named]
+        if missing:
+            raise ValueError(
+                f"checkpoint tensors {missing[:3]} are not in this policy; was it built the same way?"
+            )
+        with torch.no_grad():
+            for n, t in state["trainable"].items():
+                named[n].copy_(t)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        self.kl_over = int(state.get("kl_over", 0))
+        self.generator.set_state(state["generator"])
+        self.np_rng.bit_generator.state = state["np_rng"]
+        self.iteration = int(state["iteration"])
+
+
+class PPOAgent(AgentState):
     """PPO on a :class:`textenv.vector.TextVectorEnv` (or anything with its interface)."""
 
     def __init__(
@@ -286,16 +379,8 @@ class PPOAgent:
                         ("ppo/policy/ratio_mean", out.ratio.mean()),
                     ):
                         logs.setdefault(key, []).append(float(value.detach()))
-                D.average_gradients(self.params)
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm=float("inf"))
-                if not torch.isfinite(grad_norm):
-                    raise TrainingHalted(
-                        f"iteration {self.iteration + 1}: non-finite gradient (norm {float(grad_norm)}, loss "
-                        f"{logs['ppo/loss/total'][-1]}) before an optimiser step; nothing was applied for this "
-                        "minibatch. Lower the learning rate or check the inputs, then --resume.",
-                        phase="update",
-                    )
-                logs.setdefault("ppo/grad_norm", []).append(float(grad_norm))
+                grad_norm = checked_grad_norm(self.params, self.iteration, logs["ppo/loss/total"][-1])
+                logs.setdefault("ppo/grad_norm", []).append(grad_norm)
                 self.optimizer.step()
         self.policy.eval()
         metrics = {k: float(np.mean(v)) for k, v in logs.items()}
@@ -352,71 +437,9 @@ class PPOAgent:
         return metrics
 
     def _check_rollout(self, metrics: dict, batch: Rollout) -> None:
-        cfg = self.config
-        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-        if bad or not torch.isfinite(batch.rewards).all():
-            raise TrainingHalted(
-                f"iteration {self.iteration + 1}: non-finite rollout statistics {bad or ['rewards']} "
-                f"(score mean {metrics['objective/score']}, KL {metrics['objective/kl']}); check the reward "
-                "function for NaN/inf outputs.",
-                phase="rollout",
-            )
-        if (
-            cfg.halt_kl_patience
-            and cfg.target_kl
-            and metrics["objective/kl"] > cfg.halt_kl_factor * cfg.target_kl
-        ):
-            self.kl_over += 1
-            if self.kl_over >= cfg.halt_kl_patience:
-                raise TrainingHalted(
-                    f"iteration {self.iteration + 1}: KL {metrics['objective/kl']:.2f} nats has exceeded "
-                    f"{cfg.halt_kl_factor:g} x target {cfg.target_kl:g} for {self.kl_over} iterations (beta "
-                    f"{self.kl_ctl.value:.4g}); the policy is running away from the reference. Lower the "
-                    "learning rate, raise kl_coef or check the reward model for exploits, then --resume.",
-                    phase="rollout",
-                )
-        else:
-            self.kl_over = 0
-
-    # ------------------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
-        """Everything a resumed run needs to continue bit for bit: trainable weights, optimiser, KL
-        controller, RNG states and counters (the frozen rest is rebuilt from the model spec)."""
-        return {
-            "iteration": self.iteration,
-            "trainable": {
-                n: p.detach().clone() for n, p in self.policy.named_parameters() if p.requires_grad
-            },
-            "optimizer": self.optimizer.state_dict(),
-            "kl_ctl": self.kl_ctl.state_dict(),
-            "kl_over": self.kl_over,
-            "generator": self.generator.get_state(),
-            "np_rng": self.np_rng.bit_generator.state,
-            "rank": self.rank,
-            "world": self.world,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("world", 1) != self.world:
-            raise ValueError(
-                f"the checkpoint was written by {state.get('world')} processes; resume it with the same number "
-                f"(this run has {self.world})."
-            )
-        named = dict(self.policy.named_parameters())
-        missing = [n for n in state["trainable"] if n not in named]
-        if missing:
-            raise ValueError(
-                f"checkpoint tensors {missing[:3]} are not in this policy; was it built the same way?"
-            )
-        with torch.no_grad():
-            for n, t in state["trainable"].items():
-                named[n].copy_(t)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.kl_ctl.load_state_dict(state["kl_ctl"])
-        self.kl_over = int(state.get("kl_over", 0))
-        self.generator.set_state(state["generator"])
-        self.np_rng.bit_generator.state = state["np_rng"]
-        self.iteration = int(state["iteration"])
+        self.kl_over = check_rollout(
+            metrics, batch.rewards, self.config, self.kl_over, self.iteration, self.kl_ctl.value
+        )
 
     def config_dict(self) -> dict:
         return asdict(self.config)

@@ -6,9 +6,10 @@ A config has four tables (see ``configs/*.toml``)::
     [env]     task, reward ("builtin" or a reward-model folder), and [env.overrides] for the task
     [policy]  model, temperature, train ("full" | "top_blocks" | "lora"), top_blocks, lora_*, value
     [ppo]     any :class:`agents.ppo.PPOConfig` field
+    [rloo]    any :class:`agents.rloo.RLOOConfig` field (used when ``run.algo = "rloo"`` or ``--algo rloo``)
 
 ``--key=value`` overrides any entry (``--ppo.lr=2e-5``, ``--run.iterations=3``; a bare ``--lr=2e-5``
-works when the name is unique). A run directory holds ``config.toml`` (the resolved config),
+works when the name is unique, or names a setting of the algorithm that runs). A run directory holds ``config.toml`` (the resolved config),
 ``metrics.jsonl`` (one line per iteration, the reference code's keys), TensorBoard events, ``samples.jsonl``,
 ``checkpoints/`` and ``curves.png``. ``--resume`` continues from the latest checkpoint exactly: on CPU
 with the same seed the metrics equal an uninterrupted run's bit for bit (tested with ``kill -9``).
@@ -34,14 +35,17 @@ import torch
 
 from agents import distributed as D
 from agents.ppo import PPOAgent, PPOConfig, TrainingHalted
+from agents.rloo import RLOOAgent, RLOOConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 @dataclass
 class RunSection:
-    """``[run]``: iterations (0 = ``ppo.total_episodes / ppo.batch_size``), where and how often to write."""
+    """``[run]``: the algorithm (``ppo`` or ``rloo``), iterations (0 = ``total_episodes / batch_size`` of the
+    algorithm's table), where and how often to write."""
 
+    algo: str = "ppo"
     iterations: int = 0
     out_dir: str = "runs/policy"
     checkpoint_every: int = 10
@@ -51,6 +55,10 @@ class RunSection:
     tensorboard: bool = True
     plot: bool = True
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.algo not in ("ppo", "rloo"):
+            raise ValueError(f"run.algo={self.algo!r}; use 'ppo' or 'rloo'.")
 
 
 @dataclass
@@ -87,12 +95,24 @@ class TrainConfig:
     env: EnvSection = field(default_factory=EnvSection)
     policy: PolicySection = field(default_factory=PolicySection)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    rloo: RLOOConfig = field(default_factory=RLOOConfig)
 
-    SECTIONS = {"run": RunSection, "env": EnvSection, "policy": PolicySection, "ppo": PPOConfig}
+    SECTIONS = {
+        "run": RunSection,
+        "env": EnvSection,
+        "policy": PolicySection,
+        "ppo": PPOConfig,
+        "rloo": RLOOConfig,
+    }
+
+    @property
+    def algo_config(self) -> PPOConfig | RLOOConfig:
+        """The table of the algorithm that runs (``[ppo]`` or ``[rloo]``)."""
+        return self.rloo if self.run.algo == "rloo" else self.ppo
 
     @property
     def iterations(self) -> int:
-        return self.run.iterations or self.ppo.num_updates
+        return self.run.iterations or self.algo_config.num_updates
 
     def to_dict(self) -> dict:
         return {name: dataclasses.asdict(getattr(self, name)) for name in self.SECTIONS}
@@ -124,6 +144,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``key=value`` / ``--key=value`` strings (dotted or unique bare keys) to a config dict."""
     data = json.loads(json.dumps(data))
     defaults = TrainConfig().to_dict()
+    algo = data.get("run", {}).get("algo", "ppo")
+    for item in overrides:  # the last --run.algo / --algo given wins, wherever it stands
+        key, _, raw = (item[2:] if item.startswith("--") else item).partition("=")
+        if key in ("run.algo", "algo"):
+            algo = _parse_value(raw)
     for item in overrides:
         text = item[2:] if item.startswith("--") else item
         if "=" not in text:
@@ -132,6 +157,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         parts = key.split(".")
         if len(parts) == 1:
             owners = [s for s, keys in defaults.items() if parts[0] in keys]
+            if set(owners) == {"ppo", "rloo"}:  # an algorithm setting: the table of the algorithm that runs
+                owners = [algo]
             if len(owners) != 1:
                 raise ValueError(
                     f"override {item!r}: {parts[0]!r} is "
@@ -220,7 +247,7 @@ def build_policy(cfg: TrainConfig):
     policy = PolicyWithValue.from_spec(
         cfg.policy.model,
         temperature=policy_temperature(cfg),
-        seed=cfg.ppo.seed,
+        seed=cfg.algo_config.seed,
         device=cfg.run.device,
         value_model=value_model,
     )
@@ -252,22 +279,25 @@ def build_reward(cfg: TrainConfig, tokenizer):
     return rm.as_reward_fn(batch_size=cfg.env.reward_batch_size)
 
 
-def build_agent(cfg: TrainConfig) -> PPOAgent:
+def build_agent(cfg: TrainConfig) -> PPOAgent | RLOOAgent:
     from textenv.vector import TextVectorEnv
 
+    algo = cfg.algo_config
     world = D.world_size()
-    if cfg.ppo.batch_size % world:
-        raise ValueError(f"ppo.batch_size={cfg.ppo.batch_size} is not divisible by {world} processes.")
-    torch.manual_seed(cfg.ppo.seed)
+    if algo.batch_size % world:
+        raise ValueError(
+            f"{cfg.run.algo}.batch_size={algo.batch_size} is not divisible by {world} processes."
+        )
+    torch.manual_seed(algo.seed)
     policy = build_policy(cfg)
     envs = TextVectorEnv(
         cfg.env.task,
-        num_envs=cfg.ppo.batch_size // world,
+        num_envs=algo.batch_size // world,
         tokenizer=policy.tokenizer,
         reward_fn=build_reward(cfg, policy.tokenizer),
         **cfg.env.overrides,
     )
-    return PPOAgent(policy, envs, cfg.ppo)
+    return (RLOOAgent if cfg.run.algo == "rloo" else PPOAgent)(policy, envs, algo)
 
 
 # ------------------------------------------------------------------------------------- run folder
@@ -371,6 +401,11 @@ CURVES = (
     ("ppo/val/var_explained", "value var. explained"),
     ("ppo/policy/clipfrac", "policy clip fraction"),
 )
+RLOO_CURVES = (
+    *CURVES[:4],
+    ("rloo/advantage_std", "advantage std"),
+    ("rloo/policy/clipfrac", "policy clip fraction"),
+)
 
 
 def plot_curves(metrics_path: Path, out: Path, target_kl: float | None = None) -> Path:
@@ -382,7 +417,8 @@ def plot_curves(metrics_path: Path, out: Path, target_kl: float | None = None) -
 
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6))
-    for ax, (key, title) in zip(axes.flat, CURVES):
+    curves = RLOO_CURVES if rows and "rloo/loss" in rows[-1] else CURVES
+    for ax, (key, title) in zip(axes.flat, curves):
         xs = [r["episodes"] for r in rows if key in r]
         ax.plot(xs, [r[key] for r in rows if key in r])
         if key == "objective/kl" and target_kl:
@@ -469,7 +505,7 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
         files.close()
     curves = None
     if rank == 0 and cfg.run.plot and (files.dir / "metrics.jsonl").exists():
-        curves = plot_curves(files.dir / "metrics.jsonl", files.dir / "curves.png", cfg.ppo.target_kl)
+        curves = plot_curves(files.dir / "metrics.jsonl", files.dir / "curves.png", cfg.algo_config.target_kl)
     return {
         "out_dir": str(files.dir),
         "iterations": agent.iteration,
@@ -489,13 +525,19 @@ def add_parser(sub) -> dict:
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", default=None, help="a TOML file or a preset name from configs/")
+    p.add_argument(
+        "--algo",
+        choices=["ppo", "rloo"],
+        default=None,
+        help="the algorithm (default: the config's run.algo, ppo)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run.out_dir")
     p.add_argument("--no-progress", action="store_true")
     return {"train-policy": cli_train_policy}
 
 
 def cli_train_policy(args, extra: list[str] = ()) -> int:
-    cfg = load_config(args.config, extra)
+    cfg = load_config(args.config, [*extra, *([f"--run.algo={args.algo}"] if args.algo else [])])
     try:
         out = train_policy(cfg, resume=args.resume, progress=not args.no_progress)
     except TrainingHalted:
