@@ -265,9 +265,15 @@ class NonFiniteRewardError(ValueError):
     """The reward function returned NaN or inf (never clipped or replaced: the caller decides)."""
 
 
+class UnsupportedRenderModeError(ValueError, TypeError):
+    """A render mode other than ``"ansi"``. Also a ``TypeError`` so that stable-baselines3's
+    ``make_vec_env(id)``, which first tries ``render_mode="rgb_array"`` and retries without it on a
+    ``TypeError``, works on the text environments."""
+
+
 def check_render_mode(render_mode: str | None) -> None:
     if render_mode is not None and render_mode != "ansi":
-        raise ValueError(f"render_mode={render_mode!r} is not supported; use 'ansi' or None.")
+        raise UnsupportedRenderModeError(f"render_mode={render_mode!r} is not supported; use 'ansi' or None.")
 
 
 class TextEnv(gym.Env):

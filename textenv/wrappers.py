@@ -68,7 +68,12 @@ class LMLogProbs:
     ) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
-        self.lm, self.pad_id, self.temperature, self.vocab_size = lm, int(pad_id), float(temperature), vocab_size
+        self.lm, self.pad_id, self.temperature, self.vocab_size = (
+            lm,
+            int(pad_id),
+            float(temperature),
+            vocab_size,
+        )
 
     @torch.no_grad()
     def logits(self, obs: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,173 @@
+"""Episodes per second of the built-in PPO, RLOO and stable-baselines3 PPO on the same model and env.
+
+All three train a tiny GPT-2 (random weights, the GPT-2 vocabulary) on ``BookSentiment-v0`` with the
+VADER score, ``--batch`` episodes of ``--response-length`` tokens per iteration, ``--epochs`` passes over
+each batch, in one process, one after the other. SB3 PPO uses :class:`agents.sb3.TransformerPolicy`
+with the KL callback, ``n_envs = batch`` (a ``DummyVecEnv``) and ``n_steps = response_length`` so that a
+rollout holds the same episodes. For SB3 the run also splits the time into the transformer forward
+passes while acting, the env steps and the rest of rollout collection, and training.
+
+    python -m benchmarks.bench_algos [--model tiny-gpt2] [--batch 32] [--iterations 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+
+import textenv  # noqa: F401
+from benchmarks.common import RESULTS, emit, metadata
+
+TASK = "BookSentiment-v0"
+
+
+def env_overrides(args) -> dict:
+    return dict(
+        query_length=args.query_length,
+        response_length=args.response_length,
+        min_query_length=min(8, args.query_length),
+        truncate_token=None,
+        truncate_after=0,
+    )
+
+
+def run_builtin(algo: str, args) -> dict:
+    from agents.policy import PolicyWithValue
+    from agents.ppo import PPOAgent, PPOConfig
+    from agents.rloo import RLOOAgent, RLOOConfig
+    from textenv.vector import TextVectorEnv
+
+    torch.manual_seed(0)
+    policy = PolicyWithValue.from_spec(args.model, temperature=0.7, seed=0)
+    envs = TextVectorEnv(TASK, num_envs=args.batch, tokenizer=policy.tokenizer, **env_overrides(args))
+    common = dict(
+        batch_size=args.batch, total_episodes=args.batch * 1000, epochs=args.epochs, lr=1e-4, seed=0
+    )
+    if algo == "ppo":
+        agent = PPOAgent(policy, envs, PPOConfig(**common))
+    else:
+        agent = RLOOAgent(policy, envs, RLOOConfig(k=4, **common))
+    agent.step()  # warm-up
+    t0 = time.perf_counter()
+    phases: dict[str, float] = {}
+    for _ in range(args.iterations):
+        m = agent.step()
+        for key in ("time/rollout", "time/update"):
+            phases[key] = phases.get(key, 0.0) + m[key]
+    seconds = time.perf_counter() - t0
+    return {
+        "algo": f"textenv {algo}",
+        "episodes_per_s": args.iterations * args.batch / seconds,
+        "rollout_share": phases["time/rollout"] / seconds,
+        "update_share": phases["time/update"] / seconds,
+    }
+
+
+def run_sb3(args) -> dict:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from agents.sb3 import KLPenaltyCallback, TransformerPolicy
+
+    def make():
+        return gym.make(
+            TASK, tokenizer=args.model if args.model.startswith("tiny") else None, **env_overrides(args)
+        )
+
+    envs = make_vec_env(make, n_envs=args.batch, seed=0)
+    model = PPO(
+        TransformerPolicy,
+        envs,
+        n_steps=args.response_length,
+        batch_size=args.batch * args.response_length,
+        n_epochs=args.epochs,
+        learning_rate=1e-4,
+        seed=0,
+        policy_kwargs=dict(model=args.model, temperature=0.7),
+    )
+    timer = {"forward": 0.0, "collect": 0.0, "env": 0.0}
+    policy_forward = model.policy.forward
+    env_step = envs.step
+
+    def timed_forward(*a, **k):
+        t = time.perf_counter()
+        out = policy_forward(*a, **k)
+        timer["forward"] += time.perf_counter() - t
+        return out
+
+    def timed_step(*a, **k):
+        t = time.perf_counter()
+        out = env_step(*a, **k)
+        timer["env"] += time.perf_counter() - t
+        return out
+
+    class Phases(KLPenaltyCallback):
+        def _on_rollout_start(self):
+            self.t = time.perf_counter()
+
+        def _on_rollout_end(self):
+            super()._on_rollout_end()
+            timer["collect"] += time.perf_counter() - self.t
+
+    per_rollout = args.batch * args.response_length
+    model.learn(per_rollout, callback=KLPenaltyCallback())  # warm-up
+    model.policy.forward = timed_forward
+    envs.step = timed_step
+    t0 = time.perf_counter()
+    model.learn(per_rollout * args.iterations, callback=Phases(), reset_num_timesteps=False)
+    seconds = time.perf_counter() - t0
+    return {
+        "algo": "sb3 ppo",
+        "episodes_per_s": args.iterations * args.batch / seconds,
+        "rollout_share": timer["collect"] / seconds,
+        "update_share": 1 - timer["collect"] / seconds,
+        "rollout_forward_share": timer["forward"] / seconds,
+        "rollout_env_share": timer["env"] / seconds,
+    }
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny-gpt2")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--query-length", type=int, default=16)
+    p.add_argument("--response-length", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--iterations", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    p.add_argument("--out", default=str(RESULTS / "algos.jsonl"))
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = [run_builtin("ppo", args), run_builtin("rloo", args), run_sb3(args)]
+    base = rows[0]["episodes_per_s"]
+    meta = metadata()
+    for row in rows:
+        row["vs_textenv_ppo"] = row["episodes_per_s"] / base
+        emit(
+            {
+                "benchmark": "algos",
+                **row,
+                "model": args.model,
+                "batch": args.batch,
+                "tokens": f"{args.query_length}+{args.response_length}",
+                "epochs": args.epochs,
+                "iterations": args.iterations,
+                **meta,
+            },
+            None if args.out == "-" else Path(args.out),
+        )
+    print(
+        "\n".join(
+            f"{r['algo']:14s} {r['episodes_per_s']:8.2f} episodes/s ({r['vs_textenv_ppo']:.2f}x textenv ppo)"
+            for r in rows
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
