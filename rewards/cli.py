@@ -1,4 +1,4 @@
-"""``textenv`` subcommands of the reward-learning path: sample, label, train-reward."""
+"""``textenv`` subcommands of the reward-learning path: sample, label, train-reward, labelers, serve-labeling."""
 
 from __future__ import annotations
 
@@ -116,4 +116,51 @@ def add_parsers(sub) -> dict:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    return {"sample": cmd_sample, "label": cmd_label, "train-reward": cmd_train_reward}
+    p = sub.add_parser("labelers", help="manage the labeling app's labelers and their access tokens")
+    p.add_argument("action", choices=["add", "list"])
+    p.add_argument("name", nargs="?", help="the labeler's name (for add)")
+    p.add_argument("--store", default="runs/labels.db", help="the comparison store the app serves")
+    p.add_argument("--admin", action="store_true", help="may see the admin view and export")
+    p = sub.add_parser(
+        "serve-labeling", help="start the labeling web app (extra 'labeling'); binds 127.0.0.1 unless told"
+    )
+    p.add_argument("--store", default="runs/labels.db")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network: put TLS in front")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--task", default=None, help="only questions of this task id")
+    return {
+        "sample": cmd_sample,
+        "label": cmd_label,
+        "train-reward": cmd_train_reward,
+        "labelers": cmd_labelers,
+        "serve-labeling": cmd_serve_labeling,
+    }
+
+
+def cmd_labelers(args: argparse.Namespace) -> int:
+    from rewards.labeling.store import LabelingStore
+
+    store = LabelingStore(args.store)
+    if args.action == "list":
+        for who in store.labelers():
+            print(f"{who.name}{'  (admin)' if who.admin else ''}")
+        return 0
+    if not args.name:
+        print("textenv labelers add NAME: give the labeler's name.", file=sys.stderr)
+        return 2
+    token = store.add_labeler(args.name, admin=args.admin)
+    print(
+        f"labeler {args.name!r} added to {args.store}. Access token (shown once, give it to them):\n{token}"
+    )
+    return 0
+
+
+def cmd_serve_labeling(args: argparse.Namespace) -> int:
+    from rewards.labeling.app import serve
+
+    print(
+        f"labeling app on http://{args.host}:{args.port}/ (admin: /admin), store {args.store}",
+        file=sys.stderr,
+    )
+    serve(args.store, host=args.host, port=args.port, task=args.task)
+    return 0

@@ -180,25 +180,30 @@ class ComparisonStore:
     def record_label(self, row_id: int, label: dict, labeler: str) -> Comparison:
         """Label a stored question. A pending row is labelled in place; a labelled one gets a new
         judgement row (a duplicate, for agreement statistics)."""
-        current = self.get(row_id)
-        candidate = Comparison(**{**asdict(current), "label": label, "labeler": labeler, "id": None})
-        validate(candidate)
         with self._transaction() as conn:
-            cur = conn.execute(
-                "UPDATE comparisons SET label=?, labeler=?, labeled=? WHERE id=? AND label IS NULL",
-                (json.dumps(label), labeler, time.time(), row_id),
-            )
-            if cur.rowcount == 0:  # already labelled: a second judgement of the same question
-                candidate.created, candidate.labeled = time.time(), time.time()
-                cur = conn.execute(
-                    "INSERT INTO comparisons (question_id, task, label_type, query, samples, query_text, sample_texts, "
-                    "reference, label, labeler, policy_version, created, labeled) "
-                    "SELECT question_id, task, label_type, query, samples, query_text, sample_texts, reference, ?, ?, "
-                    "policy_version, ?, ? FROM comparisons WHERE id=?",
-                    (json.dumps(label), labeler, time.time(), time.time(), row_id),
-                )
-                row_id = int(cur.lastrowid)
+            row_id = self.record_label_in(conn, row_id, label, labeler)
         return self.get(row_id)
+
+    def record_label_in(self, conn: sqlite3.Connection, row_id: int, label: dict, labeler: str) -> int:
+        """:meth:`record_label` inside the caller's transaction (so it can commit more with it); returns
+        the id of the judgement row."""
+        current = self.get(row_id)
+        validate(Comparison(**{**asdict(current), "label": label, "labeler": labeler, "id": None}))
+        now = time.time()
+        cur = conn.execute(
+            "UPDATE comparisons SET label=?, labeler=?, labeled=? WHERE id=? AND label IS NULL",
+            (json.dumps(label), labeler, now, row_id),
+        )
+        if cur.rowcount:
+            return row_id
+        cur = conn.execute(  # already labelled: a second judgement of the same question
+            "INSERT INTO comparisons (question_id, task, label_type, query, samples, query_text, sample_texts, "
+            "reference, label, labeler, policy_version, created, labeled) "
+            "SELECT question_id, task, label_type, query, samples, query_text, sample_texts, reference, ?, ?, "
+            "policy_version, ?, ? FROM comparisons WHERE id=?",
+            (json.dumps(label), labeler, now, now, row_id),
+        )
+        return int(cur.lastrowid)
 
     # ------------------------------------------------------------------------------------- reads
     def _rows(self, where: str = "", params: Sequence = ()) -> list[Comparison]:

@@ -1,0 +1,249 @@
+"""The labeling app's state, kept in the comparison store's SQLite file next to the questions.
+
+* ``labelers``: one row per labeler, with the SHA-256 of their access token (the token itself is shown
+  once, by ``textenv labelers add``) and an admin flag.
+* ``labeling_events``: one row per (question, labeler) answer, skip or flag, unique on
+  ``(question_id, labeler)``: the database itself refuses a double submit. A choice is committed in the
+  same transaction as its judgement row in ``comparisons``, so an acknowledged answer is in the store,
+  exactly once.
+* ``labeling_secret``: a random key for signing session cookies and CSRF tokens (kept across restarts).
+
+Duplicates for agreement (PAPER.md §1.7: 5 % of questions answered 5 times): a question whose id hashes
+into the first ``duplicate_share`` of the range stays open until ``duplicate_answers`` labelers have
+answered it; any other question closes after one answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rewards.comparisons import Comparison, ComparisonStore
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS labelers (
+    name TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    admin INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS labeling_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    question_id TEXT NOT NULL,
+    comparison_id INTEGER NOT NULL,
+    judgement_id INTEGER,
+    labeler TEXT NOT NULL,
+    action TEXT NOT NULL,
+    choice INTEGER,
+    created REAL NOT NULL,
+    UNIQUE (question_id, labeler)
+);
+CREATE TABLE IF NOT EXISTS labeling_secret (id INTEGER PRIMARY KEY CHECK (id = 1), secret TEXT NOT NULL);
+"""
+
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+class AlreadyAnswered(ValueError):
+    """This labeler already answered, skipped or flagged this question."""
+
+
+@dataclass
+class Labeler:
+    name: str
+    admin: bool
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class LabelingStore:
+    """Labelers, answers and question selection on top of a :class:`ComparisonStore` file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        duplicate_share: float = 0.05,
+        duplicate_answers: int = 5,
+        task: str | None = None,
+    ) -> None:
+        if not 0 <= duplicate_share <= 1 or duplicate_answers < 1:
+            raise ValueError(
+                f"duplicate_share={duplicate_share} must be in [0, 1] and duplicate_answers={duplicate_answers} >= 1."
+            )
+        self.comparisons = ComparisonStore(path)
+        self.conn = self.comparisons._conn
+        self.conn.executescript(_SCHEMA)
+        self.duplicate_share, self.duplicate_answers, self.task = duplicate_share, duplicate_answers, task
+        with self.comparisons._transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO labeling_secret (id, secret) VALUES (1, ?)", (secrets.token_hex(32),)
+            )
+        self.secret = self.conn.execute("SELECT secret FROM labeling_secret").fetchone()[0].encode()
+
+    # -------------------------------------------------------------------------------- labelers
+    def add_labeler(self, name: str, admin: bool = False) -> str:
+        """Create a labeler; returns their access token (only its hash is stored)."""
+        if not name or len(name) > 64 or not set(name) <= NAME_CHARS:
+            raise ValueError(f"labeler name {name!r}: use 1-64 letters, digits, '_', '-' or '.'.")
+        token = secrets.token_urlsafe(24)
+        try:
+            with self.comparisons._transaction() as conn:
+                conn.execute(
+                    "INSERT INTO labelers (name, token_hash, admin, created) VALUES (?,?,?,?)",
+                    (name, _hash(token), int(admin), time.time()),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"a labeler named {name!r} exists already; pick another name.") from exc
+        return token
+
+    def labelers(self) -> list[Labeler]:
+        rows = self.conn.execute("SELECT name, admin FROM labelers ORDER BY name").fetchall()
+        return [Labeler(n, bool(a)) for n, a in rows]
+
+    def authenticate(self, token: str | None) -> Labeler | None:
+        if not token:
+            return None
+        row = self.conn.execute(
+            "SELECT name, admin FROM labelers WHERE token_hash=?", (_hash(token),)
+        ).fetchone()
+        return Labeler(row[0], bool(row[1])) if row else None
+
+    def sign(self, message: str) -> str:
+        return hmac.new(self.secret, message.encode(), hashlib.sha256).hexdigest()
+
+    def session_cookie(self, name: str) -> str:
+        return f"{name}:{self.sign('session:' + name)}"
+
+    def labeler_from_cookie(self, cookie: str | None) -> Labeler | None:
+        if not cookie or ":" not in cookie:
+            return None
+        name, sig = cookie.rsplit(":", 1)
+        if not hmac.compare_digest(sig, self.sign("session:" + name)):
+            return None
+        row = self.conn.execute("SELECT name, admin FROM labelers WHERE name=?", (name,)).fetchone()
+        return Labeler(row[0], bool(row[1])) if row else None
+
+    def csrf_token(self, name: str) -> str:
+        return self.sign("csrf:" + name)
+
+    # ------------------------------------------------------------------------------- questions
+    def wanted_answers(self, question_id: str) -> int:
+        h = int(hashlib.sha256(question_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        return self.duplicate_answers if h < self.duplicate_share else 1
+
+    def next_question(self, labeler: str) -> Comparison | None:
+        """The oldest question this labeler has not seen that still needs answers (task-filtered)."""
+        where = "WHERE c.id = (SELECT MIN(id) FROM comparisons WHERE question_id = c.question_id)"
+        params: list = []
+        if self.task:
+            where += " AND c.task = ?"
+            params.append(self.task)
+        sql = (
+            f"SELECT c.id, c.question_id, (SELECT COUNT(*) FROM comparisons d WHERE d.question_id = c.question_id "
+            f"AND d.label IS NOT NULL) FROM comparisons c {where} AND NOT EXISTS (SELECT 1 FROM labeling_events e "
+            "WHERE e.question_id = c.question_id AND e.labeler = ?) ORDER BY c.id"
+        )
+        for row_id, qid, answered in self.conn.execute(sql, (*params, labeler)):
+            if answered < self.wanted_answers(qid):
+                return self.comparisons.get(row_id)
+        return None
+
+    def progress(self, labeler: str) -> dict:
+        done = self.conn.execute(
+            "SELECT COUNT(*) FROM labeling_events WHERE labeler=? AND action='choose'", (labeler,)
+        ).fetchone()[0]
+        clause, params = ("WHERE task=?", [self.task]) if self.task else ("", [])
+        pending = self.conn.execute(
+            f"SELECT COUNT(DISTINCT question_id) FROM comparisons {clause}"
+            + (" AND" if clause else " WHERE")
+            + " label IS NULL",
+            params,
+        ).fetchone()[0]
+        return {"answered": int(done), "pending_questions": int(pending)}
+
+    def answer(self, labeler: str, comparison_id: int, action: str, choice: int | None = None) -> dict:
+        """Record a choice, skip or flag, committed before this returns. Raises KeyError (no such
+        question), ValueError (bad choice / action) or :class:`AlreadyAnswered`."""
+        if action not in ("choose", "skip", "flag"):
+            raise ValueError(f"action={action!r}; use 'choose', 'skip' or 'flag'.")
+        question = self.comparisons.get(comparison_id)  # KeyError when missing
+        if question.label_type != "best_of_n":
+            raise ValueError(
+                f"question {comparison_id} is a {question.label_type} question; the app labels best_of_n."
+            )
+        n = len(question.samples)
+        if action == "choose":
+            if not isinstance(choice, int) or isinstance(choice, bool) or not 0 <= choice < n:
+                raise ValueError(f"choice={choice!r} must be an integer in [0, {n}).")
+        elif choice is not None:
+            raise ValueError(f"a {action} carries no choice (got {choice!r}).")
+        try:
+            with self.comparisons._transaction() as conn:
+                judgement = None
+                if action == "choose":
+                    judgement = self.comparisons.record_label_in(
+                        conn, comparison_id, {"best": choice}, labeler
+                    )
+                conn.execute(
+                    "INSERT INTO labeling_events (question_id, comparison_id, judgement_id, labeler, action, choice, "
+                    "created) VALUES (?,?,?,?,?,?,?)",
+                    (question.question_id, comparison_id, judgement, labeler, action, choice, time.time()),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyAnswered(
+                f"{labeler} already answered question {question.question_id}; it is recorded once."
+            ) from exc
+        return {"question_id": question.question_id, "judgement_id": judgement, "action": action}
+
+    def my_answers(self, labeler: str) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT question_id, comparison_id, action, choice, created FROM labeling_events WHERE labeler=? ORDER BY id",
+            (labeler,),
+        ).fetchall()
+        return [dict(zip(("question_id", "comparison_id", "action", "choice", "created"), r)) for r in rows]
+
+    # ----------------------------------------------------------------------------------- admin
+    def stats(self) -> dict:
+        """Throughput per labeler and agreement on questions answered more than once."""
+        per = {}
+        for name, n, first, last, skips, flags in self.conn.execute(
+            "SELECT labeler, SUM(action='choose'), MIN(created), MAX(created), SUM(action='skip'), "
+            "SUM(action='flag') FROM labeling_events GROUP BY labeler"
+        ):
+            hours = max((last - first) / 3600, 1e-9)
+            per[name] = {
+                "answers": int(n),
+                "skips": int(skips),
+                "flags": int(flags),
+                "answers_per_hour": float(n / hours) if n > 1 else None,
+            }
+        groups: dict[str, list[int]] = {}
+        for qid, choice in self.conn.execute(
+            "SELECT question_id, choice FROM labeling_events WHERE action='choose' ORDER BY id"
+        ):
+            groups.setdefault(qid, []).append(int(choice))
+        agree = pairs = 0
+        for choices in groups.values():
+            for i in range(len(choices)):
+                for j in range(i + 1, len(choices)):
+                    pairs += 1
+                    agree += choices[i] == choices[j]
+        return {
+            "labelers": per,
+            "questions_with_duplicates": sum(len(c) > 1 for c in groups.values()),
+            "agreement_pairs": pairs,
+            "agreement": agree / pairs if pairs else None,
+            "flagged": [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT DISTINCT question_id FROM labeling_events WHERE action='flag'"
+                )
+            ],
+        }
