@@ -7,6 +7,7 @@ A config has four tables (see ``configs/*.toml``)::
     [policy]  model, temperature, train ("full" | "top_blocks" | "lora"), top_blocks, lora_*, value
     [ppo]     any :class:`agents.ppo.PPOConfig` field
     [rloo]    any :class:`agents.rloo.RLOOConfig` field (used when ``run.algo = "rloo"`` or ``--algo rloo``)
+    [online]  :class:`agents.online.OnlineConfig`: labels collected while training (``--online``, §1.7)
 
 ``--key=value`` overrides any entry (``--ppo.lr=2e-5``, ``--run.iterations=3``; a bare ``--lr=2e-5``
 works when the name is unique, or names a setting of the algorithm that runs). A run directory holds ``config.toml`` (the resolved config),
@@ -34,6 +35,7 @@ import tomllib
 import torch
 
 from agents import distributed as D
+from agents.online import OnlineConfig, OnlineLoop
 from agents.ppo import PPOAgent, PPOConfig, TrainingHalted
 from agents.rloo import RLOOAgent, RLOOConfig
 
@@ -96,6 +98,7 @@ class TrainConfig:
     policy: PolicySection = field(default_factory=PolicySection)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     rloo: RLOOConfig = field(default_factory=RLOOConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
 
     SECTIONS = {
         "run": RunSection,
@@ -103,6 +106,7 @@ class TrainConfig:
         "policy": PolicySection,
         "ppo": PPOConfig,
         "rloo": RLOOConfig,
+        "online": OnlineConfig,
     }
 
     @property
@@ -258,8 +262,15 @@ def build_policy(cfg: TrainConfig):
     return policy
 
 
+def _no_reward_model_yet(queries, responses):
+    raise RuntimeError("the online loop has not trained a reward model yet (OnlineLoop.before_iteration).")
+
+
 def build_reward(cfg: TrainConfig, tokenizer):
-    """``None`` (the task's built-in score) or a reward model's ``as_reward_fn``."""
+    """``None`` (the task's built-in score), a reward model's ``as_reward_fn``, or (online) a placeholder
+    that the online loop replaces with its first reward model before any episode."""
+    if cfg.online.enabled:
+        return _no_reward_model_yet
     if cfg.env.reward == "builtin":
         return None
     from rewards.model import RewardModel
@@ -435,9 +446,25 @@ def plot_curves(metrics_path: Path, out: Path, target_kl: float | None = None) -
 # ---------------------------------------------------------------------------------------- the run
 def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Run PPO as ``cfg`` says; returns a summary (first/last score and KL, folder, iterations)."""
-    rank, _ = D.init_from_env()
+    rank, world = D.init_from_env()
+    if cfg.online.enabled and (resume or world > 1):
+        raise ValueError(
+            "--online runs in one process and cannot --resume yet (the labels stay in the store: start a new "
+            "run with online.store pointing at it)."
+        )
     files = RunFiles(cfg.run.out_dir, cfg, rank)
     agent = build_agent(cfg)
+    online = None
+    if cfg.online.enabled:
+        online = OnlineLoop(
+            agent,
+            cfg.online,
+            task=cfg.env.task,
+            overrides=cfg.env.overrides,
+            total_episodes=cfg.iterations * cfg.algo_config.batch_size,
+            model_spec=cfg.policy.model,
+            store_path=cfg.online.store or str(files.dir / "labels.db"),
+        )
     start = 0
     if resume:
         ckpt = files.latest_checkpoint()
@@ -472,7 +499,12 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
     try:
         while agent.iteration < total:
             try:
+                online_stats = online.before_iteration() if online is not None else {}
                 metrics = agent.step()
+                if online is not None:
+                    metrics.update(
+                        online_stats, **{"online/labeler_score": online.labeler_score(agent.last_batch.texts)}
+                    )
             except TrainingHalted as exc:
                 saved = files.save_checkpoint(agent) if exc.phase == "rollout" else files.latest_checkpoint()
                 report = {"iteration": agent.iteration + 1, "reason": str(exc), "resume_from": str(saved)}
@@ -503,6 +535,8 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
         if bar is not None:
             bar.close()
         files.close()
+        if online is not None:
+            online.close()
     curves = None
     if rank == 0 and cfg.run.plot and (files.dir / "metrics.jsonl").exists():
         curves = plot_curves(files.dir / "metrics.jsonl", files.dir / "curves.png", cfg.algo_config.target_kl)
@@ -532,12 +566,17 @@ def add_parser(sub) -> dict:
         help="the algorithm (default: the config's run.algo, ppo)",
     )
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run.out_dir")
+    p.add_argument("--online", action="store_true", help="collect labels while training (the [online] table)")
     p.add_argument("--no-progress", action="store_true")
     return {"train-policy": cli_train_policy}
 
 
 def cli_train_policy(args, extra: list[str] = ()) -> int:
-    cfg = load_config(args.config, [*extra, *([f"--run.algo={args.algo}"] if args.algo else [])])
+    flags = [
+        *([f"--run.algo={args.algo}"] if args.algo else []),
+        *(["--online.enabled=true"] if args.online else []),
+    ]
+    cfg = load_config(args.config, [*extra, *flags])
     try:
         out = train_policy(cfg, resume=args.resume, progress=not args.no_progress)
     except TrainingHalted:

@@ -113,6 +113,15 @@ class TaskRuntime:
             )
         self.reward_fn = reward_fn
 
+    def set_reward_fn(self, reward_fn: Callable) -> None:
+        """Swap the reward function of a running env (the online loop's retrained reward model); the
+        next episode to finish is scored by it."""
+        if not callable(reward_fn):
+            raise TypeError(
+                f"reward_fn must be a callable (queries, responses) -> scores, got {reward_fn!r}."
+            )
+        self.reward_fn = reward_fn
+
     # ---------------------------------------------------------------------------------- prompts
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False, verbose=False)

@@ -1,0 +1,367 @@
+"""The paper's online data collection (PAPER.md §1.7): labels arrive while PPO trains.
+
+Schedule, with N_pi the run's episodes, N_r0 the initial and N_r the final number of labels:
+
+    l(n) = N_r0 + (N_r - N_r0) * (1 - (1 - n / N_pi)^2)          labels needed before episode n
+
+* before each PPO iteration the loop tops the requests up to ``l(n) + outstanding`` (questions of 4
+  samples from the *current* policy, sampled into the comparison store), lets a mock labeler answer
+  those whose simulated latency has passed (or waits for people answering in the labeling app, which
+  writes into the same store), and pauses PPO while fewer than ``l(n)`` labels have arrived;
+* the reward model is retrained *from scratch* (a fresh head on the initial model rho) on every label so
+  far at ``retrains`` evenly spaced label counts (20 by default, the first before any PPO episode),
+  normalised on samples of rho, and swapped into the running environment;
+* a constant share of the requests are validation questions (two samples from rho, two from pi): the
+  share of them where a pi sample wins measures how often pi beats rho; they also train the reward model.
+
+``mode="batched"`` is the paper's alternative: no requests run ahead; at each retrain point PPO stops,
+exactly the labels up to that point are collected from the current policy, the reward model is
+retrained, and PPO continues until the schedule asks for more than that point.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from rewards.comparisons import Comparison, ComparisonStore
+
+
+def labels_needed(n: float, initial: int, final: int, total_episodes: int) -> float:
+    """l(n) of PAPER.md §1.7: labels needed before the n-th PPO episode (front-loaded)."""
+    if total_episodes <= 0:
+        raise ValueError(f"total_episodes must be > 0, got {total_episodes}.")
+    frac = min(max(n / total_episodes, 0.0), 1.0)
+    return initial + (final - initial) * (1.0 - (1.0 - frac) ** 2)
+
+
+def retrain_points(initial: int, final: int, count: int = 20) -> list[int]:
+    """Values of l(n) at which the reward model is (re)trained: ``count`` evenly spaced points, the first
+    at ``initial`` (before any PPO episode), ``initial + k (final - initial) / count`` after it."""
+    if count < 1:
+        raise ValueError(f"retrains must be >= 1, got {count}.")
+    return [round(initial + k * (final - initial) / count) for k in range(count)]
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """``[online]`` of a train-policy config.
+
+    Attributes:
+        enabled: turn the online loop on (``--online``).
+        mode: ``online`` (requests run ahead, PPO waits only when short) or ``batched``.
+        labeler: a mock labeler name (``sentiment``, ``descriptiveness``, ``summarization``) or ``human``
+            (people answer in ``textenv serve-labeling`` on the same store).
+        latency_s: the mock labeler answers a question this long after it was asked (Scale: ~30 min).
+        store: the comparison store (default ``<run.out_dir>/labels.db``).
+        initial_labels, final_labels: N_r0 and N_r (the paper's TL;DR: 0-ish and 60k).
+        retrains: reward-model trainings over the run (20).
+        outstanding: questions kept in flight beyond l(n) (1000 in the paper).
+        validation_share: share of requests that are validation questions (rho vs pi).
+        samples: samples per question (4).
+        rm_epochs, rm_lr, rm_batch_size, rm_top_blocks, rm_pool: the reward-model training (§1.3: one
+            epoch; ``rm_top_blocks`` -1 trains the whole model).
+        normalize_samples: samples of rho for the normalisation (§1.3).
+        poll_s, max_wait_s: how often to look for new labels, and how long PPO may wait (0: forever).
+        seed: sampling seed.
+    """
+
+    enabled: bool = False
+    mode: Literal["online", "batched"] = "online"
+    labeler: str = "sentiment"
+    latency_s: float = 0.0
+    store: str = ""
+    initial_labels: int = 64
+    final_labels: int = 512
+    retrains: int = 20
+    outstanding: int = 1000
+    validation_share: float = 0.05
+    samples: int = 4
+    rm_epochs: int = 1
+    rm_lr: float = 5e-5
+    rm_batch_size: int = 8
+    rm_top_blocks: int = -1
+    rm_pool: str = "last"
+    normalize_samples: int = 256
+    poll_s: float = 0.2
+    max_wait_s: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("online", "batched"):
+            raise ValueError(f"online.mode={self.mode!r}; use 'online' or 'batched'.")
+        if not 1 <= self.initial_labels <= self.final_labels:
+            raise ValueError(
+                f"online.initial_labels={self.initial_labels} and final_labels={self.final_labels}: need "
+                "1 <= initial <= final (the first reward model trains on the initial labels)."
+            )
+        if not 0 <= self.validation_share < 1 or self.samples < 2 or self.outstanding < 0:
+            raise ValueError(
+                f"online: validation_share={self.validation_share} must be in [0, 1), samples={self.samples} "
+                f">= 2 and outstanding={self.outstanding} >= 0."
+            )
+
+
+@contextmanager
+def _as_lm(model):
+    """The Hugging Face LM behind a policy, a frozen reference, or a LoRA reference (adapters off)."""
+    inner = getattr(model, "policy", None)
+    if inner is not None and getattr(inner, "lora", False):
+        with inner.lm.disable_adapter():
+            yield inner.lm
+    else:
+        yield model.lm
+
+
+class OnlineLoop:
+    """Drives label requests, waiting and reward-model retraining around a built-in agent's iterations.
+
+    Args:
+        agent: a :class:`agents.ppo.PPOAgent` (or RLOO agent) whose env reward will be swapped.
+        config: the ``[online]`` settings.
+        task, overrides: the env's task id and overrides (questions are drawn from the same prompts).
+        total_episodes: N_pi, the episodes of the whole run.
+        model_spec: the reward model's base (the initial policy rho's spec).
+        labeler: a labeler object for mock labelling (default: ``make_labeler(config.labeler)``).
+    """
+
+    def __init__(
+        self,
+        agent,
+        config: OnlineConfig,
+        *,
+        task: str,
+        overrides: dict,
+        total_episodes: int,
+        model_spec: str,
+        store_path: str,
+        labeler=None,
+    ) -> None:
+        from rewards.labelers import make_labeler
+
+        self.agent, self.config, self.task, self.overrides = agent, config, task, dict(overrides)
+        self.total_episodes, self.model_spec = int(total_episodes), model_spec
+        self.store = ComparisonStore(store_path)
+        self.human = config.labeler == "human"
+        self.labeler = None if self.human else (labeler or make_labeler(config.labeler, seed=config.seed))
+        self.points = retrain_points(config.initial_labels, config.final_labels, config.retrains)
+        self.next_point = 0  # index into points
+        self.retrains = 0
+        self.requests = 0
+        self.rng = np.random.default_rng(config.seed)
+        self.tokenizer = agent.policy.tokenizer
+        self.reward_model = None
+        self.history: list[dict] = []
+
+    # ----------------------------------------------------------------------------- counting
+    def counts(self) -> tuple[int, int]:
+        """(labelled questions, pending questions) of this task in the store."""
+        labelled = len({c.question_id for c in self.store.labelled(task=self.task)})
+        return labelled, self.store.count(task=self.task, labelled=False)
+
+    def needed(self, episodes: int) -> int:
+        c = self.config
+        return math.ceil(
+            labels_needed(episodes, c.initial_labels, c.final_labels, self.total_episodes) - 1e-9
+        )
+
+    # ------------------------------------------------------------------------------ requests
+    def request(self, n: int) -> None:
+        """Ask ``n`` new questions: ``samples`` samples of the current policy, or, for a constant share,
+        validation questions (half from rho, half from pi)."""
+        if n <= 0:
+            return
+        n_val = int(self.rng.binomial(n, self.config.validation_share)) if self.config.validation_share else 0
+        seed = int(self.rng.integers(2**31))
+        version = int(self.agent.iteration)
+        if n - n_val:
+            from rewards.pipeline import sample_questions
+
+            with _as_lm(self.agent.policy) as lm:
+                sample_questions(
+                    self.store,
+                    self.task,
+                    lm,
+                    self.tokenizer,
+                    n_queries=n - n_val,
+                    n_samples=self.config.samples,
+                    seed=seed,
+                    policy_version=version,
+                    **self.overrides,
+                )
+        if n_val:
+            self._validation_questions(n_val, seed + 1, version)
+        self.requests += n
+
+    def _validation_questions(self, n: int, seed: int, version: int) -> None:
+        from textenv.env import TaskRuntime
+        from textenv.sampling import sample_responses
+        from textenv.tasks import get_task
+
+        cfg = get_task(self.task, **self.overrides)
+        rt = TaskRuntime(cfg, self.tokenizer, reward_fn=lambda q, r: np.zeros(len(r)))
+        rng = np.random.default_rng(seed)
+        prompts = [rt.draw(rng) for _ in range(n)]
+        context = np.stack([rt.context_row(p) for p in prompts])
+        half = self.config.samples // 2
+        rows = np.repeat(context, half, axis=0)
+        with _as_lm(self.agent.reference) as ref_lm:
+            from_ref = sample_responses(
+                ref_lm, rows, rt.pad_id, cfg.response_length, cfg.temperature, seed=seed
+            )
+        with _as_lm(self.agent.policy) as lm:
+            rows_pi = np.repeat(context, self.config.samples - half, axis=0)
+            from_pi = sample_responses(
+                lm, rows_pi, rt.pad_id, cfg.response_length, cfg.temperature, seed=seed + 1
+            )
+        questions = []
+        for i, p in enumerate(prompts):
+            samples = [
+                *from_ref[i * half : (i + 1) * half],
+                *from_pi[i * (self.config.samples - half) : (i + 1) * (self.config.samples - half)],
+            ]
+            ids = [[int(t) for t in s if t != rt.pad_id] for s in samples]
+            questions.append(
+                Comparison(
+                    task=cfg.name,
+                    query=list(p.query),
+                    samples=ids,
+                    query_text=rt.decode(np.array(p.query)),
+                    sample_texts=[rt.decode(np.array(s)) for s in ids],
+                    reference=p.reference,
+                    policy_version=version,
+                    question_id=f"val-{version}-{seed}-{i}",
+                )
+            )
+        self.store.add(questions)
+
+    # ------------------------------------------------------------------------------- labels
+    def label_due(self) -> int:
+        """The mock labeler answers every pending question older than ``latency_s``."""
+        if self.human:
+            return 0
+        now, done = time.time(), 0
+        for c in self.store.pending(task=self.task):
+            if c.created + self.config.latency_s > now:
+                continue
+            answer = self.labeler(c.query_text or "", c.sample_texts or [], c.reference)
+            self.store.record_label(
+                c.id, {"best": int(answer[0] if isinstance(answer, tuple) else answer)}, self.config.labeler
+            )
+            done += 1
+        return done
+
+    def wait_for(self, target: int) -> float:
+        """Block until ``target`` questions are labelled; returns the seconds waited."""
+        t0 = time.perf_counter()
+        while True:
+            self.label_due()
+            labelled, pending = self.counts()
+            if labelled >= target:
+                return time.perf_counter() - t0
+            if labelled + pending < target:
+                self.request(target - labelled - pending)
+                continue
+            waited = time.perf_counter() - t0
+            if self.config.max_wait_s and waited > self.config.max_wait_s:
+                raise TimeoutError(
+                    f"waited {waited:.0f} s for labels: {labelled} of {target} arrived ({pending} pending). "
+                    "Label in the app (textenv serve-labeling) or raise online.max_wait_s."
+                )
+            time.sleep(self.config.poll_s)
+
+    # ---------------------------------------------------------------------------- retraining
+    def retrain(self) -> dict:
+        """A fresh reward model on rho, one pass over every label so far, normalised on rho's samples,
+        swapped into the env (§1.7)."""
+        from rewards.model import RewardModel
+        from rewards.train import RewardTrainConfig, normalize, policy_samples, train_reward_model
+
+        c = self.config
+        items = self.store.labelled(task=self.task, label_type="best_of_n")
+        rm = RewardModel.from_spec(self.model_spec, seed=c.seed + self.retrains, pool=c.rm_pool)
+        rm = rm.to(self.agent.device)
+        cfg = RewardTrainConfig(
+            lr=c.rm_lr,
+            batch_size=min(c.rm_batch_size, len(items)),
+            epochs=c.rm_epochs,
+            top_blocks=None if c.rm_top_blocks < 0 else c.rm_top_blocks,
+            seed=c.seed + self.retrains,
+        )
+        metrics = train_reward_model(rm, items, cfg)
+        with _as_lm(self.agent.reference) as ref_lm:
+            q, r = policy_samples(
+                self.task, ref_lm, self.tokenizer, c.normalize_samples, seed=c.seed, **self.overrides
+            )
+        normalize(rm, q, r)
+        self.agent.envs.unwrapped.runtime.set_reward_fn(rm.as_reward_fn())
+        self.reward_model = rm
+        self.retrains += 1
+        return {"labels": len(items), "loss_last": metrics["train/loss_last_10pct"]}
+
+    # --------------------------------------------------------------------------- the hook
+    def before_iteration(self) -> dict:
+        """Everything due before the agent's next iteration; returns ``online/*`` metrics.
+
+        Online: top the requests up to ``l(n) + outstanding`` and wait until ``l(n)`` labels are in.
+        Batched: wait only when the schedule passes a retrain point, for that point's labels. Either
+        way, retrain once the schedule has passed the next retrain point.
+        """
+        c = self.config
+        n = self.agent.iteration * self.agent.config.batch_size  # episodes done so far
+        need = self.needed(n)
+        due = [k for k in range(self.next_point, len(self.points)) if self.points[k] <= need]
+        waited = 0.0
+        if c.mode == "online":
+            self.label_due()
+            labelled, pending = self.counts()
+            self.request(need + c.outstanding - labelled - pending)
+            waited = self.wait_for(need)
+        elif due:
+            waited = self.wait_for(self.points[due[-1]])
+        retrain = None
+        if due:
+            retrain = self.retrain()
+            self.next_point = due[-1] + 1
+        labelled, pending = self.counts()
+        stats = {
+            "online/labels": labelled,
+            "online/pending": pending,
+            "online/labels_needed": need,
+            "online/requests": self.requests,
+            "online/retrains": self.retrains,
+            "online/wait_s": waited,
+            **self.validation_stats(),
+        }
+        if retrain:
+            stats["online/rm_loss"] = retrain["loss_last"]
+        self.history.append(stats)
+        return stats
+
+    def validation_stats(self) -> dict:
+        """How often a pi sample (indices >= samples // 2) wins a validation question."""
+        half = self.config.samples // 2
+        wins = [
+            c.best >= half for c in self.store.labelled(task=self.task) if c.question_id.startswith("val-")
+        ]
+        return {
+            "online/validation_questions": len(wins),
+            "online/pi_beats_rho": float(np.mean(wins)) if wins else None,
+        }
+
+    def labeler_score(self, texts: list[str]) -> float | None:
+        """The mock labeler's mean score of ``texts`` (the gold score a simulated run tracks)."""
+        if self.labeler is None or not hasattr(self.labeler, "scores"):
+            return None
+        return float(np.mean(self.labeler.scores("", texts)))
+
+    def close(self) -> None:
+        self.store.close()
+
+
+__all__ = ["OnlineConfig", "OnlineLoop", "labels_needed", "retrain_points"]

@@ -1,0 +1,176 @@
+"""Load test of the labeling app on loopback: concurrent labelers, a server restart mid-run, exactly-once.
+
+``--labelers`` threads each submit ``--answers`` answers (GET /api/next, then POST /api/answers with a
+bearer token) against ``textenv serve-labeling`` started as a subprocess on 127.0.0.1. Half-way through,
+the server is killed and restarted on the same store. A client whose request fails (connection refused
+or reset while the server is down) retries the same answer until it gets a reply: 200 acknowledges it,
+409 means the earlier attempt had committed before the crash. Afterwards every acknowledged answer must
+be in the store exactly once, and the store must hold nothing else.
+
+    python -m benchmarks.bench_labeling [--labelers 20] [--answers 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.common import RESULTS, emit, metadata
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(store: Path, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "agents.cli", "serve-labeling", "--store", str(store), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"the labeling server did not start on port {port} within 60 s.")
+
+
+def request(port: int, method: str, path: str, token: str, body: dict | None = None) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(
+            method,
+            path,
+            body=None if body is None else json.dumps(body),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        res = conn.getresponse()
+        return res.status, json.loads(res.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def labeler_loop(port_box: list, token: str, answers: int, acked: list, stats: dict, seed: int) -> None:
+    done = 0
+    while done < answers:
+        try:
+            status, q = request(port_box[0], "GET", "/api/next", token)
+        except OSError:
+            stats["retries"] += 1
+            time.sleep(0.05)
+            continue
+        if status != 200 or q.get("done"):
+            raise RuntimeError(f"/api/next gave {status} {q}")
+        body = {"id": q["id"], "choice": (q["id"] + seed) % len(q["samples"])}
+        while True:  # the same answer until the server replies
+            try:
+                status, reply = request(port_box[0], "POST", "/api/answers", token, body)
+            except OSError:
+                stats["retries"] += 1
+                time.sleep(0.05)
+                continue
+            break
+        if status == 200:
+            acked.append((reply["question_id"], body["choice"]))
+        elif status == 409:  # committed before the connection broke: acknowledged now
+            stats["acked_after_crash"] += 1
+            acked.append((q["question_id"], body["choice"]))
+        else:
+            raise RuntimeError(f"/api/answers gave {status} {reply}")
+        done += 1
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--labelers", type=int, default=20)
+    p.add_argument("--answers", type=int, default=500, help="answers per labeler")
+    p.add_argument("--no-restart", action="store_true")
+    p.add_argument("--out", default=str(RESULTS / "labeling.jsonl"))
+    args = p.parse_args(argv)
+
+    from rewards.comparisons import Comparison, ComparisonStore
+    from rewards.labeling.store import LabelingStore
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_labeling_"))
+    store_path = tmp / "labels.db"
+    n_questions = args.labelers * args.answers  # enough even if every answer took a fresh question
+    with ComparisonStore(store_path) as store:
+        store.add(
+            Comparison(
+                task="BookSentiment-v0",
+                query=[1],
+                samples=[[2], [3], [4], [5]],
+                query_text=f"q{i}",
+                sample_texts=["a", "b", "c", "d"],
+            )
+            for i in range(n_questions)
+        )
+    users = LabelingStore(store_path)
+    tokens = [users.add_labeler(f"l{i}") for i in range(args.labelers)]
+    users.comparisons.close()
+
+    port_box = [free_port()]
+    server = start_server(store_path, port_box[0])
+    acked: list[list] = [[] for _ in tokens]
+    stats = {"retries": 0, "acked_after_crash": 0}
+    threads = [
+        threading.Thread(
+            target=labeler_loop, args=(port_box, tok, args.answers, acked[i], stats, i), daemon=True
+        )
+        for i, tok in enumerate(tokens)
+    ]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    restart_seconds = None
+    if not args.no_restart:
+        total = args.labelers * args.answers
+        while sum(len(a) for a in acked) < total // 2:
+            time.sleep(0.05)
+        r0 = time.perf_counter()
+        server.send_signal(signal.SIGKILL)  # a crash, not a graceful stop
+        server.wait()
+        server = start_server(store_path, port_box[0])
+        restart_seconds = time.perf_counter() - r0
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    server.terminate()
+    server.wait()
+
+    with ComparisonStore(store_path) as store:
+        rows = [(c.question_id, c.labeler, c.label["best"]) for c in store.labelled()]
+    expected = sorted((qid, f"l{i}", choice) for i, a in enumerate(acked) for qid, choice in a)
+    exactly_once = sorted(rows) == expected and len(set(rows)) == len(rows)
+    result = {
+        "benchmark": "labeling",
+        "labelers": args.labelers,
+        "answers_per_labeler": args.answers,
+        "acknowledged": len(expected),
+        "rows_in_store": len(rows),
+        "exactly_once": exactly_once,
+        "answers_per_s": len(expected) / seconds,
+        "seconds": seconds,
+        "restart_seconds": restart_seconds,
+        **stats,
+        **metadata(),
+    }
+    emit(result, None if args.out == "-" else Path(args.out))
+    if not exactly_once:
+        raise SystemExit("FAILED: the store does not hold every acknowledged answer exactly once.")
+
+
+if __name__ == "__main__":
+    main()
