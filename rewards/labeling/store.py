@@ -9,8 +9,9 @@
 * ``labeling_secret``: a random key for signing session cookies and CSRF tokens (kept across restarts).
 
 Duplicates for agreement (PAPER.md §1.7: 5 % of questions answered 5 times): a question whose id hashes
-into the first ``duplicate_share`` of the range stays open until ``duplicate_answers`` labelers have
-answered it; any other question closes after one answer.
+into the first ``duplicate_share`` of the range stays open (``labeling_open``, a small table) until
+``duplicate_answers`` labelers have answered it; any other question closes after one answer. Finding the
+next question is an index lookup, not a scan of the answered ones.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ CREATE TABLE IF NOT EXISTS labeling_events (
     UNIQUE (question_id, labeler)
 );
 CREATE TABLE IF NOT EXISTS labeling_secret (id INTEGER PRIMARY KEY CHECK (id = 1), secret TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS labeling_open (
+    question_id TEXT PRIMARY KEY,
+    comparison_id INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    remaining INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comparisons_pending ON comparisons(id) WHERE label IS NULL;
 """
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
@@ -139,21 +147,22 @@ class LabelingStore:
         return self.duplicate_answers if h < self.duplicate_share else 1
 
     def next_question(self, labeler: str) -> Comparison | None:
-        """The oldest question this labeler has not seen that still needs answers (task-filtered)."""
-        where = "WHERE c.id = (SELECT MIN(id) FROM comparisons WHERE question_id = c.question_id)"
-        params: list = []
-        if self.task:
-            where += " AND c.task = ?"
-            params.append(self.task)
-        sql = (
-            f"SELECT c.id, c.question_id, (SELECT COUNT(*) FROM comparisons d WHERE d.question_id = c.question_id "
-            f"AND d.label IS NOT NULL) FROM comparisons c {where} AND NOT EXISTS (SELECT 1 FROM labeling_events e "
-            "WHERE e.question_id = c.question_id AND e.labeler = ?) ORDER BY c.id"
-        )
-        for row_id, qid, answered in self.conn.execute(sql, (*params, labeler)):
-            if answered < self.wanted_answers(qid):
-                return self.comparisons.get(row_id)
-        return None
+        """An open duplicate question this labeler has not seen, else the oldest unanswered one they
+        have not skipped or flagged (task-filtered)."""
+        task_clause, params = (" AND task = ?", [self.task]) if self.task else ("", [])
+        unseen = "NOT EXISTS (SELECT 1 FROM labeling_events e WHERE e.question_id = {q} AND e.labeler = ?)"
+        row = self.conn.execute(
+            f"SELECT comparison_id FROM labeling_open WHERE {unseen.format(q='labeling_open.question_id')}"
+            f"{task_clause} ORDER BY comparison_id LIMIT 1",
+            (labeler, *params),
+        ).fetchone()
+        if row is None:
+            row = self.conn.execute(
+                f"SELECT id FROM comparisons INDEXED BY comparisons_pending WHERE label IS NULL{task_clause} "
+                f"AND {unseen.format(q='comparisons.question_id')} ORDER BY id LIMIT 1",
+                (*params, labeler),
+            ).fetchone()
+        return None if row is None else self.comparisons.get(row[0])
 
     def progress(self, labeler: str) -> dict:
         done = self.conn.execute(
@@ -191,6 +200,7 @@ class LabelingStore:
                     judgement = self.comparisons.record_label_in(
                         conn, comparison_id, {"best": choice}, labeler
                     )
+                    self._count_answer(conn, question)
                 conn.execute(
                     "INSERT INTO labeling_events (question_id, comparison_id, judgement_id, labeler, action, choice, "
                     "created) VALUES (?,?,?,?,?,?,?)",
@@ -201,6 +211,21 @@ class LabelingStore:
                 f"{labeler} already answered question {question.question_id}; it is recorded once."
             ) from exc
         return {"question_id": question.question_id, "judgement_id": judgement, "action": action}
+
+    def _count_answer(self, conn: sqlite3.Connection, question: Comparison) -> None:
+        """Keep a duplicate question open until it has ``wanted_answers`` answers."""
+        wanted = self.wanted_answers(question.question_id)
+        if wanted <= 1:
+            return
+        conn.execute(
+            "INSERT OR IGNORE INTO labeling_open (question_id, comparison_id, task, remaining) VALUES (?,?,?,?)",
+            (question.question_id, question.id, question.task, wanted),
+        )
+        conn.execute(
+            "UPDATE labeling_open SET remaining = remaining - 1 WHERE question_id = ?",
+            (question.question_id,),
+        )
+        conn.execute("DELETE FROM labeling_open WHERE remaining <= 0")
 
     def my_answers(self, labeler: str) -> list[dict]:
         rows = self.conn.execute(
