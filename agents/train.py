@@ -1,6 +1,6 @@
 """``textenv train-policy``: a PPO run from a TOML config, with metrics, samples, checkpoints and resume.
 
-A config has four tables (see ``configs/*.toml``)::
+A config has these tables (see ``configs/*.toml``)::
 
     [run]     iterations, out_dir, checkpoint_every, sample_every, samples_shown, tensorboard, device
     [env]     task, reward ("builtin" or a reward-model folder), and [env.overrides] for the task
@@ -10,9 +10,9 @@ A config has four tables (see ``configs/*.toml``)::
     [online]  :class:`agents.online.OnlineConfig`: labels collected while training (``--online``, §1.7)
 
 ``--key=value`` overrides any entry (``--ppo.lr=2e-5``, ``--run.iterations=3``; a bare ``--lr=2e-5``
-works when the name is unique, or names a setting of the algorithm that runs). A run directory holds ``config.toml`` (the resolved config),
-``metrics.jsonl`` (one line per iteration, the reference code's keys), TensorBoard events, ``samples.jsonl``,
-``checkpoints/`` and ``curves.png``. ``--resume`` continues from the latest checkpoint exactly: on CPU
+works when the name is unique, or names a setting of the algorithm that runs). A run directory holds
+``config.toml`` (the resolved config), ``metrics.jsonl`` (one line per iteration, the reference code's
+keys), TensorBoard events, ``samples.jsonl``, ``checkpoints/`` and ``curves.png``. ``--resume`` continues from the latest checkpoint exactly: on CPU
 with the same seed the metrics equal an uninterrupted run's bit for bit (tested with ``kill -9``).
 
 The andon cord (:class:`agents.ppo.TrainingHalted`): a NaN/inf or a KL runaway stops the run with the

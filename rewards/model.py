@@ -181,10 +181,15 @@ class RewardModel(nn.Module):
 
     def score_features(self, feats: Features) -> torch.Tensor:
         """Normalised scores from cached features, running only the trainable top blocks; (B,)."""
+        if self.pool == "mean" and getattr(feats, "pool_mask", None) is None:
+            raise ValueError(
+                "these features carry no pool mask (cached by an older textenv, or built without "
+                "response_start); recompute them with features(ids, response_start) / cache_features()."
+            )
         if self.top_blocks == 0:
             return self.gain * self.head(feats.hidden).squeeze(-1) + self.bias
         hidden = top_forward(self.base, feats, self.top_blocks)
-        mask = feats.attention_mask if feats.pool_mask is None else feats.pool_mask
+        mask = feats.attention_mask if self.pool == "last" else feats.pool_mask
         return self.gain * self.head(self._pooled(hidden, mask)).squeeze(-1) + self.bias
 
     # ----------------------------------------------------------------------------- persistence

@@ -252,6 +252,10 @@ def test_mean_pool_averages_the_response_tokens_and_is_saved(tmp_path):
         for k in (0, 1):
             rm.set_trainable(k)
             torch.testing.assert_close(rm.score_features(rm.features(ids, start)), full, atol=1e-5, rtol=1e-5)
+        stale = rm.features(ids, start)
+        stale.pool_mask = None  # as features cached by format-1 code: refused, not silently re-pooled
+        with pytest.raises(ValueError, match="pool mask"):
+            rm.score_features(stale)
     rm.save(tmp_path / "rm")
     again = RewardModel.load(tmp_path / "rm")
     assert again.pool == "mean"
