@@ -206,3 +206,24 @@ def test_online_run_raises_the_labelers_score(tmp_path):
         gold.append(loop.labeler_score(agent.last_batch.texts))
     assert loop.retrains == 4
     assert np.mean(gold[-3:]) > np.mean(gold[:3]) + 0.3, gold
+
+
+def test_mock_labeler_latency_delays_the_answers(tmp_path):
+    cfg = tiny_online(tmp_path, "--online.latency_s=0.5", "--online.poll_s=0.05")
+    agent = build_agent(cfg)
+    loop = OnlineLoop(
+        agent,
+        cfg.online,
+        task=cfg.env.task,
+        overrides=cfg.env.overrides,
+        total_episodes=48,
+        model_spec="tiny-gpt2",
+        store_path=str(tmp_path / "labels.db"),
+    )
+    t0 = time.time()
+    stats = loop.before_iteration()
+    assert stats["online/labels"] >= 6
+    with ComparisonStore(tmp_path / "labels.db") as store:
+        lags = [c.labeled - c.created for c in store.labelled()]
+    assert min(lags) >= 0.5 and time.time() - t0 >= 0.5
+    loop.close()
