@@ -18,6 +18,9 @@ def build_parser():
     from agents import train as train_mod
 
     commands.update(train_mod.add_parser(sub))
+    from agents import evaluate as evaluate_mod
+
+    commands.update(evaluate_mod.add_parser(sub))
     from agents import demo as demo_mod
 
     commands.update(demo_mod.add_parser(sub))
