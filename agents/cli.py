@@ -21,6 +21,9 @@ def build_parser():
     from agents import evaluate as evaluate_mod
 
     commands.update(evaluate_mod.add_parser(sub))
+    from agents import sft as sft_mod
+
+    commands.update(sft_mod.add_parser(sub))
     from agents import demo as demo_mod
 
     commands.update(demo_mod.add_parser(sub))
