@@ -88,11 +88,8 @@ def evaluate_policy(policy, rm, labeler, tokenizer, overrides: dict, n: int, see
 def run_pipeline(cfg: DemoConfig) -> dict:
     from agents.policy import PolicyWithValue
     from agents.train import load_config, policy_temperature, train_policy
-    from rewards.comparisons import ComparisonStore
     from rewards.labelers import SentimentLabeler
-    from rewards.model import RewardModel
-    from rewards.pipeline import label_pending, sample_questions
-    from rewards.train import RewardTrainConfig, cache_features, normalize, policy_samples, train_reward_model
+    from rewards.pipeline import mock_reward_model
     from textenv.models import load_causal_lm
 
     t0 = time.perf_counter()
@@ -103,40 +100,29 @@ def run_pipeline(cfg: DemoConfig) -> dict:
     overrides = cfg.task_overrides
     labeler = SentimentLabeler()
 
-    # 1-2. questions from the initial policy, labelled by the mock labeler
-    stores = {}
-    for name, n, split, seed in (
-        ("train", cfg.questions, "train", cfg.seed),
-        ("heldout", cfg.heldout_questions, "valid", cfg.seed + 1),
-    ):
-        path = out / f"labels_{name}.db"
-        path.unlink(missing_ok=True)
-        with ComparisonStore(path) as store:
-            sample_questions(
-                store, TASK, lm, tok, n_queries=n, seed=seed, batch_size=128, split=split, **overrides
-            )
-            label_pending(store, labeler, name="mock:sentiment", task=TASK)
-            stores[name] = store.labelled(task=TASK)
-    _log(f"sampled and labelled {cfg.questions} + {cfg.heldout_questions} best-of-4 questions", t0)
-
-    # 3. reward model: head on frozen trunk features, then normalised on fresh policy samples
-    rm = RewardModel.from_spec(cfg.model, seed=cfg.seed, pool=cfg.rm_pool)
-    rm.set_trainable(0)
-    feats = cache_features(rm, stores["train"], batch_size=32)
-    held_feats = cache_features(rm, stores["heldout"], batch_size=32)
-    rm_cfg = RewardTrainConfig(lr=cfg.rm_lr, batch_size=16, epochs=cfg.rm_epochs, top_blocks=0)
-    res = train_reward_model(
-        rm, stores["train"], rm_cfg, eval_items=stores["heldout"], features=feats, eval_features=held_feats
+    # 1-3. questions from the initial policy, labelled by the mock labeler; a reward model on them,
+    # normalised on fresh policy samples
+    rm, res = mock_reward_model(
+        TASK,
+        lm,
+        tok,
+        labeler,
+        model_spec=cfg.model,
+        questions=cfg.questions,
+        out_dir=out,
+        heldout_questions=cfg.heldout_questions,
+        pool=cfg.rm_pool,
+        epochs=cfg.rm_epochs,
+        lr=cfg.rm_lr,
+        normalize_samples=cfg.normalize_samples,
+        seed=cfg.seed,
+        **overrides,
     )
-    nq, nr = policy_samples(
-        TASK, lm, tok, cfg.normalize_samples, seed=cfg.seed + 11, batch_size=128, **overrides
-    )
-    norm = normalize(rm, nq, nr, batch_size=64)
     rm_dir = out / "reward_model"
-    rm.save(rm_dir)
     _log(
-        f"reward model: held-out accuracy {res['eval/accuracy']:.1%} (chance 25%) on {len(stores['heldout'])} "
-        f"questions; normalised (raw mean {norm['norm/mean_before']:+.3f}, std {norm['norm/std_before']:.3f})",
+        f"{cfg.questions} + {cfg.heldout_questions} best-of-4 questions sampled and labelled; reward model: "
+        f"held-out accuracy {res['eval/accuracy']:.1%} (chance 25%); normalised (raw mean "
+        f"{res['norm/mean_before']:+.3f}, std {res['norm/std_before']:.3f})",
         t0,
     )
 

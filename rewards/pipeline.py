@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -152,3 +153,78 @@ def _best(answer) -> int:
     if isinstance(answer, tuple):
         answer = answer[0]
     return int(answer)
+
+
+def mock_reward_model(
+    task: str,
+    lm,
+    tokenizer,
+    labeler,
+    *,
+    model_spec: str,
+    questions: int,
+    out_dir: str | Path,
+    heldout_questions: int = 0,
+    pool: str = "mean",
+    epochs: int = 10,
+    lr: float = 1e-3,
+    normalize_samples: int = 256,
+    seed: int = 0,
+    require_valid: bool = True,
+    **task_overrides,
+) -> tuple:
+    """The paper's offline reward path at small scale, with a mock labeler: sample ``questions`` best-of-4
+    questions from ``lm`` (rho), label them, train a head on the frozen trunk's features (``top_blocks = 0``,
+    ``pool``; several epochs: named deviations that suit small label counts on a CPU), normalise on fresh
+    samples of rho (§1.3) and save to ``out_dir/reward_model``. ``require_valid=False`` keeps samples that
+    break the task's truncation rule (the paper resamples them). Returns ``(reward_model, metrics)``.
+    """
+    from rewards.model import RewardModel
+    from rewards.train import RewardTrainConfig, cache_features, normalize, policy_samples, train_reward_model
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sets = {}
+    for name, n, split, s in (
+        ("train", questions, "train", seed),
+        ("heldout", heldout_questions, "valid", seed + 1),
+    ):
+        if n <= 0:
+            sets[name] = []
+            continue
+        path = out / f"labels_{name}.db"
+        path.unlink(missing_ok=True)
+        with ComparisonStore(path) as store:
+            sample_questions(
+                store,
+                task,
+                lm,
+                tokenizer,
+                n_queries=n,
+                seed=s,
+                batch_size=128,
+                split=split,
+                require_valid=require_valid,
+                **task_overrides,
+            )
+            label_pending(store, labeler, name=f"mock:{type(labeler).__name__}", task=task)
+            sets[name] = store.labelled(task=task)
+    rm = RewardModel.from_spec(model_spec, seed=seed, pool=pool)
+    rm.set_trainable(0)
+    feats = cache_features(rm, sets["train"], batch_size=32)
+    held = cache_features(rm, sets["heldout"], batch_size=32) if sets["heldout"] else None
+    metrics = train_reward_model(
+        rm,
+        sets["train"],
+        RewardTrainConfig(lr=lr, batch_size=16, epochs=epochs, top_blocks=0, seed=seed),
+        eval_items=sets["heldout"] or None,
+        features=feats,
+        eval_features=held,
+    )
+    q, r = policy_samples(
+        task, lm, tokenizer, normalize_samples, seed=seed + 11, batch_size=128, **task_overrides
+    )
+    metrics.update(normalize(rm, q, r, batch_size=64))
+    metrics.update({"questions/train": len(sets["train"]), "questions/heldout": len(sets["heldout"])})
+    rm.save(out / "reward_model")
+    return rm, metrics

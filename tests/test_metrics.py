@@ -62,3 +62,27 @@ def test_win_rate():
     assert win_rate([2, 3, 0, 1, 2], a_indices=[2, 3]) == pytest.approx(0.6)
     with pytest.raises(ValueError):
         win_rate([], [0])
+
+
+def test_optimal_frontier_on_a_gaussian_with_a_closed_form():
+    import numpy as np
+
+    from textenv.metrics import optimal_frontier
+
+    # rho = N(0, 1), r(y) = y: pi* = N(1/beta, 1), so E[r] = 1/beta and KL = 1/(2 beta^2)
+    y = np.random.default_rng(0).normal(size=(4, 200_000))
+    for point in optimal_frontier(y, [1.0, 2.0]):
+        b = point["beta"]
+        assert point["reward"] == pytest.approx(1 / b, rel=0.03)
+        assert point["kl"] == pytest.approx(1 / (2 * b * b), rel=0.05)
+    # beta -> infinity: pi* = rho (no reward gain, no KL); small beta: best of the samples
+    far = optimal_frontier(y[:, :100], [1e6])[0]
+    assert far["kl"] == pytest.approx(0.0, abs=1e-6) and far["reward"] == pytest.approx(
+        y[:, :100].mean(), abs=1e-4
+    )
+    near = optimal_frontier(y[:, :100], [1e-4])[0]
+    assert near["reward"] == pytest.approx(y[:, :100].max(axis=1).mean()) and near["kl"] == pytest.approx(
+        np.log(100), rel=1e-3
+    )
+    with pytest.raises(ValueError, match="samples"):
+        optimal_frontier(np.zeros((3, 1)), [1.0])

@@ -23,6 +23,7 @@ __all__ = [
     "has_preamble",
     "lead3",
     "novel_sentence_share",
+    "optimal_frontier",
     "rouge",
     "rouge_table",
     "sentences",
@@ -110,3 +111,34 @@ def win_rate(choices: Sequence[int], a_indices: Sequence[int]) -> float:
         raise ValueError("win_rate needs at least one judged question.")
     a = set(a_indices)
     return float(np.mean([c in a for c in choices]))
+
+
+def optimal_frontier(rewards: np.ndarray, betas: Sequence[float]) -> list[dict[str, float]]:
+    """The reward-KL frontier of the KL-regularised optimum, from samples of the initial policy.
+
+    For each β the optimal policy is ``π*(y|x) ∝ ρ(y|x) exp(r(x,y)/β)`` (PAPER.md §1.4's objective
+    ``E[r] − β KL``). With ``m`` samples ``y_j ~ ρ(·|x)`` per prompt (``rewards`` is (prompts, m)), self-
+    normalised importance weights ``w_j ∝ exp(r_j/β)`` give ``E_π*[r] ≈ Σ w_j r_j`` and
+    ``KL(π*‖ρ) ≈ E_π*[r]/β − log mean_j exp(r_j/β)``, averaged over prompts. The KL estimate cannot
+    exceed ``log m``: use enough samples for the β range of interest.
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    if r.ndim == 1:
+        r = r[None]
+    if r.ndim != 2 or r.shape[1] < 2:
+        raise ValueError(f"rewards must be (prompts, samples >= 2), got shape {np.shape(rewards)}.")
+    out = []
+    for beta in betas:
+        if beta <= 0:
+            raise ValueError(f"beta must be > 0, got {beta}.")
+        z = r / beta
+        z_max = z.max(axis=1, keepdims=True)
+        w = np.exp(z - z_max)
+        w /= w.sum(axis=1, keepdims=True)
+        reward = (w * r).sum(axis=1)
+        log_mean = np.log(np.exp(z - z_max).mean(axis=1)) + z_max[:, 0]
+        kl = reward / beta - log_mean
+        out.append(
+            {"beta": float(beta), "reward": float(reward.mean()), "kl": float(np.maximum(kl, 0.0).mean())}
+        )
+    return out

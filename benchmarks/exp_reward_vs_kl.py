@@ -1,0 +1,131 @@
+"""Experiment 2 (paper Fig. 3): reward versus KL. PPO directly on the mock sentiment reward at several KL
+targets, against the optimal frontier for the same reward estimated from samples of the initial policy.
+
+For each beta the KL-regularised optimum is pi*(y|x) ∝ rho(y|x) exp(r(x,y)/beta); self-normalised
+importance weights over ``--samples`` responses of rho per prompt estimate its reward and KL
+(:func:`textenv.metrics.optimal_frontier`). The PPO points are each run's mean KL and mock reward over
+its last iterations.
+
+    python -m benchmarks.exp_reward_vs_kl                        # small: targets 1 and 4, minutes
+    python -m benchmarks.exp_reward_vs_kl --full                 # more targets, samples and episodes
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import RESULTS, emit, metadata
+from benchmarks.experiments import plot, ppo_config, run_ppo, write_rows
+
+TASK = "MockSentiment-v0"
+
+
+def frontier(lm, tok, args, overrides: dict) -> list[dict]:
+    from textenv.env import TaskRuntime
+    from textenv.metrics import optimal_frontier
+    from textenv.sampling import sample_responses
+    from textenv.scorers import MockSentimentScore
+    from textenv.tasks import get_task
+
+    cfg = get_task(TASK, **overrides)
+    rt = TaskRuntime(cfg, tok, reward_fn=lambda q, r: np.zeros(len(r)))
+    rng = np.random.default_rng(args.seed)
+    prompts = [rt.draw(rng) for _ in range(args.prompts)]
+    context = np.repeat(np.stack([rt.context_row(p) for p in prompts]), args.samples, axis=0)
+    gold = MockSentimentScore(tok)
+    out = sample_responses(lm, context, rt.pad_id, cfg.response_length, args.temperature, seed=args.seed)
+    rewards = gold(None, out).reshape(args.prompts, args.samples)
+    betas = np.geomspace(0.05, 20, 40)
+    return optimal_frontier(rewards, betas)
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--targets", type=float, nargs="+", default=[1.0, 4.0])
+    p.add_argument("--full", action="store_true")
+    p.add_argument("--iterations", type=int, default=8)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--prompts", type=int, default=16)
+    p.add_argument("--samples", type=int, default=32, help="samples of rho per prompt for the frontier")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--query-length", type=int, default=32)
+    p.add_argument("--response-length", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", default="runs/exp_reward_vs_kl")
+    p.add_argument("--plot", default=str(RESULTS / "exp_reward_vs_kl.png"))
+    p.add_argument("--out", default=str(RESULTS / "exp_reward_vs_kl.jsonl"))
+    args = p.parse_args(argv)
+    if args.full:
+        args.targets, args.iterations, args.batch, args.prompts, args.samples = (
+            [0.5, 1, 2, 4, 8],
+            40,
+            64,
+            64,
+            256,
+        )
+
+    from textenv.models import load_causal_lm
+    from textenv.scorers import MockSentimentScore
+
+    t0 = time.perf_counter()
+    lm, tok = load_causal_lm(args.model)
+    sizes = dict(query_length=args.query_length, response_length=args.response_length)
+    overrides = dict(
+        **sizes, min_query_length=min(16, args.query_length), truncate_token=None, truncate_after=0
+    )
+    front = frontier(lm, tok, args, overrides)
+    gold = MockSentimentScore(tok).score_text
+    points, results = {}, []
+    for target in args.targets:
+        cfg = ppo_config(
+            Path(args.out_dir) / f"target-{target:g}",
+            task=TASK,
+            model=args.model,
+            iterations=args.iterations,
+            batch=args.batch,
+            target_kl=target,
+            lr=args.lr,
+            extra=(f"--policy.temperature={args.temperature}",),
+            **sizes,
+        )
+        rows, _ = run_ppo(cfg, gold)
+        write_rows(Path(args.out_dir) / f"target-{target:g}.jsonl", rows)
+        tail = rows[-max(1, len(rows) // 4) :]
+        kl, reward = float(np.mean([r["kl"] for r in tail])), float(np.mean([r["gold"] for r in tail]))
+        points[f"PPO, target {target:g}"] = (kl, reward)
+        # the frontier's reward at this KL (linear interpolation along the KL axis)
+        ks, rs = zip(*sorted((f["kl"], f["reward"]) for f in front))
+        results.append(
+            {
+                "benchmark": "exp_reward_vs_kl",
+                "target_kl": target,
+                "ppo_kl": kl,
+                "ppo_reward": reward,
+                "initial_reward": rows[0]["gold"],
+                "frontier_reward_at_ppo_kl": float(np.interp(kl, ks, rs)),
+                "model": args.model,
+                **metadata(),
+            }
+        )
+    plot(
+        Path(args.plot),
+        {"optimal frontier (importance-weighted)": [(f["kl"], f["reward"]) for f in front]},
+        "KL(pi || rho), nats",
+        "mock reward",
+        f"reward vs KL ({args.model})",
+        points=points,
+    )
+    for row in results:
+        row["seconds"] = time.perf_counter() - t0
+        emit(row, None if args.out == "-" else Path(args.out))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Shared pieces of the paper's experiments at small scale (``benchmarks/exp_*.py``).
+
+* :func:`ppo_config`: a PPO run on the embedded model sized for a CPU (``configs/demo.toml`` with the
+  task, reward and size given), or on a tiny random model for the tests;
+* :func:`run_ppo`: runs it and records, per iteration, the KL, the reward the policy optimises and a
+  *gold* score of the batch's responses (the mock labeler's own score), so that reward-model runs and
+  direct runs share one y-axis;
+* :func:`win_rate_vs_initial`: how often a labeler prefers the trained policy's response to the initial
+  policy's on the same held-out prompts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def ppo_config(
+    out_dir: str | Path,
+    *,
+    task: str,
+    model: str,
+    reward: str = "builtin",
+    iterations: int = 8,
+    batch: int = 16,
+    query_length: int = 32,
+    response_length: int = 16,
+    target_kl: float = 3.0,
+    lr: float = 3e-4,
+    extra: tuple[str, ...] = (),
+):
+    from agents.train import load_config
+
+    tiny = model.startswith("tiny")
+    return load_config(
+        "demo",
+        [
+            f"--run.out_dir={out_dir}",
+            f"--run.iterations={iterations}",
+            "--run.checkpoint_every=0",
+            "--run.sample_every=0",
+            "--run.tensorboard=false",
+            "--run.plot=false",
+            f"--env.task={task}",
+            f"--env.reward={reward}",
+            f"--env.overrides.query_length={query_length}",
+            f"--env.overrides.response_length={response_length}",
+            f"--env.overrides.min_query_length={min(16, query_length)}",
+            f"--policy.model={model}",
+            f"--policy.top_blocks={1 if tiny else 2}",
+            f"--ppo.batch_size={batch}",
+            f"--ppo.total_episodes={batch * iterations}",
+            f"--ppo.target_kl={target_kl}",
+            f"--ppo.kl_horizon={max(batch * iterations // 2, 1)}",
+            f"--ppo.lr={lr}",
+            *extra,
+        ],
+    )
+
+
+def run_ppo(cfg, gold) -> tuple[list[dict], object]:
+    """Train; returns per-iteration rows ``{episodes, kl, kl_coef, score, gold}`` and the agent."""
+    from agents.train import build_agent
+
+    agent = build_agent(cfg)
+    rows = []
+    for _ in range(cfg.iterations):
+        m = agent.step()
+        rows.append(
+            {
+                "episodes": m["episodes"],
+                "kl": m["objective/kl"],
+                "kl_coef": m["objective/kl_coef"],
+                "score": m["objective/score"],
+                "gold": float(np.mean([gold(t) for t in agent.last_batch.texts])),
+            }
+        )
+    return rows, agent
+
+
+@torch.no_grad()
+def responses(
+    policy_lm, tokenizer, task: str, n: int, *, seed: int, temperature: float, **overrides
+) -> list[str]:
+    """One response (raw, untruncated text) per held-out prompt; the same prompts for the same seed."""
+    from textenv.env import TaskRuntime
+    from textenv.sampling import sample_responses
+    from textenv.tasks import get_task
+
+    cfg = get_task(task, split="valid", **overrides)
+    rt = TaskRuntime(cfg, tokenizer, reward_fn=lambda q, r: np.zeros(len(r)))
+    rng = np.random.default_rng(seed)
+    prompts = [rt.draw(rng) for _ in range(n)]
+    context = np.stack([rt.context_row(p) for p in prompts])
+    out = sample_responses(policy_lm, context, rt.pad_id, cfg.response_length, temperature, seed=seed)
+    return [rt.decode(r) for r in out]
+
+
+def win_rate_vs_initial(
+    agent, initial_lm, tokenizer, labeler, task: str, n: int, seed: int, **overrides
+) -> float:
+    """Share of held-out prompts where ``labeler`` prefers the trained policy's response to rho's."""
+    temperature = agent.policy.temperature
+    mine = responses(agent.policy.lm, tokenizer, task, n, seed=seed, temperature=temperature, **overrides)
+    base = responses(initial_lm, tokenizer, task, n, seed=seed + 1, temperature=temperature, **overrides)
+    picks = [labeler("", [a, b])[0] for a, b in zip(mine, base)]
+    return float(np.mean([p == 0 for p in picks]))
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def plot(
+    path: Path,
+    curves: dict[str, list[tuple[float, float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    points=None,
+):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, xy in curves.items():
+        ax.plot([x for x, _ in xy], [y for _, y in xy], label=name, marker="." if len(xy) < 40 else None)
+    for name, (x, y) in (points or {}).items():
+        ax.scatter([x], [y], label=name, zorder=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

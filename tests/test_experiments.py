@@ -1,0 +1,120 @@
+"""Each experiment script runs at a tiny size (a random tiny GPT-2, a few episodes) so that it cannot rot."""
+
+import json
+
+import pytest
+
+
+def test_exp_mock_sentiment_and_label_efficiency_tiny(tmp_path):
+    from benchmarks import exp_label_efficiency, exp_mock_sentiment
+
+    common = [
+        "--model",
+        "tiny-gpt2",
+        "--iterations",
+        "1",
+        "--batch",
+        "4",
+        "--heldout",
+        "4",
+        "--eval-prompts",
+        "4",
+        "--query-length",
+        "8",
+        "--response-length",
+        "4",
+        "--out",
+        "-",
+    ]
+    rows = exp_mock_sentiment.main(
+        [*common, "--labels", "8", "--out-dir", str(tmp_path / "m"), "--plot", str(tmp_path / "m.png")]
+    )
+    assert [r["setting"] for r in rows] == ["direct", "rm-8"]
+    assert all(0.0 <= r["win_rate_vs_initial"] <= 1.0 for r in rows) and (tmp_path / "m.png").exists()
+    assert json.loads((tmp_path / "m" / "rm-8" / "curve.jsonl").read_text().splitlines()[0])["episodes"] == 4
+    rows = exp_label_efficiency.main(
+        [
+            *common,
+            "--labels",
+            "8",
+            "12",
+            "--out-dir",
+            str(tmp_path / "e"),
+            "--plot",
+            str(tmp_path / "e1.png"),
+            "--win-plot",
+            str(tmp_path / "e.png"),
+        ]
+    )
+    assert [r["labels"] for r in rows] == [0, 8, 12] and (tmp_path / "e.png").exists()
+
+
+def test_exp_reward_vs_kl_tiny(tmp_path):
+    from benchmarks import exp_reward_vs_kl
+
+    rows = exp_reward_vs_kl.main(
+        [
+            "--model",
+            "tiny-gpt2",
+            "--targets",
+            "2",
+            "--iterations",
+            "1",
+            "--batch",
+            "4",
+            "--prompts",
+            "3",
+            "--samples",
+            "4",
+            "--query-length",
+            "8",
+            "--response-length",
+            "4",
+            "--out",
+            "-",
+            "--out-dir",
+            str(tmp_path / "r"),
+            "--plot",
+            str(tmp_path / "r.png"),
+        ]
+    )
+    assert len(rows) == 1 and rows[0]["target_kl"] == 2 and (tmp_path / "r.png").exists()
+    assert all(isinstance(rows[0][k], float) for k in ("ppo_kl", "ppo_reward", "frontier_reward_at_ppo_kl"))
+
+
+@pytest.mark.slow
+def test_exp_cnndm_tiny(tmp_path):
+    from benchmarks import exp_cnndm
+
+    result = exp_cnndm.main(
+        [
+            "--model",
+            "tiny-gpt2",
+            "--query-length",
+            "48",
+            "--response-length",
+            "8",
+            "--sft-examples",
+            "8",
+            "--labels",
+            "4",
+            "--iterations",
+            "1",
+            "--batch",
+            "4",
+            "--eval-n",
+            "3",
+            "--out",
+            "-",
+            "--out-dir",
+            str(tmp_path / "c"),
+        ]
+    )
+    assert set(result["systems"]) == {
+        "lead-3",
+        "zero-shot",
+        "supervised",
+        "RL from mock labels",
+        "supervised + RL",
+    }
+    assert result["systems"]["lead-3"]["copies_start"] == 1.0
