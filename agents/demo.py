@@ -152,6 +152,12 @@ def run_pipeline(cfg: DemoConfig) -> dict:
     rise = (float(after["rm"].mean()) - float(before["rm"].mean())) / std0
     lab_std = float(before["labeler"].std()) or 1.0
     lab_rise = (float(after["labeler"].mean()) - float(before["labeler"].mean())) / lab_std
+
+    def t_stat(key: str) -> float:  # the rise in standard errors of the difference of the two means
+        a, b = after[key], before[key]
+        se = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))) or 1.0
+        return (float(a.mean()) - float(b.mean())) / se
+
     rows = [json.loads(x) for x in (out / "ppo" / "metrics.jsonl").read_text().splitlines() if x.strip()]
     kls = [r["objective/kl"] for r in rows]
     print("=" * 100)
@@ -165,9 +171,11 @@ def run_pipeline(cfg: DemoConfig) -> dict:
         "heldout_rm_score_before": float(before["rm"].mean()),
         "heldout_rm_score_after": float(after["rm"].mean()),
         "rm_rise_in_std": rise,
+        "rm_rise_in_standard_errors": t_stat("rm"),
         "heldout_labeler_before": float(before["labeler"].mean()),
         "heldout_labeler_after": float(after["labeler"].mean()),
         "labeler_rise_in_std": lab_rise,
+        "labeler_rise_in_standard_errors": t_stat("labeler"),
         "kl_last": kls[-1],
         "kl_mean_last_5": float(np.mean(kls[-5:])),
         "target_kl": train_cfg.ppo.target_kl,
@@ -179,8 +187,8 @@ def run_pipeline(cfg: DemoConfig) -> dict:
     (out / "summary.json").write_text(json.dumps(result, indent=1))
     print(
         f"[demo] held-out reward-model score {result['heldout_rm_score_before']:+.2f} -> "
-        f"{result['heldout_rm_score_after']:+.2f} ({rise:+.1f} std); VADER {result['heldout_labeler_before']:+.3f} -> "
-        f"{result['heldout_labeler_after']:+.3f} ({lab_rise:+.1f} std); KL {np.mean(kls[-5:]):.2f} nats (target "
+        f"{result['heldout_rm_score_after']:+.2f} ({rise:+.1f} std, {result['rm_rise_in_standard_errors']:.1f} s.e.); VADER {result['heldout_labeler_before']:+.3f} -> "
+        f"{result['heldout_labeler_after']:+.3f} ({lab_rise:+.1f} std, {result['labeler_rise_in_standard_errors']:.1f} s.e.); KL {np.mean(kls[-5:]):.2f} nats (target "
         f"{train_cfg.ppo.target_kl:g}, beta {result['beta_last']:.3f}); RM accuracy {res['eval/accuracy']:.0%}; "
         f"{result['seconds'] / 60:.1f} min; curves: {result['curves']}"
     )
