@@ -161,8 +161,11 @@ class OnlineLoop:
     # ----------------------------------------------------------------------------- counting
     def counts(self) -> tuple[int, int]:
         """(labelled questions, pending questions) of this task in the store."""
-        labelled = len({c.question_id for c in self.store.labelled(task=self.task)})
-        return labelled, self.store.count(task=self.task, labelled=False)
+        labelled = self.store._conn.execute(  # a count, not a read of every row: this runs at every poll
+            "SELECT COUNT(DISTINCT question_id) FROM comparisons WHERE task = ? AND label IS NOT NULL",
+            (self.task,),
+        ).fetchone()[0]
+        return int(labelled), self.store.count(task=self.task, labelled=False)
 
     def needed(self, episodes: int) -> int:
         c = self.config
