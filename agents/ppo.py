@@ -195,10 +195,64 @@ def checked_grad_norm(params: list[torch.Tensor], iteration: int, loss: float) -
 
 
 class AgentState:
-    """Checkpointing shared by the built-in agents: everything a resumed run needs to continue bit for
+    """What the built-in agents share: one iteration's skeleton (:meth:`step`: rollout, andon checks,
+    update, KL control, metrics) and checkpointing, everything a resumed run needs to continue bit for
     bit (trainable weights, optimiser, KL controller, RNG states, counters; the frozen rest is rebuilt
-    from the model spec). Needs ``policy``, ``optimizer``, ``kl_ctl``, ``kl_over``, ``generator``,
-    ``np_rng``, ``rank``, ``world`` and ``iteration``."""
+    from the model spec). Needs ``config``, ``policy``, ``optimizer``, ``kl_ctl``, ``kl_over``,
+    ``generator``, ``np_rng``, ``rank``, ``world``, ``iteration`` and ``timings``, and from the agent
+    ``rollout()`` (a batch with ``logprobs``, ``ref_logprobs``, ``scores``, ``rewards``, ``valid``),
+    ``update(batch)`` and :meth:`rollout_metrics`."""
+
+    def rollout_metrics(self, batch) -> dict:
+        """The batch's ``objective/*`` statistics (agents add their own keys)."""
+        kl = kl_per_token(batch.logprobs, batch.ref_logprobs, self.config.kl_estimator).sum(1)  # (B,)
+        return {
+            "objective/kl": float(kl.mean()),
+            "objective/kl_coef": self.kl_ctl.value,
+            "objective/score": float(batch.scores.mean()),
+            "objective/score_std": float(batch.scores.std(unbiased=False)),
+            "objective/entropy": float((-batch.logprobs).sum(1).mean()),
+            "objective/valid_rate": float(batch.valid.mean()),
+        }
+
+    def step(self) -> dict:
+        """One iteration: rollout, update, KL control; returns the reference code's metric keys.
+
+        Raises :class:`TrainingHalted` (the andon cord) before any optimiser step when the rollout holds
+        NaN/inf or the KL has exceeded ``halt_kl_factor x target_kl`` for ``halt_kl_patience`` iterations
+        in a row (the agent's state is then exactly that after the previous iteration), and before the
+        offending optimiser step when a loss or gradient is not finite.
+        """
+        cfg = self.config
+        t0 = time.perf_counter()
+        try:
+            batch = self.rollout()
+        except NonFiniteRewardError as exc:
+            raise TrainingHalted(f"iteration {self.iteration + 1}: {exc}", phase="rollout") from exc
+        t_rollout = time.perf_counter() - t0
+        metrics = D.mean_metrics(self.rollout_metrics(batch))
+        self.kl_over = check_rollout(
+            metrics, batch.rewards, cfg, self.kl_over, self.iteration, self.kl_ctl.value
+        )
+        t1 = time.perf_counter()
+        metrics.update(D.mean_metrics(self.update(batch)))
+        self.kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
+        self.iteration += 1
+        metrics.update(
+            {
+                **{f"time/{k}": v for k, v in self.timings.items()},
+                "time/rollout": t_rollout,
+                "time/update": time.perf_counter() - t1,
+                "time/iteration": time.perf_counter() - t0,
+                "iteration": self.iteration,
+                "episodes": self.iteration * cfg.batch_size,
+            }
+        )
+        self.last_batch = batch
+        return metrics
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs to continue bit for bit: trainable weights, optimiser, KL
@@ -391,55 +445,8 @@ class PPOAgent(AgentState):
         return metrics
 
     # ------------------------------------------------------------------------------- iteration
-    def step(self) -> dict:
-        """One PPO iteration: rollout, update, KL control; returns the reference code's metric keys.
-
-        Raises :class:`TrainingHalted` (the andon cord) before any optimiser step when the rollout holds
-        NaN/inf or the KL has exceeded ``halt_kl_factor x target_kl`` for ``halt_kl_patience`` iterations
-        in a row (the agent's state is then exactly that after the previous iteration), and before the
-        offending optimiser step when a loss or gradient is not finite.
-        """
-        cfg = self.config
-        t0 = time.perf_counter()
-        try:
-            batch = self.rollout()
-        except NonFiniteRewardError as exc:
-            raise TrainingHalted(f"iteration {self.iteration + 1}: {exc}", phase="rollout") from exc
-        t_rollout = time.perf_counter() - t0
-        kl = kl_per_token(batch.logprobs, batch.ref_logprobs, cfg.kl_estimator).sum(1)  # (B,)
-        metrics = D.mean_metrics(
-            {
-                "objective/kl": float(kl.mean()),
-                "objective/kl_coef": self.kl_ctl.value,
-                "objective/score": float(batch.scores.mean()),
-                "objective/score_std": float(batch.scores.std(unbiased=False)),
-                "objective/score_total": float(batch.scores.mean() + batch.non_score_rewards.sum(1).mean()),
-                "objective/entropy": float((-batch.logprobs).sum(1).mean()),
-                "objective/valid_rate": float(batch.valid.mean()),
-            }
-        )
-        self._check_rollout(metrics, batch)
-        t1 = time.perf_counter()
-        metrics.update(D.mean_metrics(self.update(batch)))
-        self.kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
-        self.iteration += 1
-        metrics.update(
-            {
-                **{f"time/{k}": v for k, v in self.timings.items()},
-                "time/rollout": t_rollout,
-                "time/update": time.perf_counter() - t1,
-                "time/iteration": time.perf_counter() - t0,
-                "iteration": self.iteration,
-                "episodes": self.iteration * cfg.batch_size,
-            }
-        )
-        self.last_batch = batch
-        return metrics
-
-    def _check_rollout(self, metrics: dict, batch: Rollout) -> None:
-        self.kl_over = check_rollout(
-            metrics, batch.rewards, self.config, self.kl_over, self.iteration, self.kl_ctl.value
-        )
-
-    def config_dict(self) -> dict:
-        return asdict(self.config)
+    def rollout_metrics(self, batch: Rollout) -> dict:
+        return {
+            **super().rollout_metrics(batch),
+            "objective/score_total": float(batch.scores.mean() + batch.non_score_rewards.sum(1).mean()),
+        }

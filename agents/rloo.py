@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -30,10 +30,9 @@ import torch
 
 from agents import distributed as D
 from agents.policy import PolicyWithValue
-from agents.ppo import AgentState, TrainingHalted, check_rollout, checked_grad_norm, make_kl_controller
+from agents.ppo import AgentState, checked_grad_norm, make_kl_controller
 from rewards.kl import kl_per_token
 from rewards.optim import linear_decay, make_optimizer
-from textenv.env import NonFiniteRewardError
 from textenv.trunk import Features
 
 __all__ = ["RLOOAgent", "RLOOBatch", "RLOOConfig", "leave_one_out_advantages", "rloo_loss"]
@@ -242,47 +241,11 @@ class RLOOAgent(AgentState):
         metrics["rloo/lr"] = lr
         return metrics
 
-    def step(self) -> dict:
-        """One iteration: rollout, update, KL control; metrics with the PPO agent's ``objective/*`` keys."""
-        cfg = self.config
-        t0 = time.perf_counter()
-        try:
-            batch = self.rollout()
-        except NonFiniteRewardError as exc:
-            raise TrainingHalted(f"iteration {self.iteration + 1}: {exc}", phase="rollout") from exc
-        t_rollout = time.perf_counter() - t0
-        kl = kl_per_token(batch.logprobs, batch.ref_logprobs, cfg.kl_estimator).sum(1)
-        metrics = D.mean_metrics(
-            {
-                "objective/kl": float(kl.mean()),
-                "objective/kl_coef": self.kl_ctl.value,
-                "objective/score": float(batch.scores.mean()),
-                "objective/score_std": float(batch.scores.std(unbiased=False)),
-                "objective/score_total": float(batch.rewards.mean()),
-                "objective/entropy": float((-batch.logprobs).sum(1).mean()),
-                "objective/valid_rate": float(batch.valid.mean()),
-                "rloo/advantage_std": float(batch.advantages.std(unbiased=False)),
-            }
-        )
-        self.kl_over = check_rollout(
-            metrics, batch.rewards, cfg, self.kl_over, self.iteration, self.kl_ctl.value
-        )
-        t1 = time.perf_counter()
-        metrics.update(D.mean_metrics(self.update(batch)))
-        self.kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
-        self.iteration += 1
-        metrics.update(
-            {
-                **{f"time/{k}": v for k, v in self.timings.items()},
-                "time/rollout": t_rollout,
-                "time/update": time.perf_counter() - t1,
-                "time/iteration": time.perf_counter() - t0,
-                "iteration": self.iteration,
-                "episodes": self.iteration * cfg.batch_size,
-            }
-        )
-        self.last_batch = batch
-        return metrics
-
-    def config_dict(self) -> dict:
-        return asdict(self.config)
+    def rollout_metrics(self, batch: RLOOBatch) -> dict:
+        """The PPO agent's ``objective/*`` keys (``score_total``: the KL-penalised sequence reward) and the
+        leave-one-out advantages' spread."""
+        return {
+            **super().rollout_metrics(batch),
+            "objective/score_total": float(batch.rewards.mean()),
+            "rloo/advantage_std": float(batch.advantages.std(unbiased=False)),
+        }
