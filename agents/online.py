@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from rewards.comparisons import Comparison, ComparisonStore
+from rewards.comparisons import ComparisonStore
 
 
 def labels_needed(n: float, initial: int, final: int, total_episodes: int) -> float:
@@ -202,6 +202,7 @@ class OnlineLoop:
         self.requests += n
 
     def _validation_questions(self, n: int, seed: int, version: int) -> None:
+        from rewards.pipeline import make_question
         from textenv.env import TaskRuntime
         from textenv.sampling import sample_responses
         from textenv.tasks import get_task
@@ -228,19 +229,7 @@ class OnlineLoop:
                 *from_ref[i * half : (i + 1) * half],
                 *from_pi[i * (self.config.samples - half) : (i + 1) * (self.config.samples - half)],
             ]
-            ids = [[int(t) for t in s if t != rt.pad_id] for s in samples]
-            questions.append(
-                Comparison(
-                    task=cfg.name,
-                    query=list(p.query),
-                    samples=ids,
-                    query_text=rt.decode(np.array(p.query)),
-                    sample_texts=[rt.decode(np.array(s)) for s in ids],
-                    reference=p.reference,
-                    policy_version=version,
-                    question_id=f"val-{version}-{seed}-{i}",
-                )
-            )
+            questions.append(make_question(rt, p, samples, version, question_id=f"val-{version}-{seed}-{i}"))
         self.store.add(questions)
 
     # ------------------------------------------------------------------------------- labels

@@ -90,24 +90,29 @@ def sample_questions(
             if len(samples) < n_samples:
                 stats["skipped_queries"] += 1
                 continue
-            sample_ids = [[int(x) for x in s if x != rt.pad_id] for s in samples]
-            questions.append(
-                Comparison(
-                    task=cfg.name,
-                    query=list(prompt.query),
-                    samples=sample_ids,
-                    query_text=rt.decode(np.array(prompt.query)),
-                    sample_texts=[rt.decode(np.array(s)) for s in sample_ids],
-                    reference=prompt.reference,
-                    policy_version=policy_version,
-                )
-            )
+            questions.append(make_question(rt, prompt, samples, policy_version))
         store.add(questions)
         stats["questions"] += len(questions)
         if progress is not None:
             progress(len(questions))
     stats["valid_rate"] = stats["valid"] / max(stats["sampled"], 1)
     return stats
+
+
+def make_question(rt, prompt, samples, policy_version: int = 0, question_id: str = "") -> Comparison:
+    """A question for the store: ``prompt`` (from ``rt``, a :class:`textenv.env.TaskRuntime`) and the sampled
+    responses ``samples`` (pads dropped), with their decoded texts."""
+    sample_ids = [[int(x) for x in s if x != rt.pad_id] for s in samples]
+    return Comparison(
+        task=rt.config.name,
+        query=list(prompt.query),
+        samples=sample_ids,
+        query_text=rt.decode(np.array(prompt.query)),
+        sample_texts=[rt.decode(np.array(s)) for s in sample_ids],
+        reference=prompt.reference,
+        policy_version=policy_version,
+        question_id=question_id,
+    )
 
 
 def label_pending(
