@@ -158,6 +158,21 @@ class OnlineLoop:
         self.reward_model = None
         self.history: list[dict] = []
 
+    @classmethod
+    def from_config(cls, agent, cfg, store_path: str, labeler=None) -> OnlineLoop:
+        """The loop of a train-policy run: ``cfg`` is its :class:`agents.train.TrainConfig` (the env's task
+        and overrides, the policy's model as rho, N_pi = iterations x batch size)."""
+        return cls(
+            agent,
+            cfg.online,
+            task=cfg.env.task,
+            overrides=cfg.env.overrides,
+            total_episodes=cfg.iterations * cfg.algo_config.batch_size,
+            model_spec=cfg.policy.model,
+            store_path=store_path,
+            labeler=labeler,
+        )
+
     # ----------------------------------------------------------------------------- counting
     def counts(self) -> tuple[int, int]:
         """(labelled questions, pending questions) of this task in the store."""

@@ -456,15 +456,7 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
     agent = build_agent(cfg)
     online = None
     if cfg.online.enabled:
-        online = OnlineLoop(
-            agent,
-            cfg.online,
-            task=cfg.env.task,
-            overrides=cfg.env.overrides,
-            total_episodes=cfg.iterations * cfg.algo_config.batch_size,
-            model_spec=cfg.policy.model,
-            store_path=cfg.online.store or str(files.dir / "labels.db"),
-        )
+        online = OnlineLoop.from_config(agent, cfg, cfg.online.store or str(files.dir / "labels.db"))
     start = 0
     if resume:
         ckpt = files.latest_checkpoint()

@@ -88,15 +88,7 @@ def test_the_loop_waits_for_human_labels(tmp_path):
     cfg = tiny_online(tmp_path, "--online.labeler=human", "--online.poll_s=0.05", "--online.max_wait_s=60")
     agent = build_agent(cfg)
     store_path = tmp_path / "labels.db"
-    loop = OnlineLoop(
-        agent,
-        cfg.online,
-        task=cfg.env.task,
-        overrides=cfg.env.overrides,
-        total_episodes=48,
-        model_spec="tiny-gpt2",
-        store_path=str(store_path),
-    )
+    loop = OnlineLoop.from_config(agent, cfg, str(store_path))
     answered = []
 
     def person():  # answers what the loop asked, a little later, through another connection
@@ -124,15 +116,7 @@ def test_the_loop_waits_for_human_labels(tmp_path):
         tmp_path / "b", "--online.labeler=human", "--online.poll_s=0.01", "--online.max_wait_s=0.2"
     )
     agent2 = build_agent(cfg2)
-    loop2 = OnlineLoop(
-        agent2,
-        cfg2.online,
-        task=cfg2.env.task,
-        overrides=cfg2.env.overrides,
-        total_episodes=48,
-        model_spec="tiny-gpt2",
-        store_path=str(tmp_path / "b.db"),
-    )
+    loop2 = OnlineLoop.from_config(agent2, cfg2, str(tmp_path / "b.db"))
     with pytest.raises(TimeoutError, match="serve-labeling"):
         loop2.before_iteration()
 
@@ -189,16 +173,7 @@ def test_online_run_raises_the_labelers_score(tmp_path):
     )
     agent = build_agent(cfg)
     labeler = toy_gold_labeler(agent.policy.tokenizer)
-    loop = OnlineLoop(
-        agent,
-        cfg.online,
-        task=cfg.env.task,
-        overrides=cfg.env.overrides,
-        total_episodes=320,
-        model_spec="tiny-gpt2",
-        store_path=str(tmp_path / "labels.db"),
-        labeler=labeler,
-    )
+    loop = OnlineLoop.from_config(agent, cfg, str(tmp_path / "labels.db"), labeler=labeler)
     gold = []
     for _ in range(10):
         loop.before_iteration()
@@ -211,15 +186,7 @@ def test_online_run_raises_the_labelers_score(tmp_path):
 def test_mock_labeler_latency_delays_the_answers(tmp_path):
     cfg = tiny_online(tmp_path, "--online.latency_s=0.5", "--online.poll_s=0.05")
     agent = build_agent(cfg)
-    loop = OnlineLoop(
-        agent,
-        cfg.online,
-        task=cfg.env.task,
-        overrides=cfg.env.overrides,
-        total_episodes=48,
-        model_spec="tiny-gpt2",
-        store_path=str(tmp_path / "labels.db"),
-    )
+    loop = OnlineLoop.from_config(agent, cfg, str(tmp_path / "labels.db"))
     t0 = time.time()
     stats = loop.before_iteration()
     assert stats["online/labels"] >= 6
