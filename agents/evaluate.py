@@ -9,7 +9,11 @@ same seed) get one response each, truncated by the task's rule, and the report g
 * for summaries: ROUGE-1/2/L and R-AVG against the references, sentence novelty, how often the summary
   copies the start of the source, split by whether the source opens with a preamble (§3.5);
 * the win rate of each system over the first one, judged by any labeler (a mock one, e.g.
-  ``summarization`` or ``sentiment``, or a trained reward model through ``GoldRewardLabeler``);
+  ``summarization`` or ``sentiment``, or a trained reward model through ``GoldRewardLabeler``), or by
+  people: ``labeler="human"`` posts one pairwise question per prompt (the two responses in a random
+  order) to a comparison store for the labeling app, each open until ``votes`` labelers have answered
+  (PAPER.md §3.2: the share of comparisons won by majority of 3); ``textenv eval-results`` (or
+  ``wait_s``) reads the answers back;
 * a Markdown table of samples.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -148,25 +153,114 @@ def report(rows: list[dict], task: str) -> dict:
     return out
 
 
-def win_rates(systems: dict[str, list[dict]], labeler) -> dict[str, float]:
-    """Win rate of every system over the first (paired by prompt), judged by ``labeler``."""
-    from textenv.metrics import win_rate
-
+def _pairs(systems: dict[str, list[dict]]):
+    """(name, its rows, the first system's rows) for every system after the first, checked to answer the
+    same prompts."""
     names = list(systems)
     first = systems[names[0]]
-    out = {}
     for name in names[1:]:
         if [r["source"] for r in systems[name]] != [r["source"] for r in first]:
             raise ValueError(
                 f"{name!r} and {names[0]!r} answered different prompts (different tokenizers trim them "
                 "differently); compare systems that share a tokenizer."
             )
+        yield name, systems[name], first
+
+
+def win_rates(systems: dict[str, list[dict]], labeler) -> dict[str, float]:
+    """Win rate of every system over the first (paired by prompt), judged by ``labeler``."""
+    from textenv.metrics import win_rate
+
+    out = {}
+    for name, rows, first in _pairs(systems):
         choices = []
-        for a, b in zip(systems[name], first):
+        for a, b in zip(rows, first):
             pick = labeler(a["query"], [a["response"], b["response"]], a["reference"])
             choices.append(int(pick[0] if isinstance(pick, tuple) else pick))
         out[name] = win_rate(choices, a_indices=[0])
     return out
+
+
+def post_human_evaluation(
+    store_path: str | Path,
+    eval_id: str,
+    task: str,
+    systems: dict[str, list[dict]],
+    *,
+    votes: int = 3,
+    seed: int = 0,
+    tokenizer=None,
+) -> int:
+    """Post one pairwise question per prompt and system (against the first system) for the labeling app;
+    the two responses are shown in a seeded random order, so position bias cancels. The questions' task
+    is ``eval:<task>``: reward-model training (which reads one task) never sees them. Returns the count."""
+    from rewards.comparisons import Comparison
+    from rewards.labeling.store import EVAL_TASK_PREFIX, LabelingStore
+
+    def ids(text: str) -> list[int]:
+        return [] if tokenizer is None else [int(t) for t in tokenizer.encode(text, add_special_tokens=False)]
+
+    rng = np.random.default_rng(seed)
+    baseline = next(iter(systems))
+    pairs = []
+    for j, (name, rows, first) in enumerate(_pairs(systems), 1):
+        for i, (a, b) in enumerate(zip(rows, first)):
+            position = int(rng.integers(2))
+            texts = [a["response"], b["response"]][:: 1 if position == 0 else -1]
+            question = Comparison(
+                task=EVAL_TASK_PREFIX + task,
+                query=ids(a["query"]),
+                samples=[ids(t) for t in texts],
+                query_text=a["query"],
+                sample_texts=texts,
+                reference=a["reference"],
+                question_id=f"eval-{eval_id}-{j}-{i}",
+            )
+            pairs.append((question, name, baseline, position))
+    store = LabelingStore(store_path)
+    try:
+        return store.post_evaluation(eval_id, pairs, votes=votes)
+    finally:
+        store.comparisons.close()
+
+
+def human_results(store_path: str | Path, eval_id: str, wait_s: float = 0.0, poll_s: float = 2.0) -> dict:
+    """The people's answers to evaluation ``eval_id`` so far (:meth:`LabelingStore.evaluation_results`),
+    waiting up to ``wait_s`` seconds for every question to get its votes."""
+    from rewards.labeling.store import LabelingStore
+
+    if not Path(store_path).exists():
+        raise FileNotFoundError(
+            f"no comparison store at {store_path}; pass the --store the evaluation was posted to."
+        )
+    store = LabelingStore(store_path)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            results = store.evaluation_results(eval_id)
+            if results["complete"] or time.monotonic() >= deadline:
+                return results
+            time.sleep(poll_s)
+    finally:
+        store.comparisons.close()
+
+
+def format_human_results(results: dict) -> str:
+    lines = []
+    for name, r in results["systems"].items():
+        rate = (
+            "n/a" if r["win_rate"] is None else f"{100 * r['win_rate']:.1f}% ± {100 * r['win_rate_se']:.1f}"
+        )
+        single = "n/a" if r["judgement_win_rate"] is None else f"{100 * r['judgement_win_rate']:.1f}%"
+        lines.append(
+            f"{name} vs {r['baseline']}: wins {rate} of {r['complete']}/{r['questions']} questions with all "
+            f"{r['votes']} votes (majority; ties count 1/2); single judgements {single} of {r['judgements']}"
+        )
+    lines.append(
+        f"skips {results['skips']}, flags {results['flags']}; "
+        + ("complete" if results["complete"] else "still open: label in the app (textenv serve-labeling)")
+    )
+    return "\n".join(lines)
 
 
 def sample_table(systems: dict[str, list[dict]], k: int = 3, width: int = 160) -> str:
@@ -195,13 +289,36 @@ def evaluate(
     seed: int = 0,
     labeler: str | None = None,
     device: str = "cpu",
+    store: str | Path | None = None,
+    eval_id: str | None = None,
+    votes: int = 3,
+    wait_s: float = 0.0,
     **overrides,
 ) -> dict:
-    """Generate, score and compare ``systems`` (specs, folders, run folders or baselines) on ``task``."""
+    """Generate, score and compare ``systems`` (specs, folders, run folders or baselines) on ``task``.
+    ``labeler="human"`` posts the pairs to ``store`` for people (see the module docstring)."""
     from rewards.labelers import make_labeler
     from textenv.tasks import get_task
 
     cfg = get_task(task)
+    repeated = sorted({s for s in systems if systems.count(s) > 1})
+    if repeated:
+        raise ValueError(f"system(s) {repeated} listed twice; list each system once.")
+    if labeler == "human":
+        if store is None:
+            raise ValueError(
+                "labeler='human' needs store=: the comparison store the labeling app serves (--store)."
+            )
+        if len(systems) < 2:
+            raise ValueError(f"a human evaluation compares systems with the first; got only {systems}.")
+        from rewards.labeling.store import LabelingStore
+
+        eval_id = eval_id or f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+        checker = LabelingStore(store)
+        try:  # before any generation: a bad id or vote count fails in a second, not after the sampling
+            checker.check_new_evaluation(eval_id, votes)
+        finally:
+            checker.comparisons.close()
     outputs: dict[str, list[dict]] = {}
     tokenizer = None
     for name in systems:
@@ -220,7 +337,23 @@ def evaluate(
         "seed": seed,
         "systems": {k: report(v, task) for k, v in outputs.items()},
     }
-    if labeler and len(outputs) > 1:
+    if labeler == "human":
+        posted = post_human_evaluation(
+            store, eval_id, task, outputs, votes=votes, seed=seed, tokenizer=tokenizer
+        )
+        result["human_eval"] = {
+            "eval_id": eval_id,
+            "store": str(store),
+            "questions": posted,
+            "votes": votes,
+            "label_with": f"textenv serve-labeling --store {store}",
+            "read_with": f"textenv eval-results --store {store} --eval-id {eval_id}",
+        }
+        if wait_s > 0:
+            answers = human_results(store, eval_id, wait_s=wait_s)
+            result["human_eval"]["results"] = answers
+            result["win_rate_vs_" + systems[0]] = {k: r["win_rate"] for k, r in answers["systems"].items()}
+    elif labeler and len(outputs) > 1:
         result["win_rate_vs_" + systems[0]] = win_rates(outputs, make_labeler(labeler))
     result["samples_markdown"] = sample_table(outputs)
     return result
@@ -238,11 +371,50 @@ def add_parser(sub) -> dict:
     p.add_argument("--split", default="test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--labeler", default=None, help="mock labeler for win rates (e.g. summarization, sentiment)"
+        "--labeler",
+        default=None,
+        help="who judges win rates: a mock labeler (e.g. summarization, sentiment) or 'human' (people in the "
+        "labeling app; needs --store)",
+    )
+    p.add_argument("--store", default=None, help="--labeler human: the comparison store the app serves")
+    p.add_argument(
+        "--eval-id", default=None, help="--labeler human: a name for this evaluation (default: task-time)"
+    )
+    p.add_argument(
+        "--votes", type=int, default=3, help="--labeler human: labelers per question (majority vote)"
+    )
+    p.add_argument(
+        "--wait-s",
+        type=float,
+        default=0.0,
+        help="--labeler human: wait this long for the answers (0: post and exit)",
     )
     p.add_argument("--out", default=None, help="write the report as JSON here")
     p.add_argument("--device", default="cpu")
-    return {"evaluate": cli_evaluate}
+    r = sub.add_parser(
+        "eval-results", help="win rates from people's answers to a `evaluate --labeler human` run"
+    )
+    r.add_argument("--store", required=True)
+    r.add_argument("--eval-id", default=None, help="the evaluation (default: list the store's evaluations)")
+    r.add_argument("--wait-s", type=float, default=0.0, help="wait this long for every question's votes")
+    r.add_argument("--out", default=None, help="write the results as JSON here")
+    return {"evaluate": cli_evaluate, "eval-results": cli_eval_results}
+
+
+def cli_eval_results(args) -> int:
+    if args.eval_id is None:
+        from rewards.labeling.store import LabelingStore
+
+        store = LabelingStore(args.store)
+        print("\n".join(store.evaluation_ids()) or f"no evaluations in {args.store}")
+        store.comparisons.close()
+        return 0
+    results = human_results(args.store, args.eval_id, wait_s=args.wait_s)
+    print(format_human_results(results))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0 if results["complete"] else 3
 
 
 def cli_evaluate(args) -> int:
@@ -254,6 +426,10 @@ def cli_evaluate(args) -> int:
         seed=args.seed,
         labeler=args.labeler,
         device=args.device,
+        store=args.store,
+        eval_id=args.eval_id,
+        votes=args.votes,
+        wait_s=args.wait_s,
     )
     for name, stats in result["systems"].items():
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in stats.items()}
@@ -261,6 +437,16 @@ def cli_evaluate(args) -> int:
     for key in [k for k in result if k.startswith("win_rate")]:
         print(f"{key}: {json.dumps({k: round(v, 3) for k, v in result[key].items()})}")
     print(result["samples_markdown"])
+    human = result.get("human_eval")
+    if human:
+        print(
+            f"[evaluate] {human['questions']} pairwise questions posted as evaluation {human['eval_id']!r} "
+            f"({human['votes']} votes each). Label them: {human['label_with']}; read the win rates: "
+            f"{human['read_with']}",
+            file=sys.stderr,
+        )
+        if "results" in human:
+            print(format_human_results(human["results"]))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))

@@ -20,6 +20,7 @@ def main(argv=None) -> list[dict]:
     p = parser()
     p.set_defaults(
         labels=[32, 128, 512],
+        eval_prompts=64,  # win rate is this experiment's only measure: halve its variance vs experiment 1
         out_dir="runs/exp_label_efficiency",
         plot=str(RESULTS / "exp_label_efficiency_curves.png"),
         out=str(RESULTS / "exp_label_efficiency.jsonl"),

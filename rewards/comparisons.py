@@ -143,38 +143,39 @@ class ComparisonStore:
     # ------------------------------------------------------------------------------------ writes
     def add(self, comparisons: Iterable[Comparison]) -> list[int]:
         """Insert questions (labelled or not) in one transaction; returns their row ids."""
-        rows = list(comparisons)
-        ids = []
         with self._transaction() as conn:
-            for c in rows:
-                validate(c)
-                cur = conn.execute(
-                    "INSERT INTO comparisons (question_id, task, label_type, query, samples, query_text, sample_texts, "
-                    "reference, label, labeler, policy_version, created, labeled) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        c.question_id or "",
-                        c.task,
-                        c.label_type,
-                        json.dumps(c.query),
-                        json.dumps(c.samples),
-                        c.query_text,
-                        None if c.sample_texts is None else json.dumps(c.sample_texts),
-                        c.reference,
-                        None if c.label is None else json.dumps(c.label),
-                        c.labeler,
-                        int(c.policy_version),
-                        float(c.created),
-                        c.labeled
-                        if c.labeled is not None
-                        else (time.time() if c.label is not None else None),
-                    ),
-                )
-                row_id = int(cur.lastrowid)
-                if not c.question_id:
-                    conn.execute("UPDATE comparisons SET question_id=? WHERE id=?", (f"q{row_id}", row_id))
-                    c.question_id = f"q{row_id}"
-                c.id = row_id
-                ids.append(row_id)
+            return self.add_in(conn, comparisons)
+
+    def add_in(self, conn: sqlite3.Connection, comparisons: Iterable[Comparison]) -> list[int]:
+        """:meth:`add` inside the caller's transaction (so it can commit more with it)."""
+        ids = []
+        for c in list(comparisons):
+            validate(c)
+            cur = conn.execute(
+                "INSERT INTO comparisons (question_id, task, label_type, query, samples, query_text, sample_texts, "
+                "reference, label, labeler, policy_version, created, labeled) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    c.question_id or "",
+                    c.task,
+                    c.label_type,
+                    json.dumps(c.query),
+                    json.dumps(c.samples),
+                    c.query_text,
+                    None if c.sample_texts is None else json.dumps(c.sample_texts),
+                    c.reference,
+                    None if c.label is None else json.dumps(c.label),
+                    c.labeler,
+                    int(c.policy_version),
+                    float(c.created),
+                    c.labeled if c.labeled is not None else (time.time() if c.label is not None else None),
+                ),
+            )
+            row_id = int(cur.lastrowid)
+            if not c.question_id:
+                conn.execute("UPDATE comparisons SET question_id=? WHERE id=?", (f"q{row_id}", row_id))
+                c.question_id = f"q{row_id}"
+            c.id = row_id
+            ids.append(row_id)
         return ids
 
     def record_label(self, row_id: int, label: dict, labeler: str) -> Comparison:

@@ -9,6 +9,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,15 +35,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
+@contextmanager
+def serving(path):
+    """The app on ``path`` in a uvicorn thread; yields its URL."""
     import uvicorn
 
     from rewards.labeling.app import create_app
 
-    path = tmp_path / "labels.db"
-    fill(path, n=5)
-    token = LabelingStore(path).add_labeler("alice")
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(path), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -51,36 +50,64 @@ def server(tmp_path):
         if srv.started:
             break
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", token, path
-    srv.should_exit = True
-    thread.join(5)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(5)
 
 
-def test_label_three_questions_in_chromium(server):
+@contextmanager
+def chromium():
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    url, token, path = server
     options = Options()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    wait = WebDriverWait(driver, 20)
     try:
-        driver.get(url + "/")
-        wait.until(ec.visibility_of_element_located((By.ID, "token"))).send_keys(token)
-        driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
+        yield driver
+    finally:
+        driver.quit()
 
-        def question_shows(text):
-            return lambda d: (
-                d.find_element(By.ID, "query").text == text
-                and not d.find_element(By.ID, "work").get_attribute("hidden")
-            )
 
+def log_in(driver, wait, url, token):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver.get(url + "/")
+    wait.until(ec.visibility_of_element_located((By.ID, "token"))).send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
+
+
+def question_shows(text):
+    from selenium.webdriver.common.by import By
+
+    return lambda d: (
+        d.find_element(By.ID, "query").text == text
+        and not d.find_element(By.ID, "work").get_attribute("hidden")
+    )
+
+
+@pytest.fixture
+def server(tmp_path):
+    path = tmp_path / "labels.db"
+    fill(path, n=5)
+    token = LabelingStore(path).add_labeler("alice")
+    with serving(path) as url:
+        yield url, token, path
+
+
+def test_label_three_questions_in_chromium(server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, token, path = server
+    with chromium() as driver:
+        wait = WebDriverWait(driver, 20)
+        log_in(driver, wait, url, token)
         wait.until(question_shows("context 0"))
         # model text is shown literally, and the script in it never ran
         first = driver.find_elements(By.CSS_SELECTOR, "button.sample")[0]
@@ -95,8 +122,6 @@ def test_label_three_questions_in_chromium(server):
         artifacts = Path(os.environ.get("TEXTENV_ARTIFACTS", "runs/artifacts"))
         artifacts.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(artifacts / "labeling_page.png"))
-    finally:
-        driver.quit()
     with ComparisonStore(path) as store:
         labelled = store.labelled()
     assert [(c.query_text, c.label["best"], c.labeler) for c in labelled] == [
@@ -105,3 +130,39 @@ def test_label_three_questions_in_chromium(server):
         ("context 2", 3, "alice"),
     ]
     assert (artifacts / "labeling_page.png").stat().st_size > 1000
+
+
+def test_a_person_judges_a_human_evaluation_in_chromium(tmp_path):
+    """`evaluate --labeler human`'s pairs in the real page: two samples, keys 1-2, win rate read back."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from agents.evaluate import human_results, post_human_evaluation
+
+    path = tmp_path / "labels.db"
+    texts = {
+        "zero-shot": ["plain answer 0", "plain answer 1"],
+        "policy": ["better answer 0", "better answer 1"],
+    }
+    outputs = {
+        name: [
+            {"query": f"prompt {i}", "source": f"prompt {i}", "reference": None, "response": t}
+            for i, t in enumerate(ts)
+        ]
+        for name, ts in texts.items()
+    }
+    post_human_evaluation(path, "browser", "BookSentiment-v0", outputs, votes=1, seed=3)
+    token = LabelingStore(path).add_labeler("alice")
+    with serving(path) as url, chromium() as driver:
+        wait = WebDriverWait(driver, 20)
+        log_in(driver, wait, url, token)
+        for i in range(2):
+            wait.until(question_shows(f"prompt {i}"))
+            samples = [b.text for b in driver.find_elements(By.CSS_SELECTOR, "button.sample")]
+            assert sorted(samples) == [f"better answer {i}", f"plain answer {i}"]
+            assert "press 1-2" in driver.find_element(By.ID, "ask").text
+            driver.find_element(By.TAG_NAME, "body").send_keys("3")  # no third sample: ignored
+            driver.find_element(By.TAG_NAME, "body").send_keys(str(samples.index(f"better answer {i}") + 1))
+        wait.until(lambda d: not d.find_element(By.ID, "done").get_attribute("hidden"))
+    policy = human_results(path, "browser")["systems"]["policy"]
+    assert (policy["complete"], policy["win_rate"]) == (2, 1.0)

@@ -21,6 +21,8 @@ function render(q) {
   current = q;
   $("instructions").textContent = q.instructions;
   $("query").textContent = q.query;
+  const what = /summar/i.test(q.task) ? "summary" : "continuation";
+  $("ask").textContent = `Which ${what} is best? (click, or press 1-${q.samples.length}; s skips, f flags)`;
   const list = $("samples");
   list.replaceChildren();
   q.samples.forEach((text, i) => {
