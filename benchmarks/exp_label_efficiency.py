@@ -30,15 +30,20 @@ def main(argv=None) -> list[dict]:
     if args.full:
         args.labels, args.iterations, args.batch = [500, 2000, 5000], 60, 64
     results = run(args)
-    by_labels = [(r["labels"], r["win_rate_vs_initial"]) for r in results if r["labels"]]
-    direct = [r["win_rate_vs_initial"] for r in results if not r["labels"]]
+    rm_rows = [r for r in results if r["labels"]]
+    direct = next(r for r in results if not r["labels"])
     plot(
         Path(args.win_plot),
-        {"reward model from N labels": by_labels},
-        "labels",
-        "win rate vs the initial policy",
+        {"reward model from N labels": [(r["labels"], r["win_rate_vs_initial"]) for r in rm_rows]},
+        "labels (log scale)",
+        "win rate vs the initial policy (±1 s.e.)",
         "label efficiency (mock sentiment)",
-        points={"RL on the mock reward": (max(args.labels), direct[0])},
+        points={
+            "RL on the mock reward": (max(args.labels), direct["win_rate_vs_initial"], direct["win_rate_se"])
+        },
+        errors={"reward model from N labels": [r["win_rate_se"] for r in rm_rows]},
+        logx=True,
+        hline=0.5,
     )
     for row in results:
         row["benchmark"] = "exp_label_efficiency"

@@ -72,7 +72,7 @@ def run(args) -> list[dict]:
         rows, agent = run_ppo(cfg, gold)
         write_rows(out / name / "curve.jsonl", rows)
         curves[name] = [(r["episodes"], r["gold"]) for r in rows]
-        win = win_rate_vs_initial(
+        win, win_se = win_rate_vs_initial(
             agent, lm, tok, labeler, TASK, args.eval_prompts, args.seed + 7, **overrides
         )
         first, last = np.mean([r["gold"] for r in rows[:2]]), np.mean([r["gold"] for r in rows[-2:]])
@@ -86,6 +86,8 @@ def run(args) -> list[dict]:
                 "mock_reward_last": float(last),
                 "kl_last": rows[-1]["kl"],
                 "win_rate_vs_initial": win,
+                "win_rate_se": win_se,
+                "eval_prompts": args.eval_prompts,
                 "episodes": rows[-1]["episodes"],
                 "seconds": time.perf_counter() - t0,
                 "model": args.model,

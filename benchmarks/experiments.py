@@ -83,9 +83,18 @@ def run_ppo(cfg, gold) -> tuple[list[dict], object]:
 
 @torch.no_grad()
 def responses(
-    policy_lm, tokenizer, task: str, n: int, *, seed: int, temperature: float, **overrides
-) -> list[str]:
-    """One response (raw, untruncated text) per held-out prompt; the same prompts for the same seed."""
+    policy_lm,
+    tokenizer,
+    task: str,
+    n: int,
+    *,
+    seed: int,
+    temperature: float,
+    sample_seed: int | None = None,
+    **overrides,
+) -> list[tuple[str, str]]:
+    """``(prompt, response)`` texts (raw, untruncated) for ``n`` held-out prompts: the same prompts for
+    the same ``seed``; the sampling uses ``sample_seed`` (default ``seed``)."""
     from textenv.env import TaskRuntime
     from textenv.sampling import sample_responses
     from textenv.tasks import get_task
@@ -95,19 +104,47 @@ def responses(
     rng = np.random.default_rng(seed)
     prompts = [rt.draw(rng) for _ in range(n)]
     context = np.stack([rt.context_row(p) for p in prompts])
-    out = sample_responses(policy_lm, context, rt.pad_id, cfg.response_length, temperature, seed=seed)
-    return [rt.decode(r) for r in out]
+    out = sample_responses(
+        policy_lm,
+        context,
+        rt.pad_id,
+        cfg.response_length,
+        temperature,
+        seed=seed if sample_seed is None else sample_seed,
+    )
+    return [(rt.decode(np.array(p.query)), rt.decode(r)) for p, r in zip(prompts, out)]
 
 
 def win_rate_vs_initial(
     agent, initial_lm, tokenizer, labeler, task: str, n: int, seed: int, **overrides
-) -> float:
-    """Share of held-out prompts where ``labeler`` prefers the trained policy's response to rho's."""
+) -> tuple[float, float]:
+    """(win rate, its standard error): how often ``labeler`` prefers the trained policy's response to
+    rho's to the *same* held-out prompt (prompts drawn with ``seed``, the two policies sampled with
+    different seeds)."""
     temperature = agent.policy.temperature
-    mine = responses(agent.policy.lm, tokenizer, task, n, seed=seed, temperature=temperature, **overrides)
-    base = responses(initial_lm, tokenizer, task, n, seed=seed + 1, temperature=temperature, **overrides)
-    picks = [labeler("", [a, b])[0] for a, b in zip(mine, base)]
-    return float(np.mean([p == 0 for p in picks]))
+    kw = dict(seed=seed, temperature=temperature, **overrides)
+    mine = responses(agent.policy.lm, tokenizer, task, n, sample_seed=seed, **kw)
+    base = responses(initial_lm, tokenizer, task, n, sample_seed=seed + 1, **kw)
+    return paired_win_rate(labeler, mine, base)
+
+
+def paired_win_rate(labeler, mine: list[tuple[str, str]], base: list[tuple[str, str]]) -> tuple[float, float]:
+    """(win rate, standard error) of ``mine`` over ``base``, both ``(prompt, response)`` lists on the same
+    prompts; a score labeler's tie (e.g. two equal responses) counts one half."""
+    wins = []
+    for (qa, a), (qb, b) in zip(mine, base, strict=True):
+        if qa != qb:
+            raise ValueError(
+                f"unpaired responses: prompt {qa[:40]!r} vs {qb[:40]!r}; draw both with one seed."
+            )
+        if hasattr(labeler, "scores"):
+            sa, sb = labeler.scores(qa, [a, b])
+            wins.append(1.0 if sa > sb else 0.5 if sa == sb else 0.0)
+        else:
+            pick = labeler(qa, [a, b])
+            wins.append(float(int(pick[0] if isinstance(pick, tuple) else pick) == 0))
+    p = float(np.mean(wins))
+    return p, float(np.std(wins) / np.sqrt(len(wins)))
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
@@ -122,7 +159,12 @@ def plot(
     ylabel: str,
     title: str,
     points=None,
+    errors: dict[str, list[float]] | None = None,
+    logx: bool = False,
+    hline: float | None = None,
 ):
+    """Curves (and single ``points``, each ``(x, y)`` or ``(x, y, error)``) to a PNG; ``errors`` gives
+    +-1 standard-error bars per curve; ``hline`` draws a dashed reference level (e.g. 50%)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,9 +172,17 @@ def plot(
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, xy in curves.items():
-        ax.plot([x for x, _ in xy], [y for _, y in xy], label=name, marker="." if len(xy) < 40 else None)
-    for name, (x, y) in (points or {}).items():
-        ax.scatter([x], [y], label=name, zorder=3)
+        xs, ys = [x for x, _ in xy], [y for _, y in xy]
+        if errors and name in errors:
+            ax.errorbar(xs, ys, yerr=errors[name], label=name, marker=".", capsize=3)
+        else:
+            ax.plot(xs, ys, label=name, marker="." if len(xy) < 40 else None)
+    for name, (x, y, *err) in (points or {}).items():
+        ax.errorbar([x], [y], yerr=err or None, label=name, fmt="o", capsize=3, zorder=3)
+    if hline is not None:
+        ax.axhline(hline, color="grey", linestyle="--", linewidth=1)
+    if logx:
+        ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -118,3 +118,29 @@ def test_exp_cnndm_tiny(tmp_path):
         "supervised + RL",
     }
     assert result["systems"]["lead-3"]["copies_start"] == 1.0
+
+
+def test_win_rate_vs_initial_compares_responses_to_the_same_prompt():
+    from benchmarks.experiments import paired_win_rate, responses
+    from rewards.labelers import SentimentLabeler
+    from textenv.models import load_causal_lm
+
+    lm, tok = load_causal_lm("tiny-gpt2")
+    kw = dict(
+        seed=3, temperature=1.0, query_length=8, response_length=4, min_query_length=4, truncate_after=0
+    )
+    a = responses(lm, tok, "MockSentiment-v0", 6, sample_seed=1, **kw)
+    b = responses(lm, tok, "MockSentiment-v0", 6, sample_seed=2, **kw)
+    assert [q for q, _ in a] == [q for q, _ in b] and [r for _, r in a] != [r for _, r in b]
+    judge = SentimentLabeler()
+    assert paired_win_rate(judge, a, a) == (0.5, 0.0)  # every pair a tie: one half each, not a win
+    happy = [(q, "a wonderful happy day") for q, _ in a]
+    sad = [(q, "a terrible sad day") for q, _ in a]
+    assert paired_win_rate(judge, happy, sad) == (1.0, 0.0)
+    mixed = happy[:3] + sad[3:]
+    rate, se = paired_win_rate(judge, mixed, sad)
+    assert rate == 0.75 and se == pytest.approx(0.25 / 6**0.5)  # wins 3, ties 3
+    with pytest.raises(ValueError, match="unpaired responses"):
+        paired_win_rate(
+            judge, a, responses(lm, tok, "MockSentiment-v0", 6, sample_seed=1, **{**kw, "seed": 4})
+        )
