@@ -168,17 +168,21 @@ def _pairs(systems: dict[str, list[dict]]):
 
 
 def win_rates(systems: dict[str, list[dict]], labeler) -> dict[str, float]:
-    """Win rate of every system over the first (paired by prompt), judged by ``labeler``."""
-    from textenv.metrics import win_rate
+    """Win rate of every system over the first (paired by prompt), judged by ``labeler``; a noiseless
+    labeler's tie counts one half (:func:`rewards.labelers.pairwise_outcome`)."""
+    from rewards.labelers import pairwise_outcome
 
-    out = {}
-    for name, rows, first in _pairs(systems):
-        choices = []
-        for a, b in zip(rows, first):
-            pick = labeler(a["query"], [a["response"], b["response"]], a["reference"])
-            choices.append(int(pick[0] if isinstance(pick, tuple) else pick))
-        out[name] = win_rate(choices, a_indices=[0])
-    return out
+    return {
+        name: float(
+            np.mean(
+                [
+                    pairwise_outcome(labeler, a["query"], a["response"], b["response"], a["reference"])
+                    for a, b in zip(rows, first)
+                ]
+            )
+        )
+        for name, rows, first in _pairs(systems)
+    }
 
 
 def post_human_evaluation(

@@ -130,19 +130,16 @@ def win_rate_vs_initial(
 
 def paired_win_rate(labeler, mine: list[tuple[str, str]], base: list[tuple[str, str]]) -> tuple[float, float]:
     """(win rate, standard error) of ``mine`` over ``base``, both ``(prompt, response)`` lists on the same
-    prompts; a score labeler's tie (e.g. two equal responses) counts one half."""
+    prompts; a noiseless labeler's tie counts one half (:func:`rewards.labelers.pairwise_outcome`)."""
+    from rewards.labelers import pairwise_outcome
+
     wins = []
     for (qa, a), (qb, b) in zip(mine, base, strict=True):
         if qa != qb:
             raise ValueError(
                 f"unpaired responses: prompt {qa[:40]!r} vs {qb[:40]!r}; draw both with one seed."
             )
-        if hasattr(labeler, "scores"):
-            sa, sb = labeler.scores(qa, [a, b])
-            wins.append(1.0 if sa > sb else 0.5 if sa == sb else 0.0)
-        else:
-            pick = labeler(qa, [a, b])
-            wins.append(float(int(pick[0] if isinstance(pick, tuple) else pick) == 0))
+        wins.append(pairwise_outcome(labeler, qa, a, b))
     p = float(np.mean(wins))
     return p, float(np.std(wins) / np.sqrt(len(wins)))
 

@@ -116,6 +116,17 @@ class GoldRewardLabeler(ScoreLabeler):
         return s
 
 
+def pairwise_outcome(labeler, query: str, a: str, b: str, reference: str | None = None) -> float:
+    """1.0 when ``labeler`` prefers ``a`` to ``b``, 0.0 when it prefers ``b``. A noiseless score labeler's
+    tie (equal scores, e.g. two neutral texts under VADER) is 0.5: its argmax would hand every tie to the
+    first sample and bias a win rate toward whichever policy is listed first."""
+    if isinstance(labeler, ScoreLabeler) and labeler.temperature == 0.0:
+        sa, sb = np.asarray(labeler.scores(query, [a, b], reference), dtype=float)
+        return 1.0 if sa > sb else 0.5 if sa == sb else 0.0
+    pick = labeler(query, [a, b], reference)
+    return float(int(pick[0] if isinstance(pick, tuple) else pick) == 0)
+
+
 LABELERS: dict[str, type[ScoreLabeler]] = {
     "sentiment": SentimentLabeler,
     "descriptiveness": DescriptivenessLabeler,

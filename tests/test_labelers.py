@@ -80,3 +80,19 @@ def test_label_pending_with_duplicates(tmp_path):
         assert all(c.best == 2 for c in store.labelled())
     with pytest.raises(ValueError, match="Unknown labeler 'happy'"):
         make_labeler("happy")
+
+
+def test_pairwise_outcome_counts_a_noiseless_tie_as_one_half():
+    from rewards.labelers import SentimentLabeler, pairwise_outcome
+
+    judge = SentimentLabeler()
+    assert pairwise_outcome(judge, "", "a happy day", "a sad day") == 1.0
+    assert pairwise_outcome(judge, "", "a sad day", "a happy day") == 0.0
+    assert pairwise_outcome(judge, "", "the table", "the chair") == 0.5  # VADER 0 vs 0: not a win for a
+    assert judge("", ["the table", "the chair"])[0] == 0  # (the argmax alone would hand it to the first)
+    assert pairwise_outcome(lambda q, s, r=None: 1, "", "x", "y") == 0.0  # any callable labeler
+    noisy = [
+        pairwise_outcome(SentimentLabeler(temperature=1.0, seed=i), "", "the table", "the chair")
+        for i in range(200)
+    ]
+    assert 0.35 < sum(noisy) / 200 < 0.65 and set(noisy) == {0.0, 1.0}
