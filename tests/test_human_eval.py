@@ -3,6 +3,7 @@ answer over HTTP, `eval-results` reads the majority votes back (mapped through t
 
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -159,16 +160,24 @@ def test_bad_evaluations_are_refused_with_the_fix(tmp_path):
         evaluate("BookSentiment-v0", ["tiny-gpt2", "x"], n=2, labeler="human", store=path, eval_id="e1")
 
 
-def test_cli_posts_pairs_then_reads_the_people_s_answers(tmp_path, capsys):
+def other_policy(folder):
+    """A saved tiny GPT-2 whose (tied) output layer is perturbed: a second policy with the same tokenizer."""
     import torch
 
     from textenv.models import load_causal_lm
 
     lm, tok = load_causal_lm("tiny-gpt2")
     with torch.no_grad():
-        lm.lm_head.weight.add_(torch.randn_like(lm.lm_head.weight))  # tied: a different policy
-    lm.save_pretrained(tmp_path / "other")
-    tok.save_pretrained(tmp_path / "other")
+        lm.lm_head.weight.add_(
+            torch.randn_like(lm.lm_head.weight, generator=torch.Generator().manual_seed(0))
+        )
+    lm.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def test_cli_posts_pairs_then_reads_the_people_s_answers(tmp_path, capsys):
+    other_policy(tmp_path / "other")
     path = tmp_path / "labels.db"
     tokens = labelers(path, names=("ann",))
     args = ["--task", "BookSentiment-v0", "--system", "tiny-gpt2", "--system", str(tmp_path / "other")]
@@ -190,3 +199,41 @@ def test_cli_posts_pairs_then_reads_the_people_s_answers(tmp_path, capsys):
     assert json.loads((tmp_path / "h.json").read_text())["complete"] is True
     assert main(["eval-results", "--store", str(path)]) == 0
     assert capsys.readouterr().out.strip() == "cli"
+
+
+def test_majority_probability_matches_enumeration():
+    from itertools import product
+
+    from benchmarks.bench_human_eval import majority_probability
+
+    for votes in (1, 2, 3, 4, 5):
+        for p in (0.0, 0.3, 0.5, 0.8):
+            brute = 0.0
+            for outcome in product([0, 1], repeat=votes):
+                weight = np.prod([p if o else 1 - p for o in outcome])
+                wins = sum(outcome)
+                brute += weight * (1.0 if 2 * wins > votes else 0.5 if 2 * wins == votes else 0.0)
+            assert majority_probability(p, votes) == pytest.approx(brute)
+
+
+def test_bench_human_eval_tiny(tmp_path):
+    from benchmarks import bench_human_eval
+
+    system = other_policy(tmp_path / "other")
+    common = [
+        "--task",
+        "BookSentiment-v0",
+        "--baseline",
+        "tiny-gpt2",
+        "--system",
+        system,
+        "--n",
+        "6",
+        "--out",
+        "-",
+    ]
+    row = bench_human_eval.main([*common, "--store", str(tmp_path / "s")])
+    assert row["complete"] and row["questions"] == 6 and row["answers"] == 18  # 3 votes each
+    assert 0.0 <= row["majority_win_rate"] <= 1.0 and 0.0 <= row["expected_majority_win_rate"] <= 1.0
+    with pytest.raises(SystemExit):
+        bench_human_eval.main([*common, "--labelers", "2"])  # fewer people than votes
