@@ -62,10 +62,9 @@ def main(argv=None) -> dict:
 
     from agents.evaluate import generate, report
     from agents.sft import SFTConfig, train_sft
-    from rewards.labelers import SummarizationLabeler
+    from rewards.labelers import SummarizationLabeler, pairwise_outcome
     from rewards.pipeline import mock_reward_model
     from textenv.models import load_causal_lm
-    from textenv.scorers import rouge_avg
 
     t0 = time.perf_counter()
     out = Path(args.out_dir)
@@ -132,18 +131,21 @@ def main(argv=None) -> dict:
             name, TASK, args.eval_n, seed=args.seed, tokenizer=tok, model=model, temperature=0.5, **overrides
         )
     table = {name: report(rows, TASK) for name, rows in systems.items()}
-    # labeler win rate of every system over zero-shot, paired by article
-    win = {}
-    for name, rows in systems.items():
-        base = systems["zero-shot"]
-        win[name] = float(
+    # the R-AVG labeler's win rate of every system over zero-shot, paired by article (a tie, e.g. two
+    # empty summaries, counts one half)
+    base = systems["zero-shot"]
+    win = {
+        name: float(
             np.mean(
                 [
-                    rouge_avg(a["reference"], a["response"]) > rouge_avg(b["reference"], b["response"])
+                    pairwise_outcome(labeler, a["query"], a["response"], b["response"], a["reference"])
                     for a, b in zip(rows, base)
                 ]
             )
         )
+        for name, rows in systems.items()
+        if name != "zero-shot"
+    }
     result = {
         "benchmark": "exp_cnndm",
         "sizes": overrides,

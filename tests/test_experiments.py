@@ -118,6 +118,9 @@ def test_exp_cnndm_tiny(tmp_path):
         "supervised + RL",
     }
     assert result["systems"]["lead-3"]["copies_start"] == 1.0
+    wins = result["r_avg_win_rate_vs_zero_shot"]
+    assert set(wins) == {"lead-3", "supervised", "RL from mock labels", "supervised + RL"}
+    assert all(0.0 <= w <= 1.0 for w in wins.values())
 
 
 def test_win_rate_vs_initial_compares_responses_to_the_same_prompt():
