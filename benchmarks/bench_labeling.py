@@ -62,12 +62,23 @@ def request(port: int, method: str, path: str, token: str, body: dict | None = N
         conn.close()
 
 
+# a connection refused or reset, or a reply cut off (IncompleteRead, BadStatusLine) while the server is down
+BROKEN = (OSError, http.client.HTTPException)
+
+
 def labeler_loop(port_box: list, token: str, answers: int, acked: list, stats: dict, seed: int) -> None:
+    try:
+        _label(port_box, token, answers, acked, stats, seed)
+    except Exception as exc:  # a dead client must fail the run, not shrink it
+        stats["errors"].append(f"{type(exc).__name__}: {exc}")
+
+
+def _label(port_box: list, token: str, answers: int, acked: list, stats: dict, seed: int) -> None:
     done = 0
     while done < answers:
         try:
             status, q = request(port_box[0], "GET", "/api/next", token)
-        except OSError:
+        except BROKEN:
             stats["retries"] += 1
             time.sleep(0.05)
             continue
@@ -77,7 +88,7 @@ def labeler_loop(port_box: list, token: str, answers: int, acked: list, stats: d
         while True:  # the same answer until the server replies
             try:
                 status, reply = request(port_box[0], "POST", "/api/answers", token, body)
-            except OSError:
+            except BROKEN:
                 stats["retries"] += 1
                 time.sleep(0.05)
                 continue
@@ -124,7 +135,7 @@ def main(argv=None) -> None:
     port_box = [free_port()]
     server = start_server(store_path, port_box[0])
     acked: list[list] = [[] for _ in tokens]
-    stats = {"retries": 0, "acked_after_crash": 0}
+    stats: dict = {"retries": 0, "acked_after_crash": 0, "errors": []}
     threads = [
         threading.Thread(
             target=labeler_loop, args=(port_box, tok, args.answers, acked[i], stats, i), daemon=True
@@ -170,6 +181,11 @@ def main(argv=None) -> None:
     emit(result, None if args.out == "-" else Path(args.out))
     if not exactly_once:
         raise SystemExit("FAILED: the store does not hold every acknowledged answer exactly once.")
+    if stats["errors"] or len(expected) != args.labelers * args.answers:
+        raise SystemExit(
+            f"FAILED: {len(expected)} of {args.labelers * args.answers} answers acknowledged; "
+            f"client errors: {stats['errors']}"
+        )
 
 
 if __name__ == "__main__":
