@@ -137,6 +137,12 @@ def test_majority_ties_partial_votes_skips_and_flags(tmp_path):
     store.answer("b", cid, "choose", 1 - pos)
     assert store.evaluation_results("tie")["systems"]["policy"]["win_rate"] == 0.5
     assert store.next_question("c").question_id.startswith("eval-m-")  # 'tie' is closed after 2 votes
+    # the admin's agreement keeps evaluation pairs (chance 50%) apart from training questions (chance 25%)
+    stats = store.stats()
+    assert stats["agreement_pairs"] == 0 and stats["agreement"] is None
+    assert stats["evaluation_agreement_pairs"] == 3 + 1 and stats["evaluation_agreement"] == pytest.approx(
+        1 / 4
+    )
 
 
 def test_bad_evaluations_are_refused_with_the_fix(tmp_path):

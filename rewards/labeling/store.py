@@ -376,7 +376,8 @@ class LabelingStore:
 
     # ----------------------------------------------------------------------------------- admin
     def stats(self) -> dict:
-        """Throughput per labeler and agreement on questions answered more than once."""
+        """Throughput per labeler and agreement on questions answered more than once: training questions
+        and evaluation pairs (``evaluate --labeler human``) apart, as their chance levels differ."""
         per = {}
         for name, n, first, last, skips, flags in self.conn.execute(
             "SELECT labeler, SUM(action='choose'), MIN(created), MAX(created), SUM(action='skip'), "
@@ -389,22 +390,32 @@ class LabelingStore:
                 "flags": int(flags),
                 "answers_per_hour": float(n / hours) if n > 1 else None,
             }
-        groups: dict[str, list[int]] = {}
-        for qid, choice in self.conn.execute(
-            "SELECT question_id, choice FROM labeling_events WHERE action='choose' ORDER BY id"
+        # training questions (best of 4, chance 25%) and evaluation pairs (chance 50%) apart
+        groups: dict[bool, dict[str, list[int]]] = {False: {}, True: {}}
+        for qid, choice, is_eval in self.conn.execute(
+            "SELECT l.question_id, l.choice, e.question_id IS NOT NULL FROM labeling_events l "
+            "LEFT JOIN evaluation_questions e ON e.question_id = l.question_id WHERE l.action='choose' ORDER BY l.id"
         ):
-            groups.setdefault(qid, []).append(int(choice))
-        agree = pairs = 0
-        for choices in groups.values():
-            for i in range(len(choices)):
-                for j in range(i + 1, len(choices)):
-                    pairs += 1
-                    agree += choices[i] == choices[j]
+            groups[bool(is_eval)].setdefault(qid, []).append(int(choice))
+
+        def agreement(grouped: dict[str, list[int]]) -> tuple[int, int]:
+            agree = pairs = 0
+            for choices in grouped.values():
+                for i in range(len(choices)):
+                    for j in range(i + 1, len(choices)):
+                        pairs += 1
+                        agree += choices[i] == choices[j]
+            return agree, pairs
+
+        agree, pairs = agreement(groups[False])
+        eval_agree, eval_pairs = agreement(groups[True])
         return {
             "labelers": per,
-            "questions_with_duplicates": sum(len(c) > 1 for c in groups.values()),
+            "questions_with_duplicates": sum(len(c) > 1 for c in groups[False].values()),
             "agreement_pairs": pairs,
             "agreement": agree / pairs if pairs else None,
+            "evaluation_agreement_pairs": eval_pairs,
+            "evaluation_agreement": eval_agree / eval_pairs if eval_pairs else None,
             "flagged": [
                 r[0]
                 for r in self.conn.execute(

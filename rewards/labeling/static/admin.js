@@ -6,6 +6,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   const a = data.agreement === null ? "n/a" : `${(100 * data.agreement).toFixed(1)}%`;
   document.getElementById("agreement").textContent =
     `agreement ${a} over ${data.agreement_pairs} pairs on ${data.questions_with_duplicates} duplicated questions; ` +
+    (data.evaluation_agreement_pairs
+      ? `evaluation pairs: agreement ${(100 * data.evaluation_agreement).toFixed(1)}% over ${data.evaluation_agreement_pairs} pairs; `
+      : "") +
     `${data.flagged.length} flagged questions`;
   const body = document.getElementById("rows");
   for (const [name, s] of Object.entries(data.labelers)) {
