@@ -406,6 +406,10 @@ def add_parser(sub) -> dict:
 
 
 def cli_eval_results(args) -> int:
+    if not Path(args.store).exists():
+        raise SystemExit(
+            f"no comparison store at {args.store}; pass the --store the evaluation was posted to."
+        )
     if args.eval_id is None:
         from rewards.labeling.store import LabelingStore
 
