@@ -178,8 +178,11 @@ def plot(
         ax.errorbar([x], [y], yerr=err or None, label=name, fmt="o", capsize=3, zorder=3)
     if hline is not None:
         ax.axhline(hline, color="grey", linestyle="--", linewidth=1)
-    if logx:
+    if logx:  # ticks at the measured x values, written plainly
         ax.set_xscale("log")
+        ticks = sorted({x for xy in curves.values() for x, _ in xy})
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
