@@ -308,6 +308,11 @@ def evaluate(
     repeated = sorted({s for s in systems if systems.count(s) > 1})
     if repeated:
         raise ValueError(f"system(s) {repeated} listed twice; list each system once.")
+    if labeler != "human" and (store is not None or eval_id is not None or wait_s):
+        raise ValueError(
+            f"store/eval_id/wait_s are for labeler='human' (people in the app), not labeler={labeler!r}; "
+            "drop them or pass --labeler human."
+        )
     if labeler == "human":
         if store is None:
             raise ValueError(
@@ -321,6 +326,7 @@ def evaluate(
         checker = LabelingStore(store)
         try:  # before any generation: a bad id or vote count fails in a second, not after the sampling
             checker.check_new_evaluation(eval_id, votes)
+            registered = len(checker.labelers())
         finally:
             checker.comparisons.close()
     outputs: dict[str, list[dict]] = {}
@@ -353,6 +359,11 @@ def evaluate(
             "label_with": f"textenv serve-labeling --store {store}",
             "read_with": f"textenv eval-results --store {store} --eval-id {eval_id}",
         }
+        if registered < votes:
+            result["human_eval"]["warning"] = (
+                f"{registered} labeler(s) registered in {store} and {votes} votes needed per question: add "
+                "people with `textenv labelers add NAME --store ...` or the questions never complete."
+            )
         if wait_s > 0:
             answers = human_results(store, eval_id, wait_s=wait_s)
             result["human_eval"]["results"] = answers
@@ -443,7 +454,8 @@ def cli_evaluate(args) -> int:
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in stats.items()}
         print(f"{name}: {json.dumps(shown)}")
     for key in [k for k in result if k.startswith("win_rate")]:
-        print(f"{key}: {json.dumps({k: round(v, 3) for k, v in result[key].items()})}")
+        rates = {k: None if v is None else round(v, 3) for k, v in result[key].items()}
+        print(f"{key}: {json.dumps(rates)}")
     print(result["samples_markdown"])
     human = result.get("human_eval")
     if human:
@@ -453,6 +465,8 @@ def cli_evaluate(args) -> int:
             f"{human['read_with']}",
             file=sys.stderr,
         )
+        if "warning" in human:
+            print(f"[evaluate] warning: {human['warning']}", file=sys.stderr)
         if "results" in human:
             print(format_human_results(human["results"]))
     if args.out:

@@ -160,6 +160,8 @@ def test_bad_evaluations_are_refused_with_the_fix(tmp_path):
         human_results(tmp_path / "missing.db", "e1")
     with pytest.raises(ValueError, match="needs store="):
         evaluate("BookSentiment-v0", ["tiny-gpt2", "zero-shot"], n=2, labeler="human")
+    with pytest.raises(ValueError, match="are for labeler='human'"):  # not silently ignored
+        evaluate("BookSentiment-v0", ["tiny-gpt2", "x"], n=2, labeler="sentiment", store=path)
     with pytest.raises(ValueError, match="listed twice"):
         evaluate("BookSentiment-v0", ["tiny-gpt2", "tiny-gpt2"], n=2)
     with pytest.raises(ValueError, match=r"exists .* already"):  # checked before any sampling
@@ -191,11 +193,17 @@ def test_cli_posts_pairs_then_reads_the_people_s_answers(tmp_path, capsys):
     assert main(["evaluate", *args, *common, "--eval-id", "cli", "--out", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["human_eval"]["questions"] == 4 and "serve-labeling" in report["human_eval"]["label_with"]
+    assert "warning" not in report["human_eval"]  # 1 labeler registered, 1 vote needed
     capsys.readouterr()
+    # waiting a moment for 3 votes that cannot come: the report says so, with no rate yet
+    assert main(["evaluate", *args, *common[:-1], "3", "--eval-id", "wait", "--wait-s", "0.1"]) == 0
+    captured = capsys.readouterr()
+    assert '"' + str(tmp_path / "other") + '": null' in captured.out and "0/4 questions" in captured.out
+    assert "1 labeler(s) registered" in captured.err
     assert main(["eval-results", "--store", str(path), "--eval-id", "cli"]) == 3  # nothing answered yet
     assert "0/4 questions" in capsys.readouterr().out
     client = TestClient(create_app(path, duplicate_share=0.0))
-    assert label_all(client, tokens["ann"], lambda q: 1) == 4
+    assert label_all(client, tokens["ann"], lambda q: 1) == 8  # both evaluations: 4 + 4
     assert (
         main(["eval-results", "--store", str(path), "--eval-id", "cli", "--out", str(tmp_path / "h.json")])
         == 0
@@ -204,7 +212,7 @@ def test_cli_posts_pairs_then_reads_the_people_s_answers(tmp_path, capsys):
     assert f"{tmp_path / 'other'} vs tiny-gpt2: wins" in out and "4/4 questions" in out
     assert json.loads((tmp_path / "h.json").read_text())["complete"] is True
     assert main(["eval-results", "--store", str(path)]) == 0
-    assert capsys.readouterr().out.strip() == "cli"
+    assert capsys.readouterr().out.split() == ["cli", "wait"]
 
 
 def test_majority_probability_matches_enumeration():
