@@ -41,9 +41,9 @@ def run(args) -> dict:
     from rewards.labeling.app import create_app
     from rewards.labeling.store import LabelingStore
 
-    if not (Path(args.system).exists() or args.system.startswith("tiny-") or args.system == "smollm2-135m"):
+    if "/" in args.system and not Path(args.system).exists():
         raise SystemExit(
-            f"--system {args.system!r} does not exist: run `make demo` first or pass a model/run folder."
+            f"--system {args.system!r} does not exist: run `make demo` first or pass a model spec or run folder."
         )
     store_path = Path(args.store or tempfile.mkdtemp(prefix="human_eval_")) / "labels.db"
     store = LabelingStore(store_path)
