@@ -23,8 +23,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import RESULTS, emit, metadata
 from benchmarks.experiments import ppo_config, run_ppo
 
@@ -60,9 +58,9 @@ def main(argv=None) -> dict:
             32,
         )
 
-    from agents.evaluate import generate, report
+    from agents.evaluate import generate, report, win_rates
     from agents.sft import SFTConfig, train_sft
-    from rewards.labelers import SummarizationLabeler, pairwise_outcome
+    from rewards.labelers import SummarizationLabeler
     from rewards.pipeline import mock_reward_model
     from textenv.models import load_causal_lm
 
@@ -131,21 +129,8 @@ def main(argv=None) -> dict:
             name, TASK, args.eval_n, seed=args.seed, tokenizer=tok, model=model, temperature=0.5, **overrides
         )
     table = {name: report(rows, TASK) for name, rows in systems.items()}
-    # the R-AVG labeler's win rate of every system over zero-shot, paired by article (a tie, e.g. two
-    # empty summaries, counts one half)
-    base = systems["zero-shot"]
-    win = {
-        name: float(
-            np.mean(
-                [
-                    pairwise_outcome(labeler, a["query"], a["response"], b["response"], a["reference"])
-                    for a, b in zip(rows, base)
-                ]
-            )
-        )
-        for name, rows in systems.items()
-        if name != "zero-shot"
-    }
+    # the R-AVG labeler's win rate of every system over zero-shot, paired by article (ties count one half)
+    win = win_rates({"zero-shot": systems["zero-shot"], **systems}, labeler)
     result = {
         "benchmark": "exp_cnndm",
         "sizes": overrides,
