@@ -36,6 +36,7 @@ $(VENV)/.stamp-install: $(VENV)/.stamp-torch pyproject.toml
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format .

@@ -71,7 +71,7 @@ def generate(
     system with the same seed): rows with ``query``, ``source``, ``reference``, ``response``, ``valid`` and
     ``score`` (the task's own score of the truncated response; R-AVG for the text baselines)."""
     from textenv.env import TaskRuntime
-    from textenv.sampling import sample_responses
+    from textenv.models.sampling import sample_responses
     from textenv.tasks import get_task
 
     cfg = get_task(task, split=split, **overrides)

@@ -219,7 +219,7 @@ class OnlineLoop:
     def _validation_questions(self, n: int, seed: int, version: int) -> None:
         from rewards.pipeline import make_question
         from textenv.env import TaskRuntime
-        from textenv.sampling import sample_responses
+        from textenv.models.sampling import sample_responses
         from textenv.tasks import get_task
 
         cfg = get_task(self.task, **self.overrides)

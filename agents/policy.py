@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from agents.core import entropy_from_logits, logprobs_from_logits
-from textenv.tokenization import padded_inputs
-from textenv.trunk import Features, freeze_lower, lower_features, top_forward
+from textenv.models.tokenization import padded_inputs
+from textenv.models.trunk import Features, freeze_lower, lower_features, top_forward
 
 
 class Stats(NamedTuple):

@@ -5,7 +5,7 @@ One iteration (DESIGN.md, "One PPO iteration, as data flows"):
 1. rollout: reset the vector env (B prompts), sample B fixed-length responses with the policy (KV cache,
    temperature), step the env one token column at a time (the env truncates and scores), recompute
    tempered log-probs and values with the policy and the frozen reference, and shape per-token rewards
-   (``-beta * KL`` on every token, the score on the last; ``rewards.kl``).
+   (``-beta * KL`` on every token, the score on the last; ``textenv.kl``).
 2. update: ``epochs`` x ``minibatches`` with a fresh permutation per epoch: reward whitening (optional),
    GAE (gamma 1, lambda 0.95), advantage whitening, clipped policy + ``vf_coef`` x clipped value loss,
    gradient accumulation over ``grad_accum`` micro-batches, TF-style Adam, linear LR decay.
@@ -26,10 +26,10 @@ import torch
 from agents import distributed as D
 from agents.core import compute_gae, masked_mean, ppo_loss
 from agents.policy import PolicyWithValue
-from rewards.kl import AdaptiveKLController, FixedKLController, kl_per_token, shaped_rewards
+from textenv.kl import AdaptiveKLController, FixedKLController, kl_per_token, shaped_rewards
 from rewards.optim import linear_decay, make_optimizer
 from textenv.env import NonFiniteRewardError
-from textenv.trunk import Features
+from textenv.models.trunk import Features
 
 
 @dataclass(frozen=True)

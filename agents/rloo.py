@@ -12,7 +12,7 @@ with ``ratio_it = pi(y_it) / pi_old(y_it)``. On the first (or only) gradient ste
 gradient is exactly REINFORCE's ``-mean_i A_i * grad log pi(y_i | x)``; with several epochs or minibatches
 the clipped ratio keeps later steps near the sampling policy (as TRL's RLOO does). There is no value
 function: the policy's value head is left untouched. The KL is part of the sequence reward, not a
-per-token reward; ``beta`` follows the same controllers as PPO (``rewards.kl``).
+per-token reward; ``beta`` follows the same controllers as PPO (``textenv.kl``).
 
 The ``k`` responses of a query come from the env itself: the vector env is reset with the same seed for
 each group of ``k`` sub-environments, so they draw the same prompt.
@@ -31,9 +31,9 @@ import torch
 from agents import distributed as D
 from agents.policy import PolicyWithValue
 from agents.ppo import AgentState, checked_grad_norm, make_kl_controller
-from rewards.kl import kl_per_token
+from textenv.kl import kl_per_token
 from rewards.optim import linear_decay, make_optimizer
-from textenv.trunk import Features
+from textenv.models.trunk import Features
 
 __all__ = ["RLOOAgent", "RLOOBatch", "RLOOConfig", "leave_one_out_advantages", "rloo_loss"]
 

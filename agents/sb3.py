@@ -10,7 +10,7 @@ which hold ids exactly up to 2**24.
 ``KLPenaltyCallback`` turns SB3's rewards into the paper's per-token KL-shaped rewards (PAPER.md §1.4):
 after each rollout it adds ``-beta * (log pi - log rho)`` to every step of the buffer, with ``log pi`` the
 log-probs SB3 recorded while acting and ``log rho`` from one batched pass of the reference model, then
-recomputes returns and advantages. An adaptive controller (``rewards.kl``) is updated once per rollout.
+recomputes returns and advantages. An adaptive controller (``textenv.kl``) is updated once per rollout.
 ``textenv.wrappers.KLPenalty`` is the per-step alternative for algorithms without a rollout buffer.
 
 Example::
@@ -41,8 +41,8 @@ from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
-from rewards.kl import AdaptiveKLController, FixedKLController, kl_per_token
-from textenv.trunk import freeze_lower
+from textenv.kl import AdaptiveKLController, FixedKLController, kl_per_token
+from textenv.models.trunk import freeze_lower
 from textenv.wrappers import LMLogProbs, last_hidden
 
 __all__ = ["KLPenaltyCallback", "TransformerPolicy"]

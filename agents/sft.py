@@ -81,7 +81,7 @@ def examples(
 
 def batch_loss(lm, pad_id: int, batch: list[tuple[np.ndarray, list[int]]]) -> torch.Tensor:
     """Mean cross-entropy over the target tokens of ``batch`` (context tokens and pads carry no loss)."""
-    from textenv.tokenization import pad_sequences, padded_inputs
+    from textenv.models.tokenization import pad_sequences, padded_inputs
 
     context = torch.as_tensor(np.stack([c for c, _ in batch]))
     target = torch.as_tensor(pad_sequences([t for _, t in batch], pad_id, side="right"))

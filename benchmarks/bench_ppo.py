@@ -75,7 +75,7 @@ def build_models(case: str):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from textenv.models import load_causal_lm
-    from textenv.tokenization import ensure_pad_token
+    from textenv.models.tokenization import ensure_pad_token
 
     torch.manual_seed(0)
     if case == "tiny":

@@ -27,7 +27,7 @@ TASK = "MockSentiment-v0"
 def frontier(lm, tok, args, overrides: dict) -> list[dict]:
     from textenv.env import TaskRuntime
     from textenv.metrics import optimal_frontier
-    from textenv.sampling import sample_responses
+    from textenv.models.sampling import sample_responses
     from textenv.scorers import MockSentimentScore
     from textenv.tasks import get_task
 

@@ -96,7 +96,7 @@ def responses(
     """``(prompt, response)`` texts (raw, untruncated) for ``n`` held-out prompts: the same prompts for
     the same ``seed``; the sampling uses ``sample_seed`` (default ``seed``)."""
     from textenv.env import TaskRuntime
-    from textenv.sampling import sample_responses
+    from textenv.models.sampling import sample_responses
     from textenv.tasks import get_task
 
     cfg = get_task(task, split="valid", **overrides)

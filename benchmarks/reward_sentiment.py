@@ -212,7 +212,7 @@ def head_only(
 ):
     """Heads on the frozen trunk (``top_blocks=0``): the top blocks run once on the cached features."""
     from rewards.train import RewardTrainConfig
-    from textenv.trunk import Features, top_forward
+    from textenv.models.trunk import Features, top_forward
 
     t0 = time.perf_counter()
     with torch.no_grad():

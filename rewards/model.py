@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from textenv.tokenization import pad_sequences, padded_inputs
-from textenv.trunk import Features, freeze_lower, lower_features, n_blocks, top_forward
+from textenv.models.tokenization import pad_sequences, padded_inputs
+from textenv.models.trunk import Features, freeze_lower, lower_features, n_blocks, top_forward
 
 __all__ = ["Features", "RewardModel", "last_token_index"]
 

@@ -50,7 +50,7 @@ def sample_questions(
         max_rounds: resampling rounds before a query that keeps producing invalid samples is skipped.
     """
     from textenv.env import TaskRuntime
-    from textenv.sampling import sample_responses
+    from textenv.models.sampling import sample_responses
     from textenv.tasks import get_task, response_is_valid, truncate_response
 
     if n_queries < 1 or n_samples < 2:

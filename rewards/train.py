@@ -300,7 +300,7 @@ def policy_samples(
     """``n`` (query, response) pairs from the policy ``model`` on ``task``'s prompts, untruncated, as
     the reference code samples for normalisation (§1.3)."""
     from textenv.env import TaskRuntime
-    from textenv.sampling import sample_responses
+    from textenv.models.sampling import sample_responses
     from textenv.tasks import get_task
 
     cfg = get_task(task, **overrides)

@@ -16,7 +16,7 @@ def tiny_gpt2():
 
 @pytest.fixture(scope="session")
 def gpt2_tokenizer():
-    from textenv.tokenization import load_gpt2_tokenizer
+    from textenv.models.tokenization import load_gpt2_tokenizer
 
     return load_gpt2_tokenizer()
 

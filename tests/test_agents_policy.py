@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from agents.policy import PolicyWithValue
-from textenv.tokenization import pad_sequences
+from textenv.models.tokenization import pad_sequences
 
 
 @pytest.fixture(scope="module", params=["tiny-gpt2", "tiny-llama"])

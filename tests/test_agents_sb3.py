@@ -1,5 +1,5 @@
 """stable-baselines3 on the text envs: the transformer policy, KL shaping (callback and wrapper) equal to
-``rewards.kl.shaped_rewards``, smoke runs on every registered id, save/load, and learning a toy reward."""
+``textenv.kl.shaped_rewards``, smoke runs on every registered id, save/load, and learning a toy reward."""
 
 import copy
 
@@ -13,7 +13,7 @@ from stable_baselines3.common.env_util import make_vec_env
 import textenv
 from agents.policy import PolicyWithValue
 from agents.sb3 import KLPenaltyCallback, TransformerPolicy
-from rewards.kl import AdaptiveKLController, shaped_rewards
+from textenv.kl import AdaptiveKLController, shaped_rewards
 from textenv.models import load_causal_lm
 from textenv.wrappers import KLPenalty, LMLogProbs
 

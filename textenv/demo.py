@@ -19,7 +19,7 @@ def run_demo(model: str = "smollm2-135m", episodes: int = 4, seed: int = 0) -> i
 
     import textenv  # noqa: F401
     from textenv.models import load_causal_lm
-    from textenv.sampling import sample_responses
+    from textenv.models.sampling import sample_responses
 
     t0 = time.perf_counter()
     lm, tok = load_causal_lm(model)

@@ -52,7 +52,7 @@ class TaskRuntime:
     ) -> None:
         from textenv.models import load_tokenizer
         from textenv.scorers import make_builtin_score
-        from textenv.tokenization import PAD_TOKEN, token_id
+        from textenv.models.tokenization import PAD_TOKEN, token_id
 
         self.config = config
         if tokenizer is None or isinstance(tokenizer, str):
@@ -64,7 +64,7 @@ class TaskRuntime:
         if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
             raise ValueError(
                 "The tokenizer's pad token must exist and differ from EOS (PAPER.md §2); call "
-                "textenv.tokenization.ensure_pad_token(tokenizer) first."
+                "textenv.models.tokenization.ensure_pad_token(tokenizer) first."
             )
         self.tokenizer = tokenizer
         self.pad_id = int(tokenizer.pad_token_id)
@@ -305,7 +305,7 @@ class TextEnv(gym.Env):
 
     0 on every step but the last. On the last step: the reward function's score of (raw query, truncated
     response), or ``penalty_reward_value`` (-1) when the response has no truncate token at an index
-    >= ``truncate_after`` (PAPER.md §1.6). The KL penalty is the agent's (``rewards.kl``) or a wrapper's.
+    >= ``truncate_after`` (PAPER.md §1.6). The KL penalty is the agent's (``textenv.kl``) or a wrapper's.
 
     ## Episode End
 

