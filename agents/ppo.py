@@ -26,9 +26,9 @@ import torch
 from agents import distributed as D
 from agents.core import compute_gae, masked_mean, ppo_loss
 from agents.policy import PolicyWithValue
-from textenv.kl import AdaptiveKLController, FixedKLController, kl_per_token, shaped_rewards
 from rewards.optim import linear_decay, make_optimizer
 from textenv.env import NonFiniteRewardError
+from textenv.kl import AdaptiveKLController, FixedKLController, kl_per_token, shaped_rewards
 from textenv.models.trunk import Features
 
 

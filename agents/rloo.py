@@ -31,8 +31,8 @@ import torch
 from agents import distributed as D
 from agents.policy import PolicyWithValue
 from agents.ppo import AgentState, checked_grad_norm, make_kl_controller
-from textenv.kl import kl_per_token
 from rewards.optim import linear_decay, make_optimizer
+from textenv.kl import kl_per_token
 from textenv.models.trunk import Features
 
 __all__ = ["RLOOAgent", "RLOOBatch", "RLOOConfig", "leave_one_out_advantages", "rloo_loss"]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from textenv.kl import AdaptiveKLController, FixedKLController, kl_per_token, shaped_rewards
 from rewards.losses import best_of_n_loss, pairwise_loss, scalar_compare_loss, scalar_rating_loss
 from rewards.optim import AdamTF, linear_decay, make_optimizer
+from textenv.kl import AdaptiveKLController, FixedKLController, kl_per_token, shaped_rewards
 
 
 def test_best_of_4_loss_paper_example():

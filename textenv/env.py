@@ -51,8 +51,8 @@ class TaskRuntime:
         prompts: Sequence[str | data_mod.Record] | None = None,
     ) -> None:
         from textenv.models import load_tokenizer
-        from textenv.scorers import make_builtin_score
         from textenv.models.tokenization import PAD_TOKEN, token_id
+        from textenv.scorers import make_builtin_score
 
         self.config = config
         if tokenizer is None or isinstance(tokenizer, str):

@@ -35,8 +35,8 @@ from textenv.assets import (
     asset_dir,
     asset_ready,
     cache_dir,
-    require_asset,
     convert_gguf_to_folder,
+    require_asset,
     sha256_file,
 )
 from textenv.models.tokenization import ensure_pad_token, load_gpt2_tokenizer
