@@ -20,77 +20,45 @@ each group of ``k`` sub-environments, so they draw the same prompt.
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass
-from typing import Literal
+import dataclasses
 
 import numpy as np
 import torch
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 from agents import distributed as D
-from agents.policy import PolicyWithValue
-from agents.ppo import AgentState, checked_grad_norm, make_kl_controller
-from rewards.optim import linear_decay, make_optimizer
+from agents.loop import OBJECTIVE_CURVES, STRICT, Agent, AlgoConfig, Algorithm, checked_grad_norm
 from textenv.kl import kl_per_token
 from textenv.models.trunk import Features
 
-__all__ = ["RLOOAgent", "RLOOBatch", "RLOOConfig", "leave_one_out_advantages", "rloo_loss"]
+__all__ = ["ALGO", "RLOOAgent", "RLOOBatch", "RLOOConfig", "leave_one_out_advantages", "rloo_loss"]
 
 
-@dataclass(frozen=True)
-class RLOOConfig:
-    """RLOO hyper-parameters. The KL settings default to the paper's books values (§1.8); ``k = 4`` as in
-    the RLOO paper's main runs.
+@dataclass(frozen=True, config=STRICT)
+class RLOOConfig(AlgoConfig):
+    """RLOO's own hyper-parameters (the shared ones are :class:`agents.loop.AlgoConfig`'s); ``k = 4`` as
+    in the RLOO paper's main runs, one on-policy epoch.
 
     Attributes:
-        total_episodes: episodes over the run; sets the LR schedule.
-        batch_size: episodes per iteration (queries x ``k``).
-        k: responses per query (>= 2).
-        minibatches, epochs: gradient steps per batch (1 x 1: plain on-policy REINFORCE-LOO).
-        lr, lr_decay, optimizer, adam_eps: as :class:`agents.ppo.PPOConfig`.
+        k: responses per query (>= 2); ``batch_size`` is queries x ``k``.
         cliprange: the ratio clip used once the policy has moved within an iteration.
         normalize_advantages: divide the leave-one-out advantages by their batch std (an option; off in
             RLOO's paper).
-        kl_coef, adaptive_kl, target_kl, kl_horizon, kl_form, kl_estimator: the KL penalty (§1.4-1.5).
-        halt_kl_factor, halt_kl_patience: the andon cord, as in PPO.
-        seed: base seed; rank r uses ``seed + r * 100003``.
     """
 
-    total_episodes: int = 1_000_000
-    batch_size: int = 512
-    k: int = 4
-    minibatches: int = 1
-    epochs: int = 1
-    lr: float = 1e-5
-    lr_decay: bool = True
-    optimizer: Literal["tf_adam", "torch_adam"] = "tf_adam"
-    adam_eps: float = 1e-5
-    cliprange: float = 0.2
+    epochs: int = Field(1, gt=0)
+    k: int = Field(4, ge=2)
+    cliprange: float = Field(0.2, gt=0)
     normalize_advantages: bool = False
-    kl_coef: float = 0.15
-    adaptive_kl: bool = True
-    target_kl: float = 6.0
-    kl_horizon: int = 10_000
-    kl_form: Literal["horizon", "paper"] = "horizon"
-    kl_estimator: Literal["k1", "k3"] = "k1"
-    halt_kl_factor: float = 3.0
-    halt_kl_patience: int = 3
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.k < 2:
-            raise ValueError(f"k={self.k}: the leave-one-out baseline needs at least 2 responses per query.")
         if self.batch_size % self.k:
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of k={self.k} (queries x k).")
         if (self.batch_size // self.k) % self.minibatches:
             raise ValueError(
                 f"the {self.batch_size // self.k} queries per batch must divide into minibatches={self.minibatches}."
             )
-
-    @property
-    def num_updates(self) -> int:
-        return math.ceil(self.total_episodes / self.batch_size)
 
 
 def leave_one_out_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -118,7 +86,7 @@ def rloo_loss(
     return loss, clipfrac, approxkl
 
 
-@dataclass
+@dataclasses.dataclass
 class RLOOBatch:
     context: torch.Tensor  # (B, Lc)
     responses: torch.Tensor  # (B, Lr)
@@ -132,84 +100,41 @@ class RLOOBatch:
     features: Features | None = None
 
 
-class RLOOAgent(AgentState):
+class RLOOAgent(Agent):
     """RLOO on a :class:`textenv.vector.TextVectorEnv` whose ``num_envs`` is this process's batch."""
 
-    def __init__(
-        self, policy: PolicyWithValue, envs, config: RLOOConfig, reference: PolicyWithValue | None = None
-    ) -> None:
-        self.policy, self.envs, self.config = policy, envs, config
-        self.reference = reference if reference is not None else policy.reference()
-        self.rank, self.world = D.rank(), D.world_size()
-        if config.batch_size % (self.world * config.k):
-            raise ValueError(
-                f"batch_size={config.batch_size} must split into {self.world} processes x groups of k={config.k}."
-            )
-        self.local_batch = config.batch_size // self.world
-        if envs.num_envs != self.local_batch:
-            raise ValueError(
-                f"the vector env has {envs.num_envs} envs; this process needs batch_size / processes = "
-                f"{config.batch_size} / {self.world} = {self.local_batch}."
-            )
-        self.context_length = envs.unwrapped.runtime.context_length
-        self.response_length = envs.unwrapped.config.response_length
-        self.kl_ctl = make_kl_controller(config)
-        self.params = [p for n, p in policy.named_parameters() if p.requires_grad and "value" not in n]
-        if not self.params:
-            raise ValueError("the policy has no trainable parameters; check set_trainable / enable_lora.")
-        self.optimizer = make_optimizer(self.params, lr=config.lr, kind=config.optimizer, eps=config.adam_eps)
-        seed = config.seed + self.rank * D.RANK_SEED_STRIDE
-        self.device = next(policy.parameters()).device
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.np_rng = np.random.default_rng(seed)
-        self.iteration = 0
-        self.kl_over = 0
-        self.timings: dict[str, float] = {}
+    @property
+    def group(self) -> int:
+        return self.config.k
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for n, p in self.policy.named_parameters() if p.requires_grad and "value" not in n]
 
     @torch.no_grad()
     def rollout(self) -> RLOOBatch:
         cfg = self.config
-        groups = self.local_batch // cfg.k
-        seeds = self.np_rng.integers(2**31, size=groups)
-        obs, _ = self.envs.reset(seed=[int(s) for s in np.repeat(seeds, cfg.k)])  # k envs per prompt
-        context = torch.as_tensor(obs[:, : self.context_length]).to(self.device)
-        self.policy.eval()
-        t0 = time.perf_counter()
-        responses, logprobs = self.policy.sample(context, self.response_length, generator=self.generator)
-        t1 = time.perf_counter()
-        for t in range(self.response_length):
-            _, env_rewards, terminated, _, info = self.envs.step(responses[:, t].cpu().numpy())
-        if not terminated.all():
-            raise RuntimeError("the environment did not terminate after response_length steps.")
-        scores = torch.as_tensor(env_rewards, dtype=torch.float32, device=self.device)
-        t2 = time.perf_counter()
-        full = torch.cat([context, responses], dim=1)
-        feats = self.policy.features(full)
-        ref = self.reference.forward_stats(full, self.context_length, feats).logprobs
-        self.timings = {"sample": t1 - t0, "score": t2 - t1, "reference": time.perf_counter() - t2}
-        kl = kl_per_token(logprobs, ref, cfg.kl_estimator).sum(1)  # (B,)
-        rewards = scores - self.kl_ctl.value * kl  # §1.4, the KL summed into the sequence reward
+        s = self.sample_and_score()
+        kl = kl_per_token(s.logprobs, s.ref_logprobs, cfg.kl.estimator).sum(1)  # (B,)
+        rewards = s.scores - self.kl_ctl.value * kl  # §1.4, the KL summed into the sequence reward
         advantages = leave_one_out_advantages(rewards, cfg.k)
         if cfg.normalize_advantages:
             advantages = D.global_whiten(advantages)  # LOO advantages have mean 0: this divides by the std
         return RLOOBatch(
-            context,
-            responses,
-            logprobs,
-            ref,
-            scores,
+            s.context,
+            s.responses,
+            s.logprobs,
+            s.ref_logprobs,
+            s.scores,
             rewards,
             advantages,
-            np.asarray(info["valid"]),
-            list(info["truncated_text"]),
-            feats,
+            s.valid,
+            s.texts,
+            s.features,
         )
 
     def update(self, batch: RLOOBatch) -> dict:
         cfg = self.config
-        lr = linear_decay(cfg.lr, self.iteration, cfg.num_updates) if cfg.lr_decay else cfg.lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = self.set_lr()
         self.policy.train()
         groups = self.local_batch // cfg.k
         per_mb = groups // cfg.minibatches
@@ -249,3 +174,16 @@ class RLOOAgent(AgentState):
             "objective/score_total": float(batch.rewards.mean()),
             "rloo/advantage_std": float(batch.advantages.std(unbiased=False)),
         }
+
+
+ALGO = Algorithm(
+    name="rloo",
+    config=RLOOConfig,
+    agent=RLOOAgent,
+    curves=(
+        *OBJECTIVE_CURVES,
+        ("rloo/advantage_std", "advantage std"),
+        ("rloo/policy/clipfrac", "policy clip fraction"),
+    ),
+    summary="REINFORCE with a leave-one-out baseline over k responses per prompt (Ahmadian et al. 2024)",
+)

@@ -1,0 +1,90 @@
+"""From a validated :class:`agents.config.TrainConfig` to the objects of a run: the policy, the reward
+function, the vector env and the agent (the algorithm from the registry)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from agents import distributed as D
+from agents.algos import ALGOS
+from agents.config import ConfigError, TrainConfig
+
+
+def build_policy(cfg: TrainConfig):
+    """The policy (``[policy]``), built under a forked torch RNG seeded with the algorithm's seed so that
+    any random initialisation (LoRA adapters) is reproducible without touching the caller's global RNG."""
+    from agents.policy import PolicyWithValue
+
+    value_model = None
+    if cfg.policy.value != "shared":
+        from rewards.model import RewardModel
+
+        value_model = RewardModel.load(cfg.policy.value, device=cfg.run.device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.algo_config.seed)
+        policy = PolicyWithValue.from_spec(
+            cfg.policy.model,
+            temperature=cfg.temperature(),
+            seed=cfg.algo_config.seed,
+            device=cfg.run.device,
+            value_model=value_model,
+        )
+        if cfg.policy.train == "top_blocks":
+            policy.set_trainable(cfg.policy.top_blocks)
+        elif cfg.policy.train == "lora":
+            policy.enable_lora(cfg.policy.lora_r, cfg.policy.lora_alpha, cfg.policy.lora_dropout)
+    return policy
+
+
+def _no_reward_model_yet(queries, responses):
+    raise RuntimeError("the online loop has not trained a reward model yet (OnlineLoop.before_iteration).")
+
+
+def build_reward(cfg: TrainConfig, tokenizer):
+    """``None`` (the task's built-in score), a reward model's ``as_reward_fn``, or (online) a placeholder
+    that the online loop replaces with its first reward model before any episode."""
+    if cfg.online.enabled:
+        return _no_reward_model_yet
+    if cfg.env.reward == "builtin":
+        return None
+    from rewards.model import RewardModel
+
+    folder = Path(cfg.env.reward)
+    if not (folder / "reward_model.json").exists():
+        raise ConfigError(
+            f"env.reward = {cfg.env.reward!r} is neither 'builtin' nor a reward-model folder (no "
+            "reward_model.json there); train one with `textenv train-reward --out FOLDER`."
+        )
+    rm = RewardModel.load(folder, device=cfg.run.device)
+    if rm.tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(
+            f"the reward model in {folder} uses another tokenizer ({rm.base_spec!r}) than the policy "
+            f"({cfg.policy.model!r}); train the reward model on the policy's tokenizer."
+        )
+    return rm.as_reward_fn(batch_size=cfg.env.reward_batch_size)
+
+
+def build_agent(cfg: TrainConfig):
+    """The agent of ``run.algo`` on a vector env of this process's share of the batch."""
+    from textenv.vector import TextVectorEnv
+
+    algo = cfg.algo_config
+    world = D.world_size()
+    if algo.batch_size % world:
+        raise ConfigError(
+            f"{cfg.run.algo}.batch_size = {algo.batch_size} is not divisible by {world} processes."
+        )
+    policy = build_policy(cfg)
+    try:
+        envs = TextVectorEnv(
+            cfg.env.task,
+            num_envs=algo.batch_size // world,
+            tokenizer=policy.tokenizer,
+            reward_fn=build_reward(cfg, policy.tokenizer),
+            **cfg.env.overrides,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"[env] {exc}") from exc
+    return ALGOS[cfg.run.algo].agent(policy, envs, algo)

@@ -1,0 +1,428 @@
+"""The agent loop every built-in algorithm shares (DESIGN.md, "One PPO iteration, as data flows").
+
+One iteration (:meth:`Agent.step`):
+
+1. rollout: reset the vector env (B prompts, or B / k prompts k times each for group algorithms), sample
+   B fixed-length responses with the policy (KV cache, temperature), step the env one token column at a
+   time (the env truncates and scores), run the frozen reference (:meth:`Agent.sample_and_score`); the
+   algorithm then turns this into its batch (:meth:`Agent.rollout`: KL-shaped rewards, advantages, ...);
+2. the andon cord (:func:`check_rollout`): NaN/inf or a KL runaway stops the run before any update;
+3. update: the algorithm's own (:meth:`Agent.update`), every optimiser step behind
+   :func:`checked_grad_norm` (gradients averaged over ranks, a non-finite norm halts);
+4. control: ``beta`` from the KL controller, once per iteration after the gradient steps (§1.5).
+
+What is declared once here and composed into every algorithm's config: the optimiser
+(:class:`OptimConfig`), the KL penalty and its controller (:class:`KLConfig`) and the andon cord
+(:class:`HaltConfig`); the fields every algorithm has (:class:`AlgoConfig`). An algorithm module holds
+only its own fields, its rollout post-processing and its update, and one :class:`Algorithm` entry
+(see :mod:`agents.algos`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from agents import distributed as D
+from rewards.optim import linear_decay, make_optimizer
+from textenv.env import NonFiniteRewardError
+from textenv.kl import AdaptiveKLController, FixedKLController, kl_per_token
+from textenv.models.trunk import Features
+
+# Every config refuses NaN/inf, unknown keys and values of the wrong type (pydantic).
+STRICT = ConfigDict(allow_inf_nan=False, extra="forbid")
+
+
+@dataclass(frozen=True, config=STRICT)
+class OptimConfig:
+    """``[optim]``: Adam and its schedule, shared by every algorithm.
+
+    Attributes:
+        lr: Adam learning rate (1e-5 books, 2e-6 summarization in the reference code).
+        lr_decay: linear decay to 0 over ``total_episodes`` (the reference code).
+        optimizer: ``tf_adam`` (the reference code's epsilon placement) or ``torch_adam``.
+        adam_eps: Adam's epsilon (1e-5).
+    """
+
+    lr: float = Field(1e-5, gt=0)
+    lr_decay: bool = True
+    optimizer: Literal["tf_adam", "torch_adam"] = "tf_adam"
+    adam_eps: float = Field(1e-5, gt=0)
+
+
+@dataclass(frozen=True, config=STRICT)
+class KLConfig:
+    """``[kl]``: the KL penalty to the reference and its controller (PAPER.md §1.4-1.5).
+
+    Attributes:
+        coef: beta (its start value when adaptive): 0.15 books, 0.03 TL;DR, 0.01 CNN/DM.
+        adaptive: proportional control of beta towards ``target`` (§1.5); False: fixed beta.
+        target: the target KL in nats per response (6 books, 8 mock sentiment).
+        horizon: the controller's horizon in episodes (10,000).
+        form: ``horizon`` (the reference code) or ``paper`` (``K_beta = 0.1``).
+        estimator: ``k1`` (the paper's ``log pi - log rho``) or ``k3``.
+    """
+
+    coef: float = Field(0.15, ge=0)
+    adaptive: bool = True
+    target: float = Field(6.0, gt=0)
+    horizon: int = Field(10_000, gt=0)
+    form: Literal["horizon", "paper"] = "horizon"
+    estimator: Literal["k1", "k3"] = "k1"
+
+    def controller(self) -> AdaptiveKLController | FixedKLController:
+        if self.adaptive:
+            return AdaptiveKLController(self.coef, self.target, self.horizon, form=self.form)
+        return FixedKLController(self.coef)
+
+
+@dataclass(frozen=True, config=STRICT)
+class HaltConfig:
+    """``[halt]``: the andon cord's KL runaway rule (NaN/inf always halt).
+
+    Attributes:
+        kl_threshold: halt when the KL (nats per response) stays above this; ``None``: ``kl_factor x
+            kl.target``. Give it explicitly for fixed-beta runs, whose KL has no target to track.
+        kl_factor: the multiple of ``kl.target`` used when ``kl_threshold`` is None (3).
+        kl_patience: consecutive iterations above the threshold before the halt; 0 turns the rule off.
+    """
+
+    kl_threshold: float | None = Field(None, gt=0)
+    kl_factor: float = Field(3.0, gt=0)
+    kl_patience: int = Field(3, ge=0)
+
+    def threshold(self, kl: KLConfig) -> float:
+        return self.kl_threshold if self.kl_threshold is not None else self.kl_factor * kl.target
+
+
+@dataclass(frozen=True, config=STRICT)
+class AlgoConfig:
+    """The fields every algorithm has; an algorithm's config subclasses it and adds its own.
+
+    Attributes:
+        total_episodes: episodes over the run (1M in the code, 2M in the paper); sets the LR schedule.
+        batch_size: episodes per iteration over all processes.
+        minibatches: minibatches per epoch.
+        epochs: passes over each batch.
+        seed: base seed; rank r uses ``seed + r * 100003`` (§1.8).
+        optim, kl, halt: the shared sections (``[optim]``, ``[kl]``, ``[halt]`` in a TOML config).
+    """
+
+    total_episodes: int = Field(1_000_000, gt=0)
+    batch_size: int = Field(512, gt=0)
+    minibatches: int = Field(1, gt=0)
+    epochs: int = Field(4, gt=0)
+    seed: int = Field(0, ge=0)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    kl: KLConfig = dataclasses.field(default_factory=KLConfig)
+    halt: HaltConfig = dataclasses.field(default_factory=HaltConfig)
+
+    @property
+    def num_updates(self) -> int:
+        """ceil(total_episodes / batch_size), as the reference code (§4.5 (c))."""
+        return math.ceil(self.total_episodes / self.batch_size)
+
+    # the sections that are shared between algorithms and live in their own TOML tables
+    SHARED: ClassVar[tuple[str, ...]] = ("optim", "kl", "halt")
+
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+    """A registry entry (:data:`agents.algos.ALGOS`): what the config, the CLI and the plots need."""
+
+    name: str
+    config: type[AlgoConfig]
+    agent: Callable[..., Agent]
+    curves: tuple[tuple[str, str], ...]
+    summary: str = ""
+
+
+OBJECTIVE_CURVES = (
+    ("objective/score", "score"),
+    ("objective/kl", "KL (nats)"),
+    ("objective/kl_coef", "beta"),
+    ("objective/entropy", "entropy"),
+)
+
+
+class TrainingHalted(RuntimeError):
+    """The andon cord: training stopped on NaN/inf or a KL runaway; the message says what and what to do."""
+
+    def __init__(self, message: str, phase: str) -> None:
+        super().__init__(message)
+        self.phase = phase  # "rollout": no optimiser step of this iteration happened; "update": one may have
+
+
+def check_rollout(metrics: dict, rewards: torch.Tensor, cfg: AlgoConfig, kl_over: int, iteration: int) -> int:
+    """The andon cord's rollout checks: raises :class:`TrainingHalted` on non-finite statistics or rewards,
+    or when the KL has exceeded the halt threshold for ``halt.kl_patience`` iterations in a row; returns
+    the updated count of such iterations."""
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if bad or not torch.isfinite(rewards).all():
+        raise TrainingHalted(
+            f"iteration {iteration + 1}: non-finite rollout statistics {bad or ['rewards']} "
+            f"(score mean {metrics['objective/score']}, KL {metrics['objective/kl']}); check the reward "
+            "function for NaN/inf outputs.",
+            phase="rollout",
+        )
+    threshold = cfg.halt.threshold(cfg.kl)
+    if not (cfg.halt.kl_patience and metrics["objective/kl"] > threshold):
+        return 0
+    kl_over += 1
+    if kl_over >= cfg.halt.kl_patience:
+        raise TrainingHalted(
+            f"iteration {iteration + 1}: KL {metrics['objective/kl']:.2f} nats has exceeded the halt threshold "
+            f"{threshold:g} for {kl_over} iterations (beta {metrics['objective/kl_coef']:.4g}); the policy is "
+            "running away from the reference. Lower the learning rate, raise kl.coef or check the reward "
+            "model for exploits (or raise halt.kl_threshold), then --resume.",
+            phase="rollout",
+        )
+    return kl_over
+
+
+def checked_grad_norm(params: list[torch.Tensor], iteration: int, loss: float) -> float:
+    """All-reduce the gradients over ranks and return their norm; raises :class:`TrainingHalted` before
+    the optimiser step when it is not finite (the andon cord)."""
+    D.average_gradients(params)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm=float("inf"))
+    if not torch.isfinite(grad_norm):
+        raise TrainingHalted(
+            f"iteration {iteration + 1}: non-finite gradient (norm {float(grad_norm)}, loss "
+            f"{loss}) before an optimiser step; nothing was applied for this "
+            "minibatch. Lower the learning rate or check the inputs, then --resume.",
+            phase="update",
+        )
+    return float(grad_norm)
+
+
+@dataclasses.dataclass
+class Samples:
+    """What every rollout starts from: B responses to B contexts, scored, with the reference's log-probs."""
+
+    context: torch.Tensor  # (B, Lc) left-padded context ids
+    responses: torch.Tensor  # (B, Lr) raw sampled responses
+    logprobs: torch.Tensor  # (B, Lr) tempered log-probs recorded while sampling
+    ref_logprobs: torch.Tensor  # (B, Lr) the frozen reference's
+    scores: torch.Tensor  # (B,) env scores (penalty applied)
+    valid: np.ndarray  # (B,)
+    texts: list[str]  # truncated responses, decoded
+    features: Features | None  # frozen lower blocks' output (top-k training), reused by the update
+    full: torch.Tensor  # (B, Lc + Lr) context and response
+
+
+class Agent:
+    """The shared skeleton of a built-in algorithm on a :class:`textenv.vector.TextVectorEnv`.
+
+    Subclasses set :attr:`group` (responses per prompt: 1, or ``config.k``) and implement
+    :meth:`rollout` (from :meth:`sample_and_score` to the algorithm's batch, which must have
+    ``logprobs``, ``ref_logprobs``, ``scores``, ``rewards``, ``valid`` and ``texts``) and :meth:`update`.
+    """
+
+    config: AlgoConfig
+    policy: Any  # agents.policy.PolicyWithValue
+    reference: Any
+    envs: Any
+    rank: int
+    world: int
+    local_batch: int
+    context_length: int
+    response_length: int
+    kl_ctl: AdaptiveKLController | FixedKLController
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    generator: torch.Generator
+    np_rng: np.random.Generator
+    iteration: int
+    kl_over: int  # consecutive iterations with the KL above the halt threshold
+    timings: dict[str, float]
+    last_batch: Any
+
+    def __init__(self, policy, envs, config: AlgoConfig, reference=None) -> None:
+        self.policy, self.envs, self.config = policy, envs, config
+        self.reference = reference if reference is not None else policy.reference()
+        self.rank, self.world = D.rank(), D.world_size()
+        unit = self.world * self.group * config.minibatches
+        if config.batch_size % unit:
+            raise ValueError(
+                f"batch_size={config.batch_size} must split into {self.world} process(es) x "
+                f"minibatches={config.minibatches} x {self.group} response(s) per prompt; use a multiple of {unit}."
+            )
+        self.local_batch = config.batch_size // self.world
+        if envs.num_envs != self.local_batch:
+            raise ValueError(
+                f"the vector env has {envs.num_envs} envs; this process needs batch_size / processes = "
+                f"{config.batch_size} / {self.world} = {self.local_batch}."
+            )
+        self.context_length = envs.unwrapped.runtime.context_length
+        self.response_length = envs.unwrapped.config.response_length
+        self.kl_ctl = config.kl.controller()
+        self.params = self.trainable_parameters()
+        if not self.params:
+            raise ValueError("the policy has no trainable parameters; check set_trainable / enable_lora.")
+        o = config.optim
+        self.optimizer = make_optimizer(self.params, lr=o.lr, kind=o.optimizer, eps=o.adam_eps)
+        seed = config.seed + self.rank * D.RANK_SEED_STRIDE  # per-rank seeds (§1.8)
+        self.device = next(policy.parameters()).device
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.np_rng = np.random.default_rng(seed)
+        self.iteration, self.kl_over, self.timings, self.last_batch = 0, 0, {}, None
+
+    @property
+    def group(self) -> int:
+        """Responses per prompt (1; group algorithms: ``config.k``)."""
+        return 1
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
+    # ----------------------------------------------------------------------------------- rollout
+    def reset_envs(self) -> np.ndarray:
+        """Reset the vector env; group algorithms give each group of ``group`` envs one prompt."""
+        if self.group == 1:
+            obs, _ = self.envs.reset(seed=int(self.np_rng.integers(2**31)))
+        else:
+            seeds = self.np_rng.integers(2**31, size=self.local_batch // self.group)
+            obs, _ = self.envs.reset(seed=[int(s) for s in np.repeat(seeds, self.group)])
+        return obs
+
+    @torch.no_grad()
+    def sample_and_score(self) -> Samples:
+        """Sample B responses, step the env to score them, run the frozen reference (timings recorded)."""
+        obs = self.reset_envs()
+        context = torch.as_tensor(obs[:, : self.context_length]).to(self.device)
+        self.policy.eval()
+        t0 = time.perf_counter()
+        responses, logprobs = self.policy.sample(context, self.response_length, generator=self.generator)
+        t1 = time.perf_counter()
+        info, env_rewards, terminated = {}, None, np.zeros(0, dtype=bool)
+        for t in range(self.response_length):
+            _, env_rewards, terminated, _, info = self.envs.step(responses[:, t].cpu().numpy())
+        if not terminated.all():
+            raise RuntimeError("the environment did not terminate after response_length steps.")
+        scores = torch.as_tensor(env_rewards, dtype=torch.float32, device=self.device)
+        t2 = time.perf_counter()
+        full = torch.cat([context, responses], dim=1)
+        feats = self.policy.features(full)  # top-k training: the shared frozen lower part, run once
+        ref = self.reference.forward_stats(full, self.context_length, feats).logprobs
+        self.timings = {"sample": t1 - t0, "score": t2 - t1, "reference": time.perf_counter() - t2}
+        return Samples(
+            context,
+            responses,
+            logprobs,
+            ref,
+            scores,
+            np.asarray(info["valid"]),
+            list(info["truncated_text"]),
+            feats,
+            full,
+        )
+
+    def rollout(self) -> Any:
+        raise NotImplementedError
+
+    def update(self, batch: Any) -> dict:
+        raise NotImplementedError
+
+    def set_lr(self) -> float:
+        """This iteration's learning rate (linear decay to 0 over the run when ``optim.lr_decay``)."""
+        o = self.config.optim
+        lr = linear_decay(o.lr, self.iteration, self.config.num_updates) if o.lr_decay else o.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def rollout_metrics(self, batch) -> dict:
+        """The batch's ``objective/*`` statistics (algorithms add their own keys)."""
+        kl = kl_per_token(batch.logprobs, batch.ref_logprobs, self.config.kl.estimator).sum(1)  # (B,)
+        return {
+            "objective/kl": float(kl.mean()),
+            "objective/kl_coef": self.kl_ctl.value,
+            "objective/score": float(batch.scores.mean()),
+            "objective/score_std": float(batch.scores.std(unbiased=False)),
+            "objective/entropy": float((-batch.logprobs).sum(1).mean()),
+            "objective/valid_rate": float(batch.valid.mean()),
+        }
+
+    # --------------------------------------------------------------------------------- iteration
+    def step(self) -> dict:
+        """One iteration: rollout, andon checks, update, KL control; returns the reference code's keys.
+
+        Raises :class:`TrainingHalted` before any optimiser step when the rollout holds NaN/inf or the KL
+        has exceeded the halt threshold for ``halt.kl_patience`` iterations in a row (the agent's state
+        is then exactly that after the previous iteration), and before the offending optimiser step when
+        a loss or gradient is not finite.
+        """
+        cfg = self.config
+        t0 = time.perf_counter()
+        try:
+            batch = self.rollout()
+        except NonFiniteRewardError as exc:
+            raise TrainingHalted(f"iteration {self.iteration + 1}: {exc}", phase="rollout") from exc
+        t_rollout = time.perf_counter() - t0
+        metrics = D.mean_metrics(self.rollout_metrics(batch))
+        self.kl_over = check_rollout(metrics, batch.rewards, cfg, self.kl_over, self.iteration)
+        t1 = time.perf_counter()
+        metrics.update(D.mean_metrics(self.update(batch)))
+        self.kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
+        self.iteration += 1
+        metrics.update(
+            {
+                **{f"time/{k}": v for k, v in self.timings.items()},
+                "time/rollout": t_rollout,
+                "time/update": time.perf_counter() - t1,
+                "time/iteration": time.perf_counter() - t0,
+                "iteration": self.iteration,
+                "episodes": self.iteration * cfg.batch_size,
+            }
+        )
+        self.last_batch = batch
+        return metrics
+
+    # ------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue bit for bit: trainable weights, optimiser, KL
+        controller, RNG states and counters (the frozen rest is rebuilt from the model spec)."""
+        return {
+            "iteration": self.iteration,
+            "trainable": {
+                n: p.detach().clone() for n, p in self.policy.named_parameters() if p.requires_grad
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "kl_ctl": self.kl_ctl.state_dict(),
+            "kl_over": self.kl_over,
+            "generator": self.generator.get_state(),
+            "np_rng": self.np_rng.bit_generator.state,
+            "rank": self.rank,
+            "world": self.world,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("world", 1) != self.world:
+            raise ValueError(
+                f"the checkpoint was written by {state.get('world')} processes; resume it with the same number "
+                f"(this run has {self.world})."
+            )
+        named = dict(self.policy.named_parameters())
+        missing = [n for n in state["trainable"] if n not in named]
+        if missing:
+            raise ValueError(
+                f"checkpoint tensors {missing[:3]} are not in this policy; was it built the same way?"
+            )
+        with torch.no_grad():
+            for n, t in state["trainable"].items():
+                named[n].copy_(t)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        self.kl_over = int(state.get("kl_over", 0))
+        self.generator.set_state(state["generator"])
+        self.np_rng.bit_generator.state = state["np_rng"]
+        self.iteration = int(state["iteration"])

@@ -1,0 +1,195 @@
+"""A ``train-policy`` run folder: its layout, logs, safe checkpoints, curves, and :func:`load_policy`.
+
+Layout of ``run.out_dir``::
+
+    config.toml                      the resolved config
+    metrics.jsonl                    one line per iteration (the reference code's keys)
+    samples.jsonl                    decoded samples every ``sample_every`` iterations
+    tensorboard/                     TensorBoard events
+    checkpoints/iter-0000010.rank0/  state.safetensors + state.json + manifest.json (agents.checkpoint)
+    curves.png                       the learning curves (the algorithm's, from the registry)
+    halt.json                        why the andon cord stopped the run, when it did
+
+Checkpoints are safetensors and JSON, never pickles, written atomically with checksums; ``--resume``
+verifies them and falls back to the newest intact one, saying which file was damaged.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from agents import checkpoint as ckpt
+from agents.algos import ALGOS
+from agents.config import ConfigError, TrainConfig, dump_toml, load_config
+
+
+class RunFiles:
+    """The run folder: metrics, samples, TensorBoard and checkpoints (logs written by rank 0 only)."""
+
+    def __init__(self, out_dir: str | Path, cfg: TrainConfig, rank: int) -> None:
+        self.dir = Path(out_dir)
+        self.ckpt_dir = self.dir / "checkpoints"
+        self.cfg, self.rank = cfg, rank
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.tb = None
+
+    def write_config(self) -> None:
+        if self.rank == 0:
+            (self.dir / "config.toml").write_text(dump_toml(self.cfg))
+
+    def open_logs(self, start_iteration: int) -> None:
+        if self.rank != 0:
+            return
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            path = self.dir / name
+            kept = []
+            if start_iteration and path.exists():  # drop what a killed run wrote after its checkpoint
+                rows = [line for line in path.read_text().splitlines() if line.strip()]
+                kept = [line for line in rows if json.loads(line).get("iteration", 0) <= start_iteration]
+            path.write_text("".join(line + "\n" for line in kept))
+        if self.cfg.run.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=start_iteration + 1)
+
+    def log(self, metrics: dict) -> None:
+        if self.rank != 0:
+            return
+        with open(self.dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        if self.tb is not None:
+            for key, value in metrics.items():
+                if key != "iteration" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, metrics["iteration"])
+
+    def log_samples(self, rows: list[dict]) -> None:
+        if self.rank != 0:
+            return
+        with open(self.dir / "samples.jsonl", "a") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+
+    # ------------------------------------------------------------------------------- checkpoints
+    def checkpoint_path(self, iteration: int) -> Path:
+        return ckpt.checkpoint_path(self.ckpt_dir, iteration, self.rank)
+
+    def save_checkpoint(self, agent) -> Path:
+        state = {"state": agent.state_dict(), "config": self.cfg.to_dict()}
+        path = ckpt.save_state(self.checkpoint_path(agent.iteration), state)
+        ckpt.prune(self.ckpt_dir, self.rank, self.cfg.run.keep_checkpoints)
+        return path
+
+    def latest_checkpoint(self) -> Path | None:
+        found, _damaged = ckpt.latest_intact(self.ckpt_dir, self.rank)
+        return found
+
+    def has_checkpoints(self) -> bool:
+        return bool(ckpt.find_checkpoints(self.ckpt_dir, f"iter-*.rank{self.rank}")) or any(self.ckpt_dir.glob("iter-*.pt"))
+
+    def resume(self, agent) -> int:
+        """Load the newest intact checkpoint into ``agent`` (saying which newer ones are damaged); refuses
+        a config that differs outside ``[run]``. Returns the iteration it resumes after."""
+        path, damaged = ckpt.latest_intact(self.ckpt_dir, self.rank)
+        for bad, reason in damaged:
+            print(
+                f"[train-policy] checkpoint {bad.name} is damaged ({reason}); skipping it.", file=sys.stderr
+            )
+        if path is None:
+            legacy = sorted(self.ckpt_dir.glob("iter-*.pt"))
+            raise FileNotFoundError(
+                f"--resume: no intact checkpoint in {self.ckpt_dir}"
+                + (
+                    f" (found {len(legacy)} pickled .pt file(s) from an older version, never loaded)"
+                    if legacy
+                    else ""
+                )
+                + "; start without --resume."
+            )
+        if damaged:
+            print(f"[train-policy] resuming from {path.name}.", file=sys.stderr)
+        saved = ckpt.load_state(path)
+        mine, theirs = self.cfg.to_dict(), saved["config"]
+        changed = [
+            f"{t}.{k}" for t in mine if t != "run" for k in mine[t] if mine[t][k] != theirs.get(t, {}).get(k)
+        ]
+        if changed:
+            raise ConfigError(
+                f"--resume: the config differs from the checkpoint's in {changed}; only [run] may change."
+            )
+        agent.load_state_dict(saved["state"])
+        return agent.iteration
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def sample_rows(agent, n: int) -> list[dict]:
+    """The first ``n`` episodes of the agent's last batch, decoded, for ``samples.jsonl``."""
+    batch, tok, pad = agent.last_batch, agent.policy.tokenizer, agent.policy.pad_id
+    return [
+        {
+            "iteration": agent.iteration,
+            "query": tok.decode([int(t) for t in batch.context[i] if int(t) != pad]),
+            "response": batch.texts[i],
+            "score": float(batch.scores[i]),
+            "valid": bool(batch.valid[i]),
+        }
+        for i in range(min(n, batch.context.shape[0]))
+    ]
+
+
+def plot_curves(metrics_path: Path, out: Path, algo: str, target_kl: float | None = None) -> Path:
+    """A 2 x 3 PNG of the learning curves in ``metrics.jsonl`` (the algorithm's curves from the registry)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+    for ax, (key, title) in zip(axes.flat, ALGOS[algo].curves):
+        ax.plot([r["episodes"] for r in rows if key in r], [r[key] for r in rows if key in r])
+        if key == "objective/kl" and target_kl:
+            ax.axhline(target_kl, color="gray", linestyle="--", label="target")
+            ax.legend()
+        ax.set_title(title)
+        ax.set_xlabel("episodes")
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
+def load_policy(run_dir: str | Path, device: str = "cpu") -> tuple[Any, TrainConfig]:
+    """The trained policy of a ``train-policy`` run folder (its newest intact checkpoint on rank 0) and
+    the run's config. Never unpickles: checkpoints are safetensors + JSON."""
+    from agents.build import build_policy
+
+    run = Path(run_dir)
+    if not (run / "config.toml").exists():
+        raise FileNotFoundError(f"{run} is not a train-policy run folder (no config.toml).")
+    cfg = load_config(run / "config.toml", [f"--run.device={device}", "--online.enabled=false"])
+    policy = build_policy(cfg)
+    path, damaged = ckpt.latest_intact(run / "checkpoints", 0)
+    if path is None:
+        reasons = "; ".join(f"{p.name}: {why}" for p, why in damaged)
+        raise FileNotFoundError(
+            f"no intact checkpoint in {run / 'checkpoints'}" + (f" ({reasons})" if reasons else "") + "."
+        )
+    trainable = ckpt.load_state(path)["state"]["trainable"]
+    named = dict(policy.named_parameters())
+    unknown = [n for n in trainable if n not in named]
+    if unknown:
+        raise ValueError(
+            f"{path}: tensors {unknown[:3]} are not in the policy built from {run / 'config.toml'}."
+        )
+    import torch
+
+    with torch.no_grad():
+        for name, tensor in trainable.items():
+            named[name].copy_(tensor)
+    return policy.eval(), cfg
