@@ -65,17 +65,14 @@ def _log(msg: str, t0: float) -> None:
 @torch.no_grad()
 def evaluate_policy(policy, rm, labeler, tokenizer, overrides: dict, n: int, seed: int) -> dict:
     """Sample ``n`` responses on held-out (valid split) prompts; score with the RM and the labeler."""
-    from textenv.env import TaskRuntime
-    from textenv.tasks import get_task
+    from textenv.models.sampling import generator_sample_fn
+    from textenv.sampler import sample_task
+    from textenv.task import make_task
 
-    cfg = get_task(TASK, split="valid", **overrides)
-    rt = TaskRuntime(cfg, tokenizer, reward_fn=lambda q, r: np.zeros(len(r)))
-    rng = np.random.default_rng(seed)
-    prompts = [rt.draw(rng) for _ in range(n)]
-    context = torch.as_tensor(np.stack([rt.context_row(p) for p in prompts]))
-    responses, _ = policy.sample(context, cfg.response_length, generator=torch.Generator().manual_seed(seed))
-    queries = [list(p.query) for p in prompts]
-    resp = [[int(t) for t in r] for r in responses]
+    task = make_task(TASK, tokenizer, split="valid", **overrides)
+    drawn = sample_task(task, generator_sample_fn(policy.sample), n, seed=seed)
+    queries = [list(p.query) for p in drawn.prompts]
+    resp = [[int(t) for t in r] for r in drawn.responses]
     texts = [tokenizer.decode(r) for r in resp]
     return {
         "rm": rm.score(queries, resp, batch_size=64),

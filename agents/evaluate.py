@@ -70,18 +70,16 @@ def generate(
     """One response per prompt for ``n`` prompts of ``task``'s ``split`` (the same prompts for every
     system with the same seed): rows with ``query``, ``source``, ``reference``, ``response``, ``valid`` and
     ``score`` (the task's own score of the truncated response; R-AVG for the text baselines)."""
-    from textenv.env import TaskRuntime
-    from textenv.models.sampling import sample_responses
-    from textenv.tasks import get_task
+    from textenv.models.sampling import hf_sample_fn
+    from textenv.sampler import sample_for_prompts
+    from textenv.task import make_task
 
-    cfg = get_task(task, split=split, **overrides)
-    rt = TaskRuntime(cfg, tokenizer)  # the task's own score (VADER, descriptiveness, R-AVG)
-    rng = np.random.default_rng(seed)
-    prompts = [rt.draw(rng) for _ in range(n)]
-    records = {getattr(r, "id", None): r for r in rt.records}
-    sources = [_source_text(records.get(p.id), rt.decode(np.array(p.query))) for p in prompts]
+    t = make_task(task, tokenizer, split=split, **overrides)  # the task's own score (VADER, R-AVG, ...)
+    prompts = t.draw_prompts(n, seed)
+    records = {getattr(r, "id", None): r for r in t.records}
+    sources = [_source_text(records.get(p.id), t.decode(np.array(p.query))) for p in prompts]
     base = {
-        "query": [rt.decode(np.array(p.query)) for p in prompts],
+        "query": [t.decode(np.array(p.query)) for p in prompts],
         "source": sources,
         "reference": [p.reference for p in prompts],
     }
@@ -95,12 +93,10 @@ def generate(
         valid = [True] * n
         scores = [rouge_avg(p.reference, r) for p, r in zip(prompts, responses)]
     else:
-        context = np.stack([rt.context_row(p) for p in prompts])
-        out = sample_responses(
-            model, context, rt.pad_id, cfg.response_length, temperature or cfg.temperature, seed=seed
-        )
-        scored = rt.score(np.stack([rt.query_row(p) for p in prompts]), out, base["reference"])
-        responses = [str(t).strip() for t in scored["truncated_text"]]
+        sample_fn = hf_sample_fn(model, t.pad_id, temperature or t.config.temperature)
+        out = sample_for_prompts(t, prompts, sample_fn, seed=seed).responses
+        scored = t.score(t.queries(prompts), out, base["reference"])
+        responses = [str(x).strip() for x in scored["truncated_text"]]
         valid = [bool(v) for v in scored["valid"]]
         scores = [float(x) for x in scored["score"]]
     return [

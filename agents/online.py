@@ -217,34 +217,28 @@ class OnlineLoop:
         self.requests += n
 
     def _validation_questions(self, n: int, seed: int, version: int) -> None:
+        """``n`` questions whose samples come half from rho (the reference policy), half from the policy."""
         from rewards.pipeline import make_question
-        from textenv.env import TaskRuntime
-        from textenv.models.sampling import sample_responses
-        from textenv.tasks import get_task
+        from textenv.models.sampling import hf_sample_fn
+        from textenv.sampler import sample_for_prompts
+        from textenv.task import make_task
 
-        cfg = get_task(self.task, **self.overrides)
-        rt = TaskRuntime(cfg, self.tokenizer, reward_fn=lambda q, r: np.zeros(len(r)))
-        rng = np.random.default_rng(seed)
-        prompts = [rt.draw(rng) for _ in range(n)]
-        context = np.stack([rt.context_row(p) for p in prompts])
-        half = self.config.samples // 2
-        rows = np.repeat(context, half, axis=0)
+        task = make_task(self.task, self.tokenizer, **self.overrides)
+        prompts = task.draw_prompts(n, seed)
+        half, temperature = self.config.samples // 2, task.config.temperature
         with _as_lm(self.agent.reference) as ref_lm:
-            from_ref = sample_responses(
-                ref_lm, rows, rt.pad_id, cfg.response_length, cfg.temperature, seed=seed
-            )
+            sample_fn = hf_sample_fn(ref_lm, task.pad_id, temperature)
+            from_ref = sample_for_prompts(task, prompts, sample_fn, k=half, seed=seed).per_prompt()
         with _as_lm(self.agent.policy) as lm:
-            rows_pi = np.repeat(context, self.config.samples - half, axis=0)
-            from_pi = sample_responses(
-                lm, rows_pi, rt.pad_id, cfg.response_length, cfg.temperature, seed=seed + 1
+            sample_fn = hf_sample_fn(lm, task.pad_id, temperature)
+            k = self.config.samples - half
+            from_pi = sample_for_prompts(task, prompts, sample_fn, k=k, seed=seed + 1).per_prompt()
+        questions = [
+            make_question(
+                task, p, [*from_ref[i], *from_pi[i]], version, question_id=f"val-{version}-{seed}-{i}"
             )
-        questions = []
-        for i, p in enumerate(prompts):
-            samples = [
-                *from_ref[i * half : (i + 1) * half],
-                *from_pi[i * (self.config.samples - half) : (i + 1) * (self.config.samples - half)],
-            ]
-            questions.append(make_question(rt, p, samples, version, question_id=f"val-{version}-{seed}-{i}"))
+            for i, p in enumerate(prompts)
+        ]
         self.store.add(questions)
 
     # ------------------------------------------------------------------------------- labels

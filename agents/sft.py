@@ -58,20 +58,18 @@ def examples(
 ) -> list[tuple[np.ndarray, list[int]]]:
     """(context row, target ids) pairs: the env's formatted context and ``" " + reference`` followed by the
     truncation token, cut to ``response_length``."""
-    from textenv.env import TaskRuntime
-    from textenv.tasks import get_task
+    from textenv.task import make_task
 
-    cfg = get_task(task, split=split, **overrides)
-    rt = TaskRuntime(cfg, tokenizer, reward_fn=lambda q, r, **k: np.zeros(len(r)))
+    t = make_task(task, tokenizer, split=split, **overrides)
     out = []
-    for i in range(len(rt.records)):
-        prompt = rt.prepare(i)
+    for i in range(len(t.records)):
+        prompt = t.prepare(i)
         if prompt is None or not prompt.reference:
             continue
         target = tokenizer.encode(" " + prompt.reference.strip(), add_special_tokens=False)
-        if rt.truncate_id is not None:
-            target = [*target, rt.truncate_id]
-        out.append((rt.context_row(prompt), target[: cfg.response_length]))
+        if t.truncate_id is not None:
+            target = [*target, t.truncate_id]
+        out.append((t.context_row(prompt), target[: t.config.response_length]))
         if limit and len(out) >= limit:
             break
     if not out:

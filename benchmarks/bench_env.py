@@ -34,7 +34,7 @@ def time_vector_env(batch: int, repeats: int) -> float:
     )
     length = envs.unwrapped.config.response_length
     rng = np.random.default_rng(0)
-    actions = rng.integers(0, envs.unwrapped.runtime.vocab_size, size=(length, batch))
+    actions = rng.integers(0, envs.unwrapped.task.vocab_size, size=(length, batch))
     envs.reset(seed=0)
     for a in actions:  # warm-up episode
         envs.step(a)
@@ -51,7 +51,7 @@ def time_vector_env(batch: int, repeats: int) -> float:
 def time_single_env(repeats: int) -> float:
     env = gym.make("BookSentiment-v0", reward_fn=trivial_reward)
     length = env.unwrapped.config.response_length
-    actions = np.random.default_rng(0).integers(0, env.unwrapped.runtime.vocab_size, size=length)
+    actions = np.random.default_rng(0).integers(0, env.unwrapped.task.vocab_size, size=length)
     times = []
     for r in range(repeats + 1):
         t0 = time.perf_counter()

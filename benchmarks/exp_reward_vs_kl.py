@@ -25,20 +25,17 @@ TASK = "MockSentiment-v0"
 
 
 def frontier(lm, tok, args, overrides: dict) -> list[dict]:
-    from textenv.env import TaskRuntime
     from textenv.metrics import optimal_frontier
-    from textenv.models.sampling import sample_responses
+    from textenv.models.sampling import hf_sample_fn
+    from textenv.sampler import sample_task
     from textenv.scorers import MockSentimentScore
-    from textenv.tasks import get_task
+    from textenv.task import make_task
 
-    cfg = get_task(TASK, **overrides)
-    rt = TaskRuntime(cfg, tok, reward_fn=lambda q, r: np.zeros(len(r)))
-    rng = np.random.default_rng(args.seed)
-    prompts = [rt.draw(rng) for _ in range(args.prompts)]
-    context = np.repeat(np.stack([rt.context_row(p) for p in prompts]), args.samples, axis=0)
+    task = make_task(TASK, tok, **overrides)
+    sample_fn = hf_sample_fn(lm, task.pad_id, args.temperature)
+    drawn = sample_task(task, sample_fn, args.prompts, k=args.samples, seed=args.seed)
     gold = MockSentimentScore(tok)
-    out = sample_responses(lm, context, rt.pad_id, cfg.response_length, args.temperature, seed=args.seed)
-    rewards = gold(None, out).reshape(args.prompts, args.samples)
+    rewards = gold(None, drawn.responses).reshape(args.prompts, args.samples)
     betas = np.geomspace(0.05, 20, 40)
     return optimal_frontier(rewards, betas)
 

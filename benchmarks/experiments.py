@@ -95,24 +95,14 @@ def responses(
 ) -> list[tuple[str, str]]:
     """``(prompt, response)`` texts (raw, untruncated) for ``n`` held-out prompts: the same prompts for
     the same ``seed``; the sampling uses ``sample_seed`` (default ``seed``)."""
-    from textenv.env import TaskRuntime
-    from textenv.models.sampling import sample_responses
-    from textenv.tasks import get_task
+    from textenv.models.sampling import hf_sample_fn
+    from textenv.sampler import sample_task
+    from textenv.task import make_task
 
-    cfg = get_task(task, split="valid", **overrides)
-    rt = TaskRuntime(cfg, tokenizer, reward_fn=lambda q, r: np.zeros(len(r)))
-    rng = np.random.default_rng(seed)
-    prompts = [rt.draw(rng) for _ in range(n)]
-    context = np.stack([rt.context_row(p) for p in prompts])
-    out = sample_responses(
-        policy_lm,
-        context,
-        rt.pad_id,
-        cfg.response_length,
-        temperature,
-        seed=seed if sample_seed is None else sample_seed,
-    )
-    return [(rt.decode(np.array(p.query)), rt.decode(r)) for p, r in zip(prompts, out)]
+    t = make_task(task, tokenizer, split="valid", **overrides)
+    sample_fn = hf_sample_fn(policy_lm, t.pad_id, temperature)
+    drawn = sample_task(t, sample_fn, n, seed=seed, sample_seed=sample_seed)
+    return [(t.decode(np.array(p.query)), t.decode(r)) for p, r in zip(drawn.prompts, drawn.responses)]
 
 
 def win_rate_vs_initial(

@@ -49,37 +49,32 @@ def sample_questions(
         require_valid: reject and resample invalid samples (the paper's behaviour).
         max_rounds: resampling rounds before a query that keeps producing invalid samples is skipped.
     """
-    from textenv.env import TaskRuntime
-    from textenv.models.sampling import sample_responses
-    from textenv.tasks import get_task, response_is_valid, truncate_response
+    from textenv.models.sampling import hf_sample_fn
+    from textenv.sampler import sample_for_prompts
+    from textenv.task import make_task
 
     if n_queries < 1 or n_samples < 2:
         raise ValueError(f"need n_queries >= 1 and n_samples >= 2, got {n_queries} and {n_samples}.")
-    cfg = get_task(task, **task_overrides)
-    rt = TaskRuntime(cfg, tokenizer, reward_fn=lambda q, r: np.zeros(len(r)))
+    task = make_task(task, tokenizer, **task_overrides)
+    sample_fn = hf_sample_fn(model, task.pad_id, task.config.temperature)
     rng = np.random.default_rng(seed)
     stats = {"questions": 0, "sampled": 0, "valid": 0, "skipped_queries": 0}
     per_batch = max(1, batch_size // n_samples)
     call = 0
     while stats["questions"] + stats["skipped_queries"] < n_queries:
         todo = min(per_batch, n_queries - stats["questions"] - stats["skipped_queries"])
-        prompts = [rt.draw(rng) for _ in range(todo)]
+        prompts = task.draw_prompts(todo, rng)
         kept: list[list[np.ndarray]] = [[] for _ in prompts]
         for _round in range(max_rounds if require_valid else 1):
             need = [i for i, k in enumerate(kept) if len(k) < n_samples]
             if not need:
                 break
             rows = [i for i in need for _ in range(n_samples - len(kept[i]))]
-            context = np.stack([rt.context_row(prompts[i]) for i in rows])
-            responses = sample_responses(
-                model, context, rt.pad_id, cfg.response_length, cfg.temperature, seed=seed * 100_003 + call
+            drawn = sample_for_prompts(
+                task, [prompts[i] for i in rows], sample_fn, seed=seed * 100_003 + call
             )
             call += 1
-            if rt.truncate_id is None:  # the task's truncation rule is off: every sample is valid
-                truncated, valid = responses, np.ones(len(responses), dtype=bool)
-            else:
-                truncated = truncate_response(responses, rt.truncate_id, cfg.truncate_after, rt.pad_id)
-                valid = response_is_valid(truncated, rt.truncate_id, cfg.truncate_after)
+            truncated, valid, _ = task.truncate(drawn.responses)
             stats["sampled"] += len(rows)
             stats["valid"] += int(valid.sum())
             for i, t, v in zip(rows, truncated, valid):
@@ -90,7 +85,7 @@ def sample_questions(
             if len(samples) < n_samples:
                 stats["skipped_queries"] += 1
                 continue
-            questions.append(make_question(rt, prompt, samples, policy_version))
+            questions.append(make_question(task, prompt, samples, policy_version))
         store.add(questions)
         stats["questions"] += len(questions)
         if progress is not None:
@@ -99,16 +94,16 @@ def sample_questions(
     return stats
 
 
-def make_question(rt, prompt, samples, policy_version: int = 0, question_id: str = "") -> Comparison:
-    """A question for the store: ``prompt`` (from ``rt``, a :class:`textenv.env.TaskRuntime`) and the sampled
+def make_question(task, prompt, samples, policy_version: int = 0, question_id: str = "") -> Comparison:
+    """A question for the store: ``prompt`` (drawn from ``task``, a :class:`textenv.Task`) and the sampled
     responses ``samples`` (pads dropped), with their decoded texts."""
-    sample_ids = [[int(x) for x in s if x != rt.pad_id] for s in samples]
+    sample_ids = [[int(x) for x in s if x != task.pad_id] for s in samples]
     return Comparison(
-        task=rt.config.name,
+        task=task.config.name,
         query=list(prompt.query),
         samples=sample_ids,
-        query_text=rt.decode(np.array(prompt.query)),
-        sample_texts=[rt.decode(np.array(s)) for s in sample_ids],
+        query_text=task.decode(np.array(prompt.query)),
+        sample_texts=[task.decode(np.array(s)) for s in sample_ids],
         reference=prompt.reference,
         policy_version=policy_version,
         question_id=question_id,

@@ -299,25 +299,15 @@ def policy_samples(
 ) -> tuple[list[list[int]], list[list[int]]]:
     """``n`` (query, response) pairs from the policy ``model`` on ``task``'s prompts, untruncated, as
     the reference code samples for normalisation (§1.3)."""
-    from textenv.env import TaskRuntime
-    from textenv.models.sampling import sample_responses
-    from textenv.tasks import get_task
+    from textenv.models.sampling import hf_sample_fn
+    from textenv.sampler import sample_task
+    from textenv.task import make_task
 
-    cfg = get_task(task, **overrides)
-    rt = TaskRuntime(cfg, tokenizer, reward_fn=lambda q, r: np.zeros(len(r)))
-    rng = np.random.default_rng(seed)
-    queries, responses = [], []
-    call = 0
-    while len(queries) < n:
-        prompts = [rt.draw(rng) for _ in range(min(batch_size, n - len(queries)))]
-        context = np.stack([rt.context_row(p) for p in prompts])
-        out = sample_responses(
-            model, context, rt.pad_id, cfg.response_length, cfg.temperature, seed=seed * 7919 + call
-        )
-        call += 1
-        queries += [list(p.query) for p in prompts]
-        responses += [[int(t) for t in r] for r in out]
-    return queries, responses
+    t = make_task(task, tokenizer, **overrides)
+    sample_fn = hf_sample_fn(model, t.pad_id, t.config.temperature)
+    drawn = sample_task(t, sample_fn, n, seed=seed, sample_seed=seed * 7919, batch_size=batch_size)
+    queries = [list(p.query) for p in drawn.prompts]
+    return queries, [[int(x) for x in r] for r in drawn.responses]
 
 
 def split_holdout(items: Sequence[Comparison], fraction: float) -> tuple[list[Comparison], list[Comparison]]:

@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from agents.ppo import TrainingHalted
-from agents.train import apply_overrides, build_agent, load_config, train_policy
+from agents.checkpoint import load_state
+from agents.loop import TrainingHalted
+from agents.build import build_agent
+from agents.config import apply_overrides, load_config
+from agents.train import train_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,15 +35,17 @@ def metric_rows(folder):
 
 
 def test_overrides_and_config_errors(tmp_path):
-    cfg = tiny_config(tmp_path, "--ppo.lr=2e-4", "--epochs=3", "--env.overrides.response_length=5")
-    assert cfg.ppo.lr == 2e-4 and cfg.ppo.epochs == 3 and cfg.env.overrides["response_length"] == 5
+    cfg = tiny_config(tmp_path, "--optim.lr=2e-4", "--epochs=3", "--env.overrides.response_length=5")
+    assert cfg.optim.lr == 2e-4 and cfg.ppo.epochs == 3 and cfg.env.overrides["response_length"] == 5
     with pytest.raises(ValueError, match="no key 'lrr' in \\[ppo\\]"):
         apply_overrides({}, ["--ppo.lrr=1"])
     with pytest.raises(ValueError, match=r"several tables|in no table"):
         apply_overrides({}, ["--nonsense=1"])
     with pytest.raises(FileNotFoundError, match="presets"):
         load_config("no_such_config")
-    with pytest.raises(ValueError, match=r"policy\.train='half'"):
+    with pytest.raises(
+        ValueError, match=r"policy\.train = 'half': input should be 'full', 'top_blocks' or 'lora'"
+    ):
         tiny_config(tmp_path, "--policy.train=half")
 
 
@@ -65,8 +70,8 @@ def test_run_writes_metrics_samples_curves_and_resumes_exactly(tmp_path):
         train_policy(part, progress=False)
     train_policy(tiny_config(tmp_path / "b"), resume=True, progress=False)
     assert metric_rows(tmp_path / "b" / "run") == metric_rows(run)
-    with pytest.raises(ValueError, match=r"ppo\.lr"):
-        train_policy(tiny_config(tmp_path / "b", "--ppo.lr=0.5"), resume=True, progress=False)
+    with pytest.raises(ValueError, match=r"optim\.lr"):
+        train_policy(tiny_config(tmp_path / "b", "--optim.lr=0.5"), resume=True, progress=False)
 
 
 def _cli(out_dir, *extra):
@@ -81,14 +86,14 @@ def test_kill_minus_9_then_resume_equals_uninterrupted(tmp_path):
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True)
     cmd, env = _cli(tmp_path / "killed", "--run.keep_checkpoints=0")
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = tmp_path / "killed" / "checkpoints" / "iter-0000003.rank0.pt"
+    target = tmp_path / "killed" / "checkpoints" / "iter-0000003.rank0"
     deadline = time.time() + 120
     while not target.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert target.exists()
-    done = sorted(p.name for p in (tmp_path / "killed" / "checkpoints").glob("*.pt"))
+    done = sorted(p.name for p in (tmp_path / "killed" / "checkpoints").glob("iter-*"))
     assert len(done) < 6, f"the run finished before the kill ({done}); nothing was tested"
     cmd, env = _cli(tmp_path / "killed", "--resume")
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True)
@@ -98,8 +103,8 @@ def test_kill_minus_9_then_resume_equals_uninterrupted(tmp_path):
 def test_andon_cord_stops_on_nan_and_kl_runaway(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path)
     agent = build_agent(cfg)
-    runtime = agent.envs.runtime
-    runtime.reward_fn = lambda q, r: np.full(len(q), np.nan)
+    task = agent.envs.task
+    task.reward_fn = lambda q, r: np.full(len(q), np.nan)
     with pytest.raises(TrainingHalted, match="non-finite"):
         agent.step()
     # the same through train_policy: halt.json and a resumable checkpoint at the last good iteration
@@ -109,7 +114,7 @@ def test_andon_cord_stops_on_nan_and_kl_runaway(tmp_path, monkeypatch):
 
     def nan_after_two(cfg):
         agent = real_build(cfg)
-        rt = agent.envs.runtime
+        rt = agent.envs.task
         good = rt.reward_fn
         rt.reward_fn = lambda q, r: good(q, r) if agent.iteration < 2 else np.full(len(q), np.inf)
         return agent
@@ -118,9 +123,9 @@ def test_andon_cord_stops_on_nan_and_kl_runaway(tmp_path, monkeypatch):
     with pytest.raises(TrainingHalted):
         train_policy(cfg, progress=False)
     halt = json.loads((tmp_path / "run" / "halt.json").read_text())
-    assert halt["iteration"] == 3 and halt["resume_from"].endswith("iter-0000002.rank0.pt")
+    assert halt["iteration"] == 3 and halt["resume_from"].endswith("iter-0000002.rank0")
     # KL runaway: a target far below the KL a high learning rate produces
-    cfg = tiny_config(tmp_path / "kl", "--ppo.lr=0.05", "--ppo.target_kl=0.01", "--ppo.halt_kl_patience=2")
+    cfg = tiny_config(tmp_path / "kl", "--optim.lr=0.05", "--kl.target=0.01", "--halt.kl_patience=2")
     monkeypatch.setattr(train_mod, "build_agent", real_build)
     with pytest.raises(TrainingHalted, match="KL"):
         train_policy(cfg, progress=False)
@@ -178,7 +183,8 @@ rank, world = int(sys.argv[1]), 2
 os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[4])
 from agents import distributed as D
 D.init_from_env()
-from agents.train import build_agent, load_config
+from agents.build import build_agent
+from agents.config import load_config
 torch.set_num_threads(1)
 cfg = load_config("tiny_toy", [f"--run.out_dir={sys.argv[2]}/unused", "--ppo.minibatches=1"])
 agent = build_agent(cfg)
@@ -235,10 +241,10 @@ def test_the_same_command_under_accelerate_launch(tmp_path):
     cmd += ["-m", "agents.cli", "train-policy", "--config", "tiny_toy", "--no-progress"]
     cmd += [f"--run.out_dir={tmp_path}", "--run.iterations=2", "--run.plot=false", "--run.tensorboard=false"]
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, timeout=300)
-    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt"))
-    assert "iter-0000002.rank0.pt" in ckpts and "iter-0000002.rank1.pt" in ckpts
-    state0 = torch.load(tmp_path / "checkpoints" / "iter-0000002.rank0.pt", weights_only=False)["state"]
-    state1 = torch.load(tmp_path / "checkpoints" / "iter-0000002.rank1.pt", weights_only=False)["state"]
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("iter-*"))
+    assert "iter-0000002.rank0" in ckpts and "iter-0000002.rank1" in ckpts
+    state0 = load_state(tmp_path / "checkpoints" / "iter-0000002.rank0")["state"]
+    state1 = load_state(tmp_path / "checkpoints" / "iter-0000002.rank1")["state"]
     assert state0["world"] == 2 and state0["rank"] == 0 and state1["rank"] == 1
     for name, t in state0["trainable"].items():  # all-reduced gradients keep the replicas identical
         torch.testing.assert_close(t, state1["trainable"][name])

@@ -119,7 +119,7 @@ def test_gym_make_without_arguments_works_offline():
 # ------------------------------------------------------------------------------ semantics
 def test_book_queries_are_trimmed_at_periods():
     env = make("BookSentiment-v0").unwrapped
-    rt = env.runtime
+    rt = env.task
     for seed in range(20):
         obs, info = env.reset(seed=seed)
         query = obs[: rt.context_length]
@@ -132,14 +132,14 @@ def test_summarization_prompt_format():
     env = make("CNNDMSummarize-v0").unwrapped
     tok = env.tokenizer
     obs, _ = env.reset(seed=0)
-    ctx = obs[: env.runtime.context_length]
-    real = ctx[ctx != env.runtime.pad_id].tolist()
+    ctx = obs[: env.task.context_length]
+    real = ctx[ctx != env.task.pad_id].tolist()
     prefix, suffix = tok.encode("Article:\n\n"), tok.encode("\n\nTL;DR:")
     assert real[: len(prefix)] == prefix and real[-len(suffix) :] == suffix
     assert len(real) <= 500 + len(prefix) + len(suffix)
     tl = make("TLDRSummarize-v0").unwrapped
     obs, _ = tl.reset(seed=0)
-    text = tl.runtime.decode(obs[: tl.runtime.context_length])
+    text = tl.task.decode(obs[: tl.task.context_length])
     assert text.startswith("SUBREDDIT: r/") and text.endswith("\n\nTL;DR:")
 
 
@@ -183,7 +183,7 @@ def test_reward_fn_sees_raw_query_and_truncated_response():
     obs, _ = env.reset(seed=5)
     for t in tokens:
         obs, r, term, _, info = env.step(t)
-    rt = env.unwrapped.runtime
+    rt = env.unwrapped.task
     q = seen["q"][0]
     assert q.shape == (500,)
     ctx = obs[: rt.context_length]

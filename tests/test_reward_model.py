@@ -160,7 +160,7 @@ def test_env_score_equals_reward_model_called_directly_must_have_12():
     tokens[18] = 13
     for t in tokens:
         obs, reward, term, _, info = env.step(t)
-    rt = env.unwrapped.runtime
+    rt = env.unwrapped.task
     ctx = obs[: rt.context_length]
     query = [int(t) for t in ctx if t != rt.pad_id]
     assert reward == pytest.approx(rm.score([query], [tokens[:19]])[0], abs=1e-6)

@@ -7,6 +7,8 @@ call (gymnasium and numpy only).
     import gymnasium as gym, textenv
     env = gym.make("BookSentiment-v0")
     envs = gym.make_vec("BookSentiment-v0", num_envs=64, vectorization_mode="vector_entry_point")
+
+    task = textenv.make_task("BookSentiment-v0")     # the Task API: prompts, contexts, scores, no env
 """
 
 from __future__ import annotations
@@ -31,17 +33,31 @@ for _id in ENV_IDS:
         )
 
 
+_LAZY = {
+    "TextEnv": "textenv.env",
+    "TextVectorEnv": "textenv.vector",
+    "Task": "textenv.task",
+    "make_task": "textenv.task",
+}
+
+
 def __getattr__(name: str):
-    # Lazy access to the env classes keeps `import textenv` cheap.
-    if name == "TextEnv":
-        from textenv.env import TextEnv
+    # Lazy access to the env classes and the Task API keeps `import textenv` cheap.
+    if name in _LAZY:
+        import importlib
 
-        return TextEnv
-    if name == "TextVectorEnv":
-        from textenv.vector import TextVectorEnv
-
-        return TextVectorEnv
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'textenv' has no attribute {name!r}")
 
 
-__all__ = ["ENV_IDS", "TASKS", "TaskConfig", "TextEnv", "TextVectorEnv", "__version__", "get_task"]
+__all__ = [
+    "ENV_IDS",
+    "TASKS",
+    "Task",
+    "TaskConfig",
+    "TextEnv",
+    "TextVectorEnv",
+    "__version__",
+    "get_task",
+    "make_task",
+]

@@ -19,7 +19,7 @@ def run_demo(model: str = "smollm2-135m", episodes: int = 4, seed: int = 0) -> i
 
     import textenv  # noqa: F401
     from textenv.models import load_causal_lm
-    from textenv.models.sampling import sample_responses
+    from textenv.models.sampling import hf_sample_fn
 
     t0 = time.perf_counter()
     lm, tok = load_causal_lm(model)
@@ -32,12 +32,11 @@ def run_demo(model: str = "smollm2-135m", episodes: int = 4, seed: int = 0) -> i
     envs = gym.make_vec(
         "BookSentiment-v0", num_envs=episodes, vectorization_mode="vector_entry_point", tokenizer=tok
     )
-    cfg, rt = envs.unwrapped.config, envs.unwrapped.runtime
+    cfg, task = envs.unwrapped.config, envs.unwrapped.task
     obs, _ = envs.reset(seed=seed)
     t0 = time.perf_counter()
-    responses = sample_responses(
-        lm, obs[:, : rt.context_length], rt.pad_id, cfg.response_length, cfg.temperature, seed
-    )
+    sample_fn = hf_sample_fn(lm, task.pad_id, cfg.temperature)
+    responses = sample_fn(obs[:, : task.context_length], cfg.response_length, seed)
     print(
         f"[demo] sampled {episodes} x {cfg.response_length} tokens at T={cfg.temperature} in {time.perf_counter() - t0:.1f}s"
     )
@@ -46,7 +45,7 @@ def run_demo(model: str = "smollm2-135m", episodes: int = 4, seed: int = 0) -> i
     assert terminated.all()
     for i in range(episodes):
         print("-" * 100)
-        print(f"QUERY    ...{rt.decode(obs[i, : rt.context_length])[-160:]}")
+        print(f"QUERY    ...{task.decode(obs[i, : task.context_length])[-160:]}")
         print(f"RESPONSE {info['truncated_text'][i]!r}")
         note = "" if info["valid"][i] else "  (penalty: no period at index >= 16)"
         print(f"REWARD   {rewards[i]:+.3f}{note}")

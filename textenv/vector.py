@@ -1,6 +1,6 @@
 """``TextVectorEnv``: the same MDP as :class:`textenv.env.TextEnv` for B prompts at once.
 
-Natively batched: a step writes one column of token ids, and the reward function is called once for
+A thin wrapper over :class:`textenv.task.Task` (``envs.unwrapped.task``). Natively batched: a step writes one column of token ids, and the reward function is called once for
 the whole batch on the last step. Sub-env ``i`` draws prompts from its own generator seeded with
 ``seed + i`` (Gymnasium's ``SyncVectorEnv`` convention), so under the same seeds the vector env equals B
 single envs bit for bit. All sub-envs end together (every episode lasts ``response_length`` steps);
@@ -19,7 +19,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from textenv import data as data_mod
-from textenv.env import Prompt, TaskRuntime, check_render_mode
+from textenv.env import check_render_mode, deprecated_runtime
+from textenv.task import Prompt, Task
 from textenv.tasks import TaskConfig, get_task
 
 
@@ -47,10 +48,10 @@ class TextVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}.")
         check_render_mode(render_mode)
         self.config = get_task(task, **overrides)
-        self.runtime = TaskRuntime(self.config, tokenizer, reward_fn, prompts)
+        self.task = Task(self.config, tokenizer, reward_fn, prompts)
         self.num_envs = num_envs
         self.render_mode = render_mode
-        self.single_action_space, self.single_observation_space = self.runtime.spaces()
+        self.single_action_space, self.single_observation_space = self.task.spaces()
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._rngs: list[np.random.Generator] | None = None
@@ -61,11 +62,16 @@ class TextVectorEnv(VectorEnv):
 
     @property
     def tokenizer(self):
-        return self.runtime.tokenizer
+        return self.task.tokenizer
 
     @property
     def pad_token_id(self) -> int:
-        return self.runtime.pad_id
+        return self.task.pad_id
+
+    @property
+    def runtime(self) -> Task:
+        """Deprecated: the old name of :attr:`task`; to be removed."""
+        return deprecated_runtime(self)
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
         if seed is None:
@@ -85,7 +91,7 @@ class TextVectorEnv(VectorEnv):
         return self._obs.copy(), self._infos()
 
     def _reset_all(self) -> None:
-        rt = self.runtime
+        rt = self.task
         self._prompts = [rt.draw(rng) for rng in self._rngs]
         self._obs = np.full((self.num_envs, rt.obs_length), rt.pad_id, dtype=np.int64)
         self._obs[:, : rt.context_length] = np.stack([rt.context_row(p) for p in self._prompts])
@@ -93,7 +99,7 @@ class TextVectorEnv(VectorEnv):
         self._needs_reset = False
 
     def _infos(self) -> dict:
-        rt = self.runtime
+        rt = self.task
         response_mask = np.zeros((self.num_envs, self.config.response_length), dtype=bool)
         response_mask[:, : self._t] = True
         return {
@@ -106,7 +112,7 @@ class TextVectorEnv(VectorEnv):
     def step(self, actions):
         if self._obs is None:
             raise RuntimeError("step() called before reset(); call envs.reset() first.")
-        rt, n = self.runtime, self.num_envs
+        rt, n = self.task, self.num_envs
         if self._needs_reset:  # NEXT_STEP autoreset: this step only resets
             self._reset_all()
             zeros = np.zeros(n, dtype=bool)
@@ -137,4 +143,4 @@ class TextVectorEnv(VectorEnv):
     def render(self) -> list[str] | None:
         if self.render_mode != "ansi" or self._obs is None:
             return None
-        return [self.runtime.render_row(o, self._t) for o in self._obs]
+        return [self.task.render_row(o, self._t) for o in self._obs]

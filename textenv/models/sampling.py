@@ -3,9 +3,13 @@
 ``generate`` with a KV cache, temperature ``T``, no top-k/top-p, no EOS stop, exactly ``length`` new
 tokens per row. The pad id lies outside the model's vocabulary, so it is never sampled. Used by the
 demo and the reward-learning pipeline; the PPO agent brings its own sampler that also returns log-probs.
+:func:`hf_sample_fn` and :func:`generator_sample_fn` adapt both to :mod:`textenv.sampler`'s sample
+function ``(contexts, length, seed) -> responses``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -15,7 +19,8 @@ def sample_responses(
 ) -> np.ndarray:
     """Sample ``length`` tokens for every row of the left-padded ``context`` (B, Lc); returns (B, length).
 
-    ``seed`` seeds torch's global generator for this call only (its state is restored afterwards).
+    ``seed`` seeds a fork of torch's global generator (and of the model's CUDA device's) for this call
+    only, so the caller's RNG state is untouched; with ``seed=None`` the global generator is used.
     """
     import torch
 
@@ -25,27 +30,48 @@ def sample_responses(
     if context.ndim != 2:
         raise ValueError(f"context must be (batch, length), got shape {context.shape}.")
     inputs = padded_inputs(torch.as_tensor(context, device=model.device), pad_id)
-    state = torch.random.get_rng_state()
-    if seed is not None:
-        torch.manual_seed(seed)
-    try:
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=inputs["input_ids"],
-                attention_mask=inputs["attention_mask"],
-                do_sample=True,
-                temperature=temperature,
-                top_k=0,
-                top_p=1.0,
-                max_new_tokens=length,
-                min_new_tokens=length,
-                eos_token_id=None,
-                pad_token_id=0,
-            )
-    finally:
+    device = torch.device(model.device)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, enabled=seed is not None), torch.no_grad():
         if seed is not None:
-            torch.random.set_rng_state(state)
+            torch.manual_seed(seed)
+        out = model.generate(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=length,
+            min_new_tokens=length,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
     responses = out[:, context.shape[1] :].cpu().numpy()
     if responses.shape[1] != length:
         raise RuntimeError(f"generate returned {responses.shape[1]} tokens instead of {length}.")
     return responses
+
+
+def hf_sample_fn(model, pad_id: int, temperature: float) -> Callable[[np.ndarray, int, int], np.ndarray]:
+    """A :mod:`textenv.sampler` sample function: :func:`sample_responses` with ``model`` at ``temperature``."""
+
+    def sample(contexts: np.ndarray, length: int, seed: int) -> np.ndarray:
+        return sample_responses(model, contexts, pad_id, length, temperature, seed=seed)
+
+    return sample
+
+
+def generator_sample_fn(sample: Callable) -> Callable[[np.ndarray, int, int], np.ndarray]:
+    """A :mod:`textenv.sampler` sample function from ``sample(context, length, generator=g)`` that takes a
+    CPU LongTensor context and returns the responses (or a tuple whose first item they are), e.g.
+    ``agents.policy.PolicyWithValue.sample``; each call gets ``torch.Generator().manual_seed(seed)``."""
+
+    def sample_fn(contexts: np.ndarray, length: int, seed: int) -> np.ndarray:
+        import torch
+
+        out = sample(torch.as_tensor(contexts), length, generator=torch.Generator().manual_seed(seed))
+        out = out[0] if isinstance(out, tuple) else out
+        return out.detach().cpu().numpy()
+
+    return sample_fn
