@@ -48,7 +48,7 @@ class RunSection:
     iterations: int = Field(0, ge=0)
     out_dir: str = "runs/policy"
     checkpoint_every: int = Field(10, ge=0)
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=0)  # 0: keep every checkpoint
     sample_every: int = Field(10, ge=0)
     samples_shown: int = Field(4, ge=0)
     tensorboard: bool = True

@@ -262,7 +262,7 @@ class Agent:
                 f"the vector env has {envs.num_envs} envs; this process needs batch_size / processes = "
                 f"{config.batch_size} / {self.world} = {self.local_batch}."
             )
-        self.context_length = envs.unwrapped.runtime.context_length
+        self.context_length = envs.unwrapped.task.context_length
         self.response_length = envs.unwrapped.config.response_length
         self.kl_ctl = config.kl.controller()
         self.params = self.trainable_parameters()

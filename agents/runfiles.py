@@ -79,7 +79,8 @@ class RunFiles:
     def save_checkpoint(self, agent) -> Path:
         state = {"state": agent.state_dict(), "config": self.cfg.to_dict()}
         path = ckpt.save_state(self.checkpoint_path(agent.iteration), state)
-        ckpt.prune(self.ckpt_dir, self.rank, self.cfg.run.keep_checkpoints)
+        if self.cfg.run.keep_checkpoints:
+            ckpt.prune(self.ckpt_dir, self.rank, self.cfg.run.keep_checkpoints)
         return path
 
     def latest_checkpoint(self) -> Path | None:
