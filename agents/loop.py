@@ -340,6 +340,38 @@ class Agent:
             group["lr"] = lr
         return lr
 
+    def minibatch_indices(self):
+        """One epoch's minibatches: a fresh permutation of the prompt groups (episodes when ``group`` is
+        1); each minibatch is the episode indices of its ``batch / group / minibatches`` groups."""
+        groups = self.local_batch // self.group
+        per_mb = groups // self.config.minibatches
+        order = torch.randperm(groups, generator=self.generator, device=self.device)
+        offsets = torch.arange(self.group, device=self.device)
+        for start in range(0, groups, per_mb):
+            yield (order[start : start + per_mb, None] * self.group + offsets).reshape(-1)
+
+    def minibatch_update(self, batch, loss_fn: Callable, prefix: str) -> dict:
+        """``epochs`` x ``minibatches`` gradient steps of ``loss_fn(stats, batch, idx) -> (loss, logs)``
+        (``stats``: the policy's :meth:`forward_stats` on the minibatch ``idx``); returns the mean of each
+        logged value under ``prefix/``, the gradient norm and the learning rate."""
+        lr = self.set_lr()
+        self.policy.train()
+        logs: dict[str, list[float]] = {}
+        for _epoch in range(self.config.epochs):
+            for idx in self.minibatch_indices():
+                full = torch.cat([batch.context[idx], batch.responses[idx]], dim=1)
+                feats = batch.features.index(idx) if batch.features is not None else None
+                stats = self.policy.forward_stats(full, self.context_length, feats)
+                loss, values = loss_fn(stats, batch, idx)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = checked_grad_norm(self.params, self.iteration, float(loss.detach()))
+                self.optimizer.step()
+                for key, value in (("loss", loss), *values.items(), ("grad_norm", grad_norm)):
+                    logs.setdefault(f"{prefix}/{key}", []).append(float(value))
+        self.policy.eval()
+        return {**{k: float(np.mean(v)) for k, v in logs.items()}, f"{prefix}/lr": lr}
+
     def rollout_metrics(self, batch) -> dict:
         """The batch's ``objective/*`` statistics (algorithms add their own keys)."""
         kl = kl_per_token(batch.logprobs, batch.ref_logprobs, self.config.kl.estimator).sum(1)  # (B,)

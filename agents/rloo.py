@@ -28,7 +28,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from agents import distributed as D
-from agents.loop import OBJECTIVE_CURVES, STRICT, Agent, AlgoConfig, Algorithm, checked_grad_norm
+from agents.loop import OBJECTIVE_CURVES, STRICT, Agent, AlgoConfig, Algorithm
 from textenv.kl import kl_per_token
 from textenv.models.trunk import Features
 
@@ -133,38 +133,13 @@ class RLOOAgent(Agent):
         )
 
     def update(self, batch: RLOOBatch) -> dict:
-        cfg = self.config
-        lr = self.set_lr()
-        self.policy.train()
-        groups = self.local_batch // cfg.k
-        per_mb = groups // cfg.minibatches
-        logs: dict[str, list[float]] = {}
-        for _epoch in range(cfg.epochs):
-            order = torch.randperm(groups, generator=self.generator, device=self.device)
-            for start in range(0, groups, per_mb):
-                g = order[start : start + per_mb]
-                idx = (g[:, None] * cfg.k + torch.arange(cfg.k, device=self.device)).reshape(-1)
-                full = torch.cat([batch.context[idx], batch.responses[idx]], dim=1)
-                feats = batch.features.index(idx) if batch.features is not None else None
-                stats = self.policy.forward_stats(full, self.context_length, feats)
-                loss, clipfrac, approxkl = rloo_loss(
-                    stats.logprobs, batch.logprobs[idx], batch.advantages[idx], cfg.cliprange
-                )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = checked_grad_norm(self.params, self.iteration, float(loss.detach()))
-                self.optimizer.step()
-                for key, value in (
-                    ("rloo/loss", float(loss)),
-                    ("rloo/policy/clipfrac", float(clipfrac)),
-                    ("rloo/policy/approxkl", float(approxkl)),
-                    ("rloo/grad_norm", grad_norm),
-                ):
-                    logs.setdefault(key, []).append(value)
-        self.policy.eval()
-        metrics = {k: float(np.mean(v)) for k, v in logs.items()}
-        metrics["rloo/lr"] = lr
-        return metrics
+        return self.minibatch_update(batch, self.minibatch_loss, "rloo")
+
+    def minibatch_loss(self, stats, batch: RLOOBatch, idx: torch.Tensor):
+        loss, clipfrac, approxkl = rloo_loss(
+            stats.logprobs, batch.logprobs[idx], batch.advantages[idx], self.config.cliprange
+        )
+        return loss, {"policy/clipfrac": clipfrac, "policy/approxkl": approxkl}
 
     def rollout_metrics(self, batch: RLOOBatch) -> dict:
         """The PPO agent's ``objective/*`` keys (``score_total``: the KL-penalised sequence reward) and the
