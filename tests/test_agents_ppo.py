@@ -1,9 +1,12 @@
 """PPO iteration on a tiny model: metrics, KL at the start, optimizer steps, learning a toy reward."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from agents.loop import HaltConfig, KLConfig, OptimConfig
 from agents.policy import PolicyWithValue
 from agents.ppo import PPOAgent, PPOConfig
 from textenv.vector import TextVectorEnv
@@ -25,7 +28,7 @@ def linear_token_reward(policy):
     return reward
 
 
-def make_agent(batch=16, temperature=1.0, **cfg):
+def make_agent(batch=16, temperature=1.0, optim=None, kl=None, halt=None, **cfg):
     torch.manual_seed(0)
     policy = PolicyWithValue.from_spec("tiny-gpt2", temperature=temperature, seed=0)
     envs = TextVectorEnv(
@@ -40,7 +43,10 @@ def make_agent(batch=16, temperature=1.0, **cfg):
         query_length=8,
         min_query_length=1,
     )
-    config = PPOConfig(batch_size=batch, total_episodes=batch * 1000, **cfg)
+    shared = dict(
+        optim=OptimConfig(**(optim or {})), kl=KLConfig(**(kl or {})), halt=HaltConfig(**(halt or {}))
+    )
+    config = PPOConfig(batch_size=batch, total_episodes=batch * 1000, **shared, **cfg)
     return PPOAgent(policy, envs, config)
 
 
@@ -64,7 +70,7 @@ def test_first_iteration_metrics_and_zero_kl():
     ):
         assert key in m and np.isfinite(m[key]), key
     assert m["objective/kl"] == pytest.approx(0.0, abs=1e-4)  # must-have 1: pi == rho on the first batch
-    assert m["ppo/lr"] == agent.config.lr
+    assert m["ppo/lr"] == agent.config.optim.lr
     assert agent.optimizer.state[next(iter(agent.optimizer.state))]["step"] == 4  # epochs x minibatches
 
 
@@ -83,11 +89,9 @@ def test_ppo_raises_a_toy_reward():
             make_agent(
                 batch=32,
                 temperature=0.1,
-                lr=1e-2,
-                optimizer="torch_adam",
-                kl_coef=0.01,
-                adaptive_kl=False,
-                halt_kl_patience=0,
+                optim={"lr": 1e-2, "optimizer": "torch_adam"},
+                kl={"coef": 0.01, "adaptive": False},
+                halt={"kl_patience": 0},
             )
         ]
         for _ in range(8)
@@ -97,11 +101,11 @@ def test_ppo_raises_a_toy_reward():
 
 def test_first_minibatch_has_ratio_one_and_the_lr_decays_per_iteration():
     agent = make_agent(epochs=1, minibatches=1)
-    agent.config = type(agent.config)(**{**agent.config.__dict__, "total_episodes": 16 * 4})
+    agent.config = dataclasses.replace(agent.config, total_episodes=16 * 4)
     m = agent.step()
     # one epoch, one minibatch: the update's only forward sees pi_old == pi (must-have 1)
     assert m["ppo/policy/ratio_mean"] == pytest.approx(1.0, abs=1e-4)
     assert m["ppo/policy/approxkl"] == pytest.approx(0.0, abs=1e-6)
     assert m["ppo/policy/clipfrac"] == 0.0
-    assert m["ppo/lr"] == agent.config.lr  # lr (1 - 0/4)
-    assert agent.step()["ppo/lr"] == pytest.approx(agent.config.lr * 0.75)  # lr (1 - 1/4)
+    assert m["ppo/lr"] == agent.config.optim.lr  # lr (1 - 0/4)
+    assert agent.step()["ppo/lr"] == pytest.approx(agent.config.optim.lr * 0.75)  # lr (1 - 1/4)

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from agents.config import load_config
+from agents.loop import HaltConfig, KLConfig, OptimConfig
 from agents.policy import PolicyWithValue
 from agents.rloo import RLOOAgent, RLOOConfig, leave_one_out_advantages, rloo_loss
-from agents.train import load_config, train_policy
+from agents.train import train_policy
 from tests.test_agents_ppo import PROMPTS, linear_token_reward
 from textenv.vector import TextVectorEnv
 
@@ -23,7 +25,7 @@ def test_leave_one_out_advantages_match_a_loop():
         others = [float(rewards[j]) for j in range(g, g + 4) if j != i]
         assert float(got[i]) == pytest.approx(float(rewards[i]) - sum(others) / 3)
     assert float(got[:4].sum()) == pytest.approx(0.0, abs=1e-6)  # the baseline keeps each group centred
-    with pytest.raises(ValueError, match="k=1"):
+    with pytest.raises(ValueError, match="greater than or equal to 2"):
         RLOOConfig(k=1, batch_size=4)
     with pytest.raises(ValueError, match="multiple of k"):
         RLOOConfig(k=4, batch_size=10)
@@ -47,9 +49,9 @@ def test_rloo_loss_on_a_hand_computed_batch():
     torch.testing.assert_close(same.grad, torch.tensor([[-1.0, -1.0], [0.5, 0.5]]))
 
 
-def make_agent(batch=16, k=4, **cfg):
+def make_agent(batch=16, k=4, temperature=1.0, optim=None, kl=None, halt=None, **cfg):
     torch.manual_seed(0)
-    policy = PolicyWithValue.from_spec("tiny-gpt2", temperature=cfg.pop("temperature", 1.0), seed=0)
+    policy = PolicyWithValue.from_spec("tiny-gpt2", temperature=temperature, seed=0)
     envs = TextVectorEnv(
         "BookSentiment-v0",
         num_envs=batch,
@@ -62,11 +64,15 @@ def make_agent(batch=16, k=4, **cfg):
         query_length=8,
         min_query_length=1,
     )
-    return RLOOAgent(policy, envs, RLOOConfig(batch_size=batch, k=k, total_episodes=batch * 1000, **cfg))
+    shared = dict(
+        optim=OptimConfig(**(optim or {})), kl=KLConfig(**(kl or {})), halt=HaltConfig(**(halt or {}))
+    )
+    config = RLOOConfig(batch_size=batch, k=k, total_episodes=batch * 1000, **shared, **cfg)
+    return RLOOAgent(policy, envs, config)
 
 
 def test_groups_share_a_prompt_and_the_first_step_is_reinforce():
-    agent = make_agent(kl_coef=0.5)
+    agent = make_agent(kl={"coef": 0.5})
     m = agent.step()
     batch = agent.last_batch
     ctx = batch.context.reshape(4, 4, -1)
@@ -88,7 +94,9 @@ def test_cli_algo_rloo_runs_and_resumes_exactly(tmp_path):
         )
 
     full = cfg(tmp_path / "a", "--run.plot=true")
-    assert full.rloo.lr == 2e-3 and full.ppo.lr == 1e-3  # a bare key goes to the algorithm that runs
+    assert full.rloo.optim.lr == 2e-3 and full.ppo.optim.lr == 2e-3  # [optim] is shared by the algorithms
+    other = cfg(tmp_path / "c", "--epochs=3")
+    assert other.rloo.epochs == 3 and other.ppo.epochs == 2  # a bare key goes to the algorithm that runs
     out = train_policy(full, progress=False)
     assert out["iterations"] == 4 and (tmp_path / "a" / "curves.png").exists()
     rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
@@ -108,11 +116,9 @@ def test_rloo_raises_a_toy_reward():
     agent = make_agent(
         batch=32,
         temperature=0.1,
-        lr=1e-2,
-        optimizer="torch_adam",
-        kl_coef=0.01,
-        adaptive_kl=False,
-        halt_kl_patience=0,
+        optim={"lr": 1e-2, "optimizer": "torch_adam"},
+        kl={"coef": 0.01, "adaptive": False},
+        halt={"kl_patience": 0},
     )
     scores = [agent.step()["objective/score"] for _ in range(8)]
     assert np.mean(scores[-3:]) > np.mean(scores[:3]) + 0.5, scores
