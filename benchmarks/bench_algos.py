@@ -36,21 +36,20 @@ def env_overrides(args) -> dict:
 
 
 def run_builtin(algo: str, args) -> dict:
+    import dataclasses
+
+    from agents.algos import ALGOS
+    from agents.loop import OptimConfig
     from agents.policy import PolicyWithValue
-    from agents.ppo import PPOAgent, PPOConfig
-    from agents.rloo import RLOOAgent, RLOOConfig
     from textenv.vector import TextVectorEnv
 
-    torch.manual_seed(0)
     policy = PolicyWithValue.from_spec(args.model, temperature=0.7, seed=0)
     envs = TextVectorEnv(TASK, num_envs=args.batch, tokenizer=policy.tokenizer, **env_overrides(args))
-    common = dict(
-        batch_size=args.batch, total_episodes=args.batch * 1000, epochs=args.epochs, lr=1e-4, seed=0
-    )
-    if algo == "ppo":
-        agent = PPOAgent(policy, envs, PPOConfig(**common))
-    else:
-        agent = RLOOAgent(policy, envs, RLOOConfig(k=4, **common))
+    entry = ALGOS[algo]
+    common = dict(batch_size=args.batch, total_episodes=args.batch * 1000, epochs=args.epochs, seed=0)
+    if "k" in {f.name for f in dataclasses.fields(entry.config)}:
+        common["k"] = 4  # group algorithms: 4 responses per prompt
+    agent = entry.agent(policy, envs, entry.config(**common, optim=OptimConfig(lr=1e-4)))
     agent.step()  # warm-up
     t0 = time.perf_counter()
     phases: dict[str, float] = {}
@@ -143,7 +142,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = [run_builtin("ppo", args), run_builtin("rloo", args), run_sb3(args)]
+    rows = [*(run_builtin(name, args) for name in ("ppo", "rloo")), run_sb3(args)]
     base = rows[0]["episodes_per_s"]
     meta = metadata()
     for row in rows:
