@@ -5,12 +5,13 @@ plus one line here.
 
 from __future__ import annotations
 
-from agents import ppo, rloo
+from agents import grpo, ppo, rloo
 from agents.loop import Algorithm
 
 ALGOS: dict[str, Algorithm] = {
     "ppo": ppo.ALGO,
     "rloo": rloo.ALGO,
+    "grpo": grpo.ALGO,
 }
 
 

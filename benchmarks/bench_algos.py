@@ -1,4 +1,4 @@
-"""Episodes per second of the built-in PPO, RLOO and stable-baselines3 PPO on the same model and env.
+"""Episodes per second of the built-in PPO, RLOO, GRPO and stable-baselines3 PPO on the same model and env.
 
 All three train a tiny GPT-2 (random weights, the GPT-2 vocabulary) on ``BookSentiment-v0`` with the
 VADER score, ``--batch`` episodes of ``--response-length`` tokens per iteration, ``--epochs`` passes over
@@ -142,7 +142,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = [*(run_builtin(name, args) for name in ("ppo", "rloo")), run_sb3(args)]
+    rows = [*(run_builtin(name, args) for name in ("ppo", "rloo", "grpo")), run_sb3(args)]
     base = rows[0]["episodes_per_s"]
     meta = metadata()
     for row in rows:
