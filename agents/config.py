@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
 import tomllib
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
 from agents.algos import ALGOS
@@ -77,7 +78,7 @@ class PolicySection:
     folder)."""
 
     model: str = "smollm2-135m"
-    temperature: float | Literal["task"] = Field("task", union_mode="left_to_right")
+    temperature: float | Literal["task"] = "task"
     train: Literal["full", "top_blocks", "lora"] = "full"
     top_blocks: int = Field(2, ge=0)
     lora_r: int = Field(16, gt=0)
@@ -85,11 +86,19 @@ class PolicySection:
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     value: str = "shared"
 
-    def __post_init__(self) -> None:
-        if self.temperature != "task" and not self.temperature > 0:
-            raise ValueError(
-                f'policy.temperature={self.temperature!r}; use a number > 0 or "task" (the task\'s own).'
-            )
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _temperature(cls, value: Any) -> float | str:
+        if value == "task":
+            return value
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ValueError('use a finite number > 0, or "task" for the task\'s own (0.7; CNN/DM 0.5)')
+        return float(value)
 
 
 FIXED_TABLES: dict[str, type] = {
@@ -202,14 +211,36 @@ class TrainConfig:
         for name, values in data.items():
             if not isinstance(values, dict):
                 raise ConfigError(f"[{name}] must be a table of key = value entries, got {values!r}.")
-        tables = {name: build_section(name, k, dict(data.get(name, {}))) for name, k in FIXED_TABLES.items()}
-        shared = {name: tables[name] for name in AlgoConfig.SHARED}
-        algos = {
-            name: build_section(name, algo.config, dict(data.get(name, {})), **shared)
-            for name, algo in ALGOS.items()
-        }
-        tables["online"] = build_section("online", OnlineConfig, dict(data.get("online", {})))
+        errors: list[str] = []
+
+        def build(name: str, klass: type, **shared: Any) -> Any:
+            try:
+                return build_section(name, klass, dict(data.get(name, {})), **shared)
+            except ConfigError as exc:
+                errors.append(str(exc))
+
+        tables = {name: build(name, k) for name, k in FIXED_TABLES.items()}
+        tables["online"] = build("online", OnlineConfig)
+        algos = {}
+        if not any(tables[name] is None for name in AlgoConfig.SHARED):
+            shared = {name: tables[name] for name in AlgoConfig.SHARED}
+            algos = {name: build(name, algo.config, **shared) for name, algo in ALGOS.items()}
+        if tables["env"] is not None:
+            errors.extend(_check_task(tables["env"]))
+        if errors:
+            raise ConfigError("\n".join(errors))
         return cls(tables, algos)
+
+
+def _check_task(env: EnvSection) -> list[str]:
+    """The task id and ``[env.overrides]``, checked as the env will check them (no tokenizer needed)."""
+    from textenv.tasks import get_task
+
+    try:
+        get_task(env.task, **env.overrides)
+    except (ValueError, TypeError) as exc:
+        return [f"[env] {exc}"]
+    return []
 
 
 # ------------------------------------------------------------------------------------- overrides

@@ -1,13 +1,14 @@
 """Task presets (the paper's values, PAPER.md §1.6 and §2) and the pure functions of the task rules.
 
-Every field of :class:`TaskConfig` can be overridden with ``gym.make(id, field=value)``. Fields that
-only the agents use (``kl_coef``, ``adaptive_kl``, ``target_kl``) travel with the task so that a preset
-is complete, but the environment itself never applies KL (DESIGN.md, "The environment contract").
+Every field of :class:`TaskConfig` can be overridden with ``gym.make(id, field=value)``. The KL settings
+are the agents' (``[kl]`` in a train-policy config, ``configs/*.toml`` for each task's paper values); the
+environment itself never applies KL (DESIGN.md, "The environment contract").
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,7 +40,6 @@ class TaskConfig:
         data_source: None for the offline default, ``"hub"``, ``"hub:<id>"`` or a local path.
         tokenizer: tokenizer or model spec used when no tokenizer object is passed.
         reward: name of the built-in score used when no ``reward_fn`` is passed.
-        kl_coef / adaptive_kl / target_kl: KL settings of the reference code (§1.5), for the agents.
     """
 
     name: str
@@ -60,9 +60,6 @@ class TaskConfig:
     split: str = "train"
     data_source: str | None = None
     tokenizer: str = "smollm2-135m"
-    kl_coef: float = 0.15
-    adaptive_kl: bool = True
-    target_kl: float | None = 6.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -78,6 +75,10 @@ class TaskConfig:
                 f"{self.response_length} tokens; use truncate_after < response_length "
                 f"(e.g. response_length={self.truncate_after + 8})."
             )
+        for name in ("temperature", "penalty_reward_value"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}.")
         if not 0 < self.temperature:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}.")
         if self.family not in ("books", "cnndm", "tldr"):
@@ -108,9 +109,6 @@ _BOOKS = dict(
     truncate_after=16,
     start_text=".",
     end_text=".",
-    kl_coef=0.15,
-    adaptive_kl=True,
-    target_kl=6.0,
 )
 _SUMMARIZE = dict(
     query_length=500,
@@ -119,8 +117,6 @@ _SUMMARIZE = dict(
     truncate_after=55,
     query_suffix="\n\nTL;DR:",
     reward="rouge",
-    adaptive_kl=False,
-    target_kl=None,
 )
 
 TASKS: dict[str, TaskConfig] = {
@@ -128,15 +124,14 @@ TASKS: dict[str, TaskConfig] = {
     for t in (
         TaskConfig(name="BookSentiment-v0", reward="sentiment", **_BOOKS),
         TaskConfig(name="BookDescriptive-v0", reward="descriptiveness", **_BOOKS),
-        # Mock sentiment (§1.10): a sentiment classifier's log-odds as the reward; target KL 8 in the paper.
-        TaskConfig(name="MockSentiment-v0", reward="mock_sentiment", **{**_BOOKS, "target_kl": 8.0}),
-        TaskConfig(name="TLDRSummarize-v0", family="tldr", temperature=0.7, kl_coef=0.03, **_SUMMARIZE),
+        # Mock sentiment (§1.10): a sentiment classifier's log-odds as the reward (target KL 8: its preset).
+        TaskConfig(name="MockSentiment-v0", reward="mock_sentiment", **_BOOKS),
+        TaskConfig(name="TLDRSummarize-v0", family="tldr", temperature=0.7, **_SUMMARIZE),
         TaskConfig(
             name="CNNDMSummarize-v0",
             family="cnndm",
             temperature=0.5,
             query_prefix="Article:\n\n",
-            kl_coef=0.01,  # the reference code's fixed beta; the paper's digest gives 0.1 (§1.5)
             **_SUMMARIZE,
         ),
     )
