@@ -221,7 +221,7 @@ def post_human_evaluation(
     try:
         return store.post_evaluation(eval_id, pairs, votes=votes)
     finally:
-        store.comparisons.close()
+        store.close()
 
 
 def human_results(store_path: str | Path, eval_id: str, wait_s: float = 0.0, poll_s: float = 2.0) -> dict:
@@ -242,7 +242,7 @@ def human_results(store_path: str | Path, eval_id: str, wait_s: float = 0.0, pol
                 return results
             time.sleep(poll_s)
     finally:
-        store.comparisons.close()
+        store.close()
 
 
 def format_human_results(results: dict) -> str:
@@ -324,7 +324,7 @@ def evaluate(
             checker.check_new_evaluation(eval_id, votes)
             registered = len(checker.labelers())
         finally:
-            checker.comparisons.close()
+            checker.close()
     outputs: dict[str, list[dict]] = {}
     tokenizer = None
     for name in systems:
@@ -422,7 +422,7 @@ def cli_eval_results(args) -> int:
 
         store = LabelingStore(args.store)
         print("\n".join(store.evaluation_ids()) or f"no evaluations in {args.store}")
-        store.comparisons.close()
+        store.close()
         return 0
     results = human_results(args.store, args.eval_id, wait_s=args.wait_s)
     print(format_human_results(results))

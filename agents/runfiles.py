@@ -88,7 +88,9 @@ class RunFiles:
         return found
 
     def has_checkpoints(self) -> bool:
-        return bool(ckpt.find_checkpoints(self.ckpt_dir, f"iter-*.rank{self.rank}")) or any(self.ckpt_dir.glob("iter-*.pt"))
+        return bool(ckpt.find_checkpoints(self.ckpt_dir, f"iter-*.rank{self.rank}")) or any(
+            self.ckpt_dir.glob("iter-*.pt")
+        )
 
     def resume(self, agent) -> int:
         """Load the newest intact checkpoint into ``agent`` (saying which newer ones are damaged); refuses

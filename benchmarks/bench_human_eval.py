@@ -48,7 +48,7 @@ def run(args) -> dict:
     store_path = Path(args.store or tempfile.mkdtemp(prefix="human_eval_")) / "labels.db"
     store = LabelingStore(store_path)
     people = {f"person{i}": store.add_labeler(f"person{i}") for i in range(1, args.labelers + 1)}
-    store.comparisons.close()
+    store.close()
     t0 = time.perf_counter()
     evaluate(
         args.task,
@@ -82,7 +82,7 @@ def run(args) -> dict:
         "SELECT e.system_position, c.query_text, c.sample_texts FROM evaluation_questions e "
         "JOIN comparisons c ON c.id = e.comparison_id WHERE e.eval_id = 'roundtrip'"
     ).fetchall()
-    store.comparisons.close()
+    store.close()
     noisy, clean = make_labeler(args.labeler, temperature=args.temperature), make_labeler(args.labeler)
     expected, outcomes = [], []
     for position, query, texts in rows:

@@ -130,7 +130,7 @@ def main(argv=None) -> None:
         )
     users = LabelingStore(store_path)
     tokens = [users.add_labeler(f"l{i}") for i in range(args.labelers)]
-    users.comparisons.close()
+    users.close()
 
     port_box = [free_port()]
     server = start_server(store_path, port_box[0])

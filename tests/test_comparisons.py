@@ -153,3 +153,22 @@ def test_openai_schema_malformed_rows(tmp_path, row, match):
         pytest.raises(LabelFileError, match=r"broken.json:2: invalid JSON"),
     ):
         store.import_openai(tmp_path / "broken.json", task="t")
+
+
+def test_store_counts_questions_and_closes_as_a_context_manager(tmp_path):
+    import sqlite3
+
+    from rewards.labeling.store import LabelingStore
+
+    with ComparisonStore(tmp_path / "s.db") as store:
+        ids = store.add([q(), q(), q()])
+        store.record_label(ids[0], {"best": 1}, "alice")
+        store.record_label(ids[0], {"best": 2}, "bob")  # a second judgement of the same question
+        assert store.count(labelled=True) == 2 and store.count_questions(labelled=True) == 1
+        assert store.count_questions() == 3 and store.count_questions(task="other") == 0
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.count()
+    with LabelingStore(tmp_path / "s.db") as labeling:
+        assert labeling.comparisons.count_questions(labelled=False) == 2
+    with pytest.raises(sqlite3.ProgrammingError):
+        labeling.comparisons.count()

@@ -37,7 +37,7 @@ def systems(n=12):
 def labelers(path, names=("ann", "bob", "cy", "dee")):
     store = LabelingStore(path)
     tokens = {n: store.add_labeler(n) for n in names}
-    store.comparisons.close()
+    store.close()
     return tokens
 
 

@@ -111,6 +111,15 @@ class LabelingStore:
             )
         self.secret = self.conn.execute("SELECT secret FROM labeling_secret").fetchone()[0].encode()
 
+    def close(self) -> None:
+        self.comparisons.close()
+
+    def __enter__(self) -> LabelingStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # -------------------------------------------------------------------------------- labelers
     def add_labeler(self, name: str, admin: bool = False) -> str:
         """Create a labeler; returns their access token (only its hash is stored)."""
