@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from agents.checkpoint import load_state
-from agents.loop import TrainingHalted
 from agents.build import build_agent
+from agents.checkpoint import load_state
 from agents.config import apply_overrides, load_config
+from agents.loop import TrainingHalted
 from agents.train import train_policy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -86,7 +86,7 @@ def test_overrides_resolve_bare_keys_and_refuse_unknown_ones():
     assert data["optim"]["lr"] == 2e-5 and data["rloo"]["epochs"] == 3 and data["kl"]["coef"] == 0.1
     with pytest.raises(ConfigError, match="in no table"):
         apply_overrides({}, ["--nonsense=1"])
-    with pytest.raises(ConfigError, match="must look like --table.key=value"):
+    with pytest.raises(ConfigError, match=r"must look like --table\.key=value"):
         apply_overrides({}, ["--ppo.lr"])
     with pytest.raises(ConfigError, match="no table 'ppx'"):
         apply_overrides({}, ["--ppx.lr=1"])
