@@ -39,6 +39,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         )
     stats["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps({"store": str(args.store), **stats}))
+    if stats["questions"] == 0:
+        print(
+            f"textenv sample: stored 0 questions: none of the {stats['sampled']} samples of {args.model!r} had a "
+            f"truncate token in the allowed window ({stats['skipped_queries']} queries skipped); pass "
+            "--no-require-valid to keep invalid samples, or sample from a model that ends its sentences.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -77,6 +77,12 @@ def test_cli_sample_label_train_reward(tmp_path, capsys):
     )
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["questions"] == 24
+    # the random tiny model never ends a sentence: requiring valid samples stores nothing, and says so
+    assert (
+        main(["sample", "--store", store, "--model", "tiny-gpt2", "--queries", "2", "--batch-size", "2"]) == 1
+    )
+    err = capsys.readouterr().err
+    assert "stored 0 questions" in err and "pass --no-require-valid" in err
     assert (
         main(
             [
