@@ -43,5 +43,19 @@ def test_sb3_example_runs(tmp_path, monkeypatch):
     assert namespace["model"].num_timesteps >= 32
 
 
+def test_ppo_python_example_runs():
+    (code,) = [b for b in section_blocks("PPO agent (`agents/`)") if "PPOAgent(" in b]
+    code = code.replace('"smollm2-135m"', '"tiny-gpt2"').replace("num_envs=64", "num_envs=8")
+    code = code.replace("batch_size=64", "batch_size=8").replace(
+        'reward_fn="sentiment")', 'reward_fn="sentiment", response_length=4, truncate_after=0)'
+    )
+    assert code.count("=8") == 2 and "tiny-gpt2" in code
+    namespace: dict = {}
+    exec(compile(code, "README:ppo", "exec"), namespace)
+    metrics = namespace["metrics"]
+    assert metrics["iteration"] == 1 and metrics["objective/kl"] == pytest.approx(0.0, abs=1e-4)
+    assert namespace["agent"].config.optim.lr == 1e-5 and namespace["agent"].kl_ctl.value < 0.15
+
+
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__])
