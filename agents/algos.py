@@ -6,7 +6,7 @@ plus one line here.
 from __future__ import annotations
 
 from agents import grpo, ppo, rloo
-from agents.loop import Algorithm
+from agents.sections import Algorithm
 
 ALGOS: dict[str, Algorithm] = {
     "ppo": ppo.ALGO,

@@ -30,8 +30,8 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
 from agents.algos import ALGOS
-from agents.loop import STRICT, AlgoConfig, HaltConfig, KLConfig, OptimConfig
 from agents.online import OnlineConfig
+from agents.sections import STRICT, AlgoConfig, HaltConfig, KLConfig, OptimConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 

@@ -21,19 +21,18 @@ is reset with the same seed for each group of ``k`` sub-environments.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from agents.loop import OBJECTIVE_CURVES, STRICT, Agent, AlgoConfig, Algorithm
+from agents.group import GroupAgent, SequenceBatch
+from agents.loop import Samples
+from agents.sections import OBJECTIVE_CURVES, STRICT, AlgoConfig, Algorithm
 from textenv.kl import kl_per_token
-from textenv.models.trunk import Features
 
-__all__ = ["ALGO", "GRPOAgent", "GRPOBatch", "GRPOConfig", "group_relative_advantages", "grpo_loss"]
+__all__ = ["ALGO", "GRPOAgent", "GRPOConfig", "group_relative_advantages", "grpo_loss"]
 
 ADV_EPS = 1e-4
 
@@ -97,57 +96,18 @@ def grpo_loss(
     }
 
 
-@dataclasses.dataclass
-class GRPOBatch:
-    context: torch.Tensor  # (B, Lc)
-    responses: torch.Tensor  # (B, Lr)
-    logprobs: torch.Tensor  # (B, Lr) sampling-time tempered log-probs
-    ref_logprobs: torch.Tensor  # (B, Lr)
-    scores: torch.Tensor  # (B,)
-    rewards: torch.Tensor  # (B,) sequence rewards (KL-penalised when kl_in = "reward")
-    advantages: torch.Tensor  # (B,)
-    valid: np.ndarray
-    texts: list[str]
-    features: Features | None = None
-
-
-class GRPOAgent(Agent):
+class GRPOAgent(GroupAgent):
     """GRPO on a :class:`textenv.vector.TextVectorEnv` whose ``num_envs`` is this process's batch."""
 
-    @property
-    def group(self) -> int:
-        return self.config.k
+    prefix = "grpo"
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for n, p in self.policy.named_parameters() if p.requires_grad and "value" not in n]
+    def sequence_rewards(self, s: Samples) -> torch.Tensor:
+        return super().sequence_rewards(s) if self.config.kl_in == "reward" else s.scores
 
-    @torch.no_grad()
-    def rollout(self) -> GRPOBatch:
-        cfg = self.config
-        s = self.sample_and_score()
-        rewards = s.scores
-        if cfg.kl_in == "reward":  # §1.4: the KL summed into the sequence reward
-            rewards = rewards - self.kl_ctl.value * kl_per_token(
-                s.logprobs, s.ref_logprobs, cfg.kl.estimator
-            ).sum(1)
-        advantages = group_relative_advantages(rewards, cfg.k, cfg.scale_rewards)
-        return GRPOBatch(
-            s.context,
-            s.responses,
-            s.logprobs,
-            s.ref_logprobs,
-            s.scores,
-            rewards,
-            advantages,
-            s.valid,
-            s.texts,
-            s.features,
-        )
+    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        return group_relative_advantages(rewards, self.config.k, self.config.scale_rewards)
 
-    def update(self, batch: GRPOBatch) -> dict:
-        return self.minibatch_update(batch, self.minibatch_loss, "grpo")
-
-    def minibatch_loss(self, stats, batch: GRPOBatch, idx: torch.Tensor):
+    def minibatch_loss(self, stats, batch: SequenceBatch, idx: torch.Tensor):
         beta = self.kl_ctl.value if self.config.kl_in == "loss" else 0.0
         return grpo_loss(
             stats.logprobs,
@@ -157,13 +117,6 @@ class GRPOAgent(Agent):
             self.config.cliprange,
             beta,
         )
-
-    def rollout_metrics(self, batch: GRPOBatch) -> dict:
-        return {
-            **super().rollout_metrics(batch),
-            "objective/score_total": float(batch.rewards.mean()),
-            "grpo/advantage_std": float(batch.advantages.std(unbiased=False)),
-        }
 
 
 ALGO = Algorithm(

@@ -11,11 +11,10 @@ One iteration (:meth:`Agent.step`):
    :func:`checked_grad_norm` (gradients averaged over ranks, a non-finite norm halts);
 4. control: ``beta`` from the KL controller, once per iteration after the gradient steps (§1.5).
 
-What is declared once here and composed into every algorithm's config: the optimiser
-(:class:`OptimConfig`), the KL penalty and its controller (:class:`KLConfig`) and the andon cord
-(:class:`HaltConfig`); the fields every algorithm has (:class:`AlgoConfig`). An algorithm module holds
-only its own fields, its rollout post-processing and its update, and one :class:`Algorithm` entry
-(see :mod:`agents.algos`).
+The config sections every algorithm shares are declared once in :mod:`agents.sections`; the value-free
+group algorithms (RLOO, GRPO) share :class:`agents.group.GroupAgent`. An algorithm module holds only its
+own fields, its rollout post-processing and its update, and one :class:`agents.sections.Algorithm`
+entry (see :mod:`agents.algos`).
 """
 
 from __future__ import annotations
@@ -24,133 +23,17 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass
 
 from agents import distributed as D
+from agents.sections import AlgoConfig
 from rewards.optim import linear_decay, make_optimizer
 from textenv.env import NonFiniteRewardError
 from textenv.kl import AdaptiveKLController, FixedKLController, kl_per_token
 from textenv.models.trunk import Features
-
-# Every config refuses NaN/inf, unknown keys and values of the wrong type (pydantic).
-STRICT = ConfigDict(allow_inf_nan=False, extra="forbid")
-
-
-@dataclass(frozen=True, config=STRICT)
-class OptimConfig:
-    """``[optim]``: Adam and its schedule, shared by every algorithm.
-
-    Attributes:
-        lr: Adam learning rate (1e-5 books, 2e-6 summarization in the reference code).
-        lr_decay: linear decay to 0 over ``total_episodes`` (the reference code).
-        optimizer: ``tf_adam`` (the reference code's epsilon placement) or ``torch_adam``.
-        adam_eps: Adam's epsilon (1e-5).
-    """
-
-    lr: float = Field(1e-5, gt=0)
-    lr_decay: bool = True
-    optimizer: Literal["tf_adam", "torch_adam"] = "tf_adam"
-    adam_eps: float = Field(1e-5, gt=0)
-
-
-@dataclass(frozen=True, config=STRICT)
-class KLConfig:
-    """``[kl]``: the KL penalty to the reference and its controller (PAPER.md §1.4-1.5).
-
-    Attributes:
-        coef: beta (its start value when adaptive): 0.15 books, 0.03 TL;DR, 0.01 CNN/DM.
-        adaptive: proportional control of beta towards ``target`` (§1.5); False: fixed beta.
-        target: the target KL in nats per response (6 books, 8 mock sentiment).
-        horizon: the controller's horizon in episodes (10,000).
-        form: ``horizon`` (the reference code) or ``paper`` (``K_beta = 0.1``).
-        estimator: ``k1`` (the paper's ``log pi - log rho``) or ``k3``.
-    """
-
-    coef: float = Field(0.15, ge=0)
-    adaptive: bool = True
-    target: float = Field(6.0, gt=0)
-    horizon: int = Field(10_000, gt=0)
-    form: Literal["horizon", "paper"] = "horizon"
-    estimator: Literal["k1", "k3"] = "k1"
-
-    def controller(self) -> AdaptiveKLController | FixedKLController:
-        if self.adaptive:
-            return AdaptiveKLController(self.coef, self.target, self.horizon, form=self.form)
-        return FixedKLController(self.coef)
-
-
-@dataclass(frozen=True, config=STRICT)
-class HaltConfig:
-    """``[halt]``: the andon cord's KL runaway rule (NaN/inf always halt).
-
-    Attributes:
-        kl_threshold: halt when the KL (nats per response) stays above this; ``None``: ``kl_factor x
-            kl.target``. Give it explicitly for fixed-beta runs, whose KL has no target to track.
-        kl_factor: the multiple of ``kl.target`` used when ``kl_threshold`` is None (3).
-        kl_patience: consecutive iterations above the threshold before the halt; 0 turns the rule off.
-    """
-
-    kl_threshold: float | None = Field(None, gt=0)
-    kl_factor: float = Field(3.0, gt=0)
-    kl_patience: int = Field(3, ge=0)
-
-    def threshold(self, kl: KLConfig) -> float:
-        return self.kl_threshold if self.kl_threshold is not None else self.kl_factor * kl.target
-
-
-@dataclass(frozen=True, config=STRICT)
-class AlgoConfig:
-    """The fields every algorithm has; an algorithm's config subclasses it and adds its own.
-
-    Attributes:
-        total_episodes: episodes over the run (1M in the code, 2M in the paper); sets the LR schedule.
-        batch_size: episodes per iteration over all processes.
-        minibatches: minibatches per epoch.
-        epochs: passes over each batch.
-        seed: base seed; rank r uses ``seed + r * 100003`` (§1.8).
-        optim, kl, halt: the shared sections (``[optim]``, ``[kl]``, ``[halt]`` in a TOML config).
-    """
-
-    total_episodes: int = Field(1_000_000, gt=0)
-    batch_size: int = Field(512, gt=0)
-    minibatches: int = Field(1, gt=0)
-    epochs: int = Field(4, gt=0)
-    seed: int = Field(0, ge=0)
-    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-    kl: KLConfig = dataclasses.field(default_factory=KLConfig)
-    halt: HaltConfig = dataclasses.field(default_factory=HaltConfig)
-
-    @property
-    def num_updates(self) -> int:
-        """ceil(total_episodes / batch_size), as the reference code (§4.5 (c))."""
-        return math.ceil(self.total_episodes / self.batch_size)
-
-    # the sections that are shared between algorithms and live in their own TOML tables
-    SHARED: ClassVar[tuple[str, ...]] = ("optim", "kl", "halt")
-
-
-@dataclasses.dataclass(frozen=True)
-class Algorithm:
-    """A registry entry (:data:`agents.algos.ALGOS`): what the config, the CLI and the plots need."""
-
-    name: str
-    config: type[AlgoConfig]
-    agent: Callable[..., Agent]
-    curves: tuple[tuple[str, str], ...]
-    summary: str = ""
-
-
-OBJECTIVE_CURVES = (
-    ("objective/score", "score"),
-    ("objective/kl", "KL (nats)"),
-    ("objective/kl_coef", "beta"),
-    ("objective/entropy", "entropy"),
-)
 
 
 class TrainingHalted(RuntimeError):

@@ -23,15 +23,8 @@ from pydantic.dataclasses import dataclass
 
 from agents import distributed as D
 from agents.core import compute_gae, masked_mean, ppo_loss
-from agents.loop import (
-    OBJECTIVE_CURVES,
-    STRICT,
-    Agent,
-    AlgoConfig,
-    Algorithm,
-    TrainingHalted,
-    checked_grad_norm,
-)
+from agents.loop import Agent, TrainingHalted, checked_grad_norm
+from agents.sections import OBJECTIVE_CURVES, STRICT, AlgoConfig, Algorithm
 from textenv.kl import shaped_rewards
 from textenv.models.trunk import Features
 

@@ -20,19 +20,15 @@ each group of ``k`` sub-environments, so they draw the same prompt.
 
 from __future__ import annotations
 
-import dataclasses
-
-import numpy as np
 import torch
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from agents import distributed as D
-from agents.loop import OBJECTIVE_CURVES, STRICT, Agent, AlgoConfig, Algorithm
-from textenv.kl import kl_per_token
-from textenv.models.trunk import Features
+from agents.group import GroupAgent, SequenceBatch
+from agents.sections import OBJECTIVE_CURVES, STRICT, AlgoConfig, Algorithm
 
-__all__ = ["ALGO", "RLOOAgent", "RLOOBatch", "RLOOConfig", "leave_one_out_advantages", "rloo_loss"]
+__all__ = ["ALGO", "RLOOAgent", "RLOOConfig", "leave_one_out_advantages", "rloo_loss"]
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -86,69 +82,22 @@ def rloo_loss(
     return loss, clipfrac, approxkl
 
 
-@dataclasses.dataclass
-class RLOOBatch:
-    context: torch.Tensor  # (B, Lc)
-    responses: torch.Tensor  # (B, Lr)
-    logprobs: torch.Tensor  # (B, Lr) sampling-time tempered log-probs
-    ref_logprobs: torch.Tensor  # (B, Lr)
-    scores: torch.Tensor  # (B,)
-    rewards: torch.Tensor  # (B,) score - beta * KL (sequence level)
-    advantages: torch.Tensor  # (B,)
-    valid: np.ndarray
-    texts: list[str]
-    features: Features | None = None
-
-
-class RLOOAgent(Agent):
+class RLOOAgent(GroupAgent):
     """RLOO on a :class:`textenv.vector.TextVectorEnv` whose ``num_envs`` is this process's batch."""
 
-    @property
-    def group(self) -> int:
-        return self.config.k
+    prefix = "rloo"
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for n, p in self.policy.named_parameters() if p.requires_grad and "value" not in n]
-
-    @torch.no_grad()
-    def rollout(self) -> RLOOBatch:
-        cfg = self.config
-        s = self.sample_and_score()
-        kl = kl_per_token(s.logprobs, s.ref_logprobs, cfg.kl.estimator).sum(1)  # (B,)
-        rewards = s.scores - self.kl_ctl.value * kl  # §1.4, the KL summed into the sequence reward
-        advantages = leave_one_out_advantages(rewards, cfg.k)
-        if cfg.normalize_advantages:
+    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        advantages = leave_one_out_advantages(rewards, self.config.k)
+        if self.config.normalize_advantages:
             advantages = D.global_whiten(advantages)  # LOO advantages have mean 0: this divides by the std
-        return RLOOBatch(
-            s.context,
-            s.responses,
-            s.logprobs,
-            s.ref_logprobs,
-            s.scores,
-            rewards,
-            advantages,
-            s.valid,
-            s.texts,
-            s.features,
-        )
+        return advantages
 
-    def update(self, batch: RLOOBatch) -> dict:
-        return self.minibatch_update(batch, self.minibatch_loss, "rloo")
-
-    def minibatch_loss(self, stats, batch: RLOOBatch, idx: torch.Tensor):
+    def minibatch_loss(self, stats, batch: SequenceBatch, idx: torch.Tensor):
         loss, clipfrac, approxkl = rloo_loss(
             stats.logprobs, batch.logprobs[idx], batch.advantages[idx], self.config.cliprange
         )
         return loss, {"policy/clipfrac": clipfrac, "policy/approxkl": approxkl}
-
-    def rollout_metrics(self, batch: RLOOBatch) -> dict:
-        """The PPO agent's ``objective/*`` keys (``score_total``: the KL-penalised sequence reward) and the
-        leave-one-out advantages' spread."""
-        return {
-            **super().rollout_metrics(batch),
-            "objective/score_total": float(batch.rewards.mean()),
-            "rloo/advantage_std": float(batch.advantages.std(unbiased=False)),
-        }
 
 
 ALGO = Algorithm(

@@ -39,8 +39,8 @@ def run_builtin(algo: str, args) -> dict:
     import dataclasses
 
     from agents.algos import ALGOS
-    from agents.loop import OptimConfig
     from agents.policy import PolicyWithValue
+    from agents.sections import OptimConfig
     from textenv.vector import TextVectorEnv
 
     policy = PolicyWithValue.from_spec(args.model, temperature=0.7, seed=0)

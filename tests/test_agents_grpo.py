@@ -11,8 +11,8 @@ import torch
 
 from agents.config import ConfigError, load_config
 from agents.grpo import GRPOAgent, GRPOConfig, group_relative_advantages, grpo_loss
-from agents.loop import HaltConfig, KLConfig, OptimConfig
 from agents.policy import PolicyWithValue
+from agents.sections import HaltConfig, KLConfig, OptimConfig
 from agents.train import train_policy
 from tests.test_agents_ppo import PROMPTS, linear_token_reward
 from textenv.vector import TextVectorEnv

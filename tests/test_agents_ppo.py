@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.loop import HaltConfig, KLConfig, OptimConfig
 from agents.policy import PolicyWithValue
 from agents.ppo import PPOAgent, PPOConfig
+from agents.sections import HaltConfig, KLConfig, OptimConfig
 from textenv.vector import TextVectorEnv
 
 PROMPTS = ["The weather today is", "Once upon a time", "My favourite food", "In the city of"]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from agents.config import load_config
-from agents.loop import HaltConfig, KLConfig, OptimConfig
 from agents.policy import PolicyWithValue
 from agents.rloo import RLOOAgent, RLOOConfig, leave_one_out_advantages, rloo_loss
+from agents.sections import HaltConfig, KLConfig, OptimConfig
 from agents.train import train_policy
 from tests.test_agents_ppo import PROMPTS, linear_token_reward
 from textenv.vector import TextVectorEnv
