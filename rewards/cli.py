@@ -80,6 +80,20 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> dict:
+    _add_sample_parser(sub)
+    _add_label_parser(sub)
+    _add_train_reward_parser(sub)
+    _add_labeling_parsers(sub)
+    return {
+        "sample": cmd_sample,
+        "label": cmd_label,
+        "train-reward": cmd_train_reward,
+        "labelers": cmd_labelers,
+        "serve-labeling": cmd_serve_labeling,
+    }
+
+
+def _add_sample_parser(sub) -> None:
     p = sub.add_parser("sample", help="sample N responses per query from a policy into the comparison store")
     p.add_argument("--task", default="BookSentiment-v0")
     p.add_argument("--model", default="smollm2-135m")
@@ -98,6 +112,8 @@ def add_parsers(sub) -> dict:
         help="reject samples without a truncate token in the window, as the paper (default: on)",
     )
 
+
+def _add_label_parser(sub) -> None:
     p = sub.add_parser("label", help="label pending questions with a mock labeler")
     p.add_argument("--store", required=True)
     p.add_argument("--labeler", required=True, choices=["sentiment", "descriptiveness", "summarization"])
@@ -107,6 +123,8 @@ def add_parsers(sub) -> dict:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
 
+
+def _add_train_reward_parser(sub) -> None:
     p = sub.add_parser("train-reward", help="train a reward model on the store's labels")
     p.add_argument("--store", required=True)
     p.add_argument("--task", default="BookSentiment-v0")
@@ -124,6 +142,10 @@ def add_parsers(sub) -> dict:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+
+
+def _add_labeling_parsers(sub) -> None:
+    """``labelers`` and ``serve-labeling``: the human labeling app."""
     p = sub.add_parser("labelers", help="manage the labeling app's labelers and their access tokens")
     p.add_argument("action", choices=["add", "list"])
     p.add_argument("name", nargs="?", help="the labeler's name (for add)")
@@ -136,13 +158,6 @@ def add_parsers(sub) -> dict:
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network: put TLS in front")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--task", default=None, help="only questions of this task id")
-    return {
-        "sample": cmd_sample,
-        "label": cmd_label,
-        "train-reward": cmd_train_reward,
-        "labelers": cmd_labelers,
-        "serve-labeling": cmd_serve_labeling,
-    }
 
 
 def cmd_labelers(args: argparse.Namespace) -> int:
