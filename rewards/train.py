@@ -188,12 +188,31 @@ def train_reward_model(
     rm.train()  # dropout is 0 everywhere (the loader disabled it), so train mode changes nothing
     params = [p for p in rm.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, lr=config.lr, kind=config.optimizer, eps=config.adam_eps)
+    t0 = time.perf_counter()
+    losses, lrs = _train_epochs(rm, items, config, optimizer, label_type, features, progress)
+    rm.eval()
+    metrics = _train_metrics(label_type, losses, lrs, len(items) * config.epochs, config, t0)
+    if eval_items:
+        metrics.update(evaluate(rm, eval_items, features=eval_features))
+    return metrics
+
+
+def _train_epochs(
+    rm: RewardModel,
+    items: Sequence[Comparison],
+    config: RewardTrainConfig,
+    optimizer: torch.optim.Optimizer,
+    label_type: str,
+    features: Sequence[Features] | None,
+    progress: Callable[[int], None] | None,
+) -> tuple[list[float], list[float]]:
+    """``config.epochs`` shuffled passes over ``items`` (``ceil(N / B)`` steps each, the learning rate
+    decayed linearly over the comparisons seen); returns the loss and learning rate of every step."""
     n, bsz = len(items), config.batch_size
     steps_per_epoch = math.ceil(n / bsz)
     total = n * config.epochs
     rng = np.random.default_rng(config.seed)
     losses, lrs = [], []
-    t0 = time.perf_counter()
     done = 0
     for _epoch in range(config.epochs):
         order = rng.permutation(n)
@@ -201,35 +220,53 @@ def train_reward_model(
             idx = order[k * bsz : (k + 1) * bsz]
             batch = [items[i] for i in idx]
             lr = linear_decay(config.lr, done, total)  # lr * (1 - k*B/N), §1.3
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss, _ = batch_loss(
-                rm, batch, label_type, None if features is None else [features[i] for i in idx]
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+            feats = None if features is None else [features[i] for i in idx]
+            losses.append(_train_step(rm, optimizer, lr, batch, label_type, feats))
             lrs.append(lr)
             done += len(batch)
             if progress is not None:
                 progress(len(batch))
-    rm.eval()
-    metrics = {
+    return losses, lrs
+
+
+def _train_step(
+    rm: RewardModel,
+    optimizer: torch.optim.Optimizer,
+    lr: float,
+    batch: Sequence[Comparison],
+    label_type: str,
+    features: Sequence[Features] | None,
+) -> float:
+    """One optimizer step at learning rate ``lr``; returns the batch's loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss, _ = batch_loss(rm, batch, label_type, features)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _train_metrics(
+    label_type: str,
+    losses: list[float],
+    lrs: list[float],
+    comparisons: int,
+    config: RewardTrainConfig,
+    t0: float,
+) -> dict:
+    return {
         "label_type": label_type,
         "train/loss_first": losses[0],
         "train/loss_last_10pct": float(np.mean(losses[-max(1, len(losses) // 10) :])),
         "train/steps": len(losses),
-        "train/comparisons": n * config.epochs,
+        "train/comparisons": comparisons,
         "train/seconds": time.perf_counter() - t0,
-        "train/comparisons_per_s": n * config.epochs / max(time.perf_counter() - t0, 1e-9),
+        "train/comparisons_per_s": comparisons / max(time.perf_counter() - t0, 1e-9),
         "losses": losses,
         "lrs": lrs,
         "config": asdict(config),
     }
-    if eval_items:
-        metrics.update(evaluate(rm, eval_items, features=eval_features))
-    return metrics
 
 
 @torch.no_grad()
