@@ -50,7 +50,6 @@ def sample_questions(
         max_rounds: resampling rounds before a query that keeps producing invalid samples is skipped.
     """
     from textenv.models.sampling import hf_sample_fn
-    from textenv.sampler import sample_for_prompts
     from textenv.task import make_task
 
     if n_queries < 1 or n_samples < 2:
@@ -64,34 +63,62 @@ def sample_questions(
     while stats["questions"] + stats["skipped_queries"] < n_queries:
         todo = min(per_batch, n_queries - stats["questions"] - stats["skipped_queries"])
         prompts = task.draw_prompts(todo, rng)
-        kept: list[list[np.ndarray]] = [[] for _ in prompts]
-        for _round in range(max_rounds if require_valid else 1):
-            need = [i for i, k in enumerate(kept) if len(k) < n_samples]
-            if not need:
-                break
-            rows = [i for i in need for _ in range(n_samples - len(kept[i]))]
-            drawn = sample_for_prompts(
-                task, [prompts[i] for i in rows], sample_fn, seed=seed * 100_003 + call
-            )
-            call += 1
-            truncated, valid, _ = task.truncate(drawn.responses)
-            stats["sampled"] += len(rows)
-            stats["valid"] += int(valid.sum())
-            for i, t, v in zip(rows, truncated, valid):
-                if (v or not require_valid) and len(kept[i]) < n_samples:
-                    kept[i].append(t)
-        questions = []
-        for prompt, samples in zip(prompts, kept):
-            if len(samples) < n_samples:
-                stats["skipped_queries"] += 1
-                continue
-            questions.append(make_question(task, prompt, samples, policy_version))
+        kept, call = _sample_kept(
+            task, prompts, sample_fn, stats, n_samples, require_valid, max_rounds, seed, call
+        )
+        questions = _full_questions(task, prompts, kept, n_samples, policy_version, stats)
         store.add(questions)
         stats["questions"] += len(questions)
         if progress is not None:
             progress(len(questions))
     stats["valid_rate"] = stats["valid"] / max(stats["sampled"], 1)
     return stats
+
+
+def _sample_kept(
+    task,
+    prompts,
+    sample_fn,
+    stats: dict,
+    n_samples: int,
+    require_valid: bool,
+    max_rounds: int,
+    seed: int,
+    call: int,
+) -> tuple[list[list[np.ndarray]], int]:
+    """Up to ``n_samples`` truncated samples per prompt: with ``require_valid`` the valid ones, resampling
+    the missing ones for up to ``max_rounds`` rounds; else one round, kept as they come. Counts into
+    ``stats``; returns the samples per prompt and the next ``generate`` call number (it seeds the call)."""
+    from textenv.sampler import sample_for_prompts
+
+    kept: list[list[np.ndarray]] = [[] for _ in prompts]
+    for _round in range(max_rounds if require_valid else 1):
+        need = [i for i, k in enumerate(kept) if len(k) < n_samples]
+        if not need:
+            break
+        rows = [i for i in need for _ in range(n_samples - len(kept[i]))]
+        drawn = sample_for_prompts(task, [prompts[i] for i in rows], sample_fn, seed=seed * 100_003 + call)
+        call += 1
+        truncated, valid, _ = task.truncate(drawn.responses)
+        stats["sampled"] += len(rows)
+        stats["valid"] += int(valid.sum())
+        for i, t, v in zip(rows, truncated, valid):
+            if (v or not require_valid) and len(kept[i]) < n_samples:
+                kept[i].append(t)
+    return kept, call
+
+
+def _full_questions(
+    task, prompts, kept, n_samples: int, policy_version: int, stats: dict
+) -> list[Comparison]:
+    """The questions of the prompts that got all ``n_samples`` samples; the others count as skipped."""
+    questions = []
+    for prompt, samples in zip(prompts, kept):
+        if len(samples) < n_samples:
+            stats["skipped_queries"] += 1
+            continue
+        questions.append(make_question(task, prompt, samples, policy_version))
+    return questions
 
 
 def make_question(task, prompt, samples, policy_version: int = 0, question_id: str = "") -> Comparison:
@@ -184,6 +211,55 @@ def mock_reward_model(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    sets = _mock_labelled_sets(
+        task,
+        lm,
+        tokenizer,
+        labeler,
+        out,
+        questions=questions,
+        heldout_questions=heldout_questions,
+        seed=seed,
+        require_valid=require_valid,
+        **task_overrides,
+    )
+    rm = RewardModel.from_spec(model_spec, seed=seed, pool=pool)
+    rm.set_trainable(0)
+    feats = cache_features(rm, sets["train"], batch_size=32)
+    held = cache_features(rm, sets["heldout"], batch_size=32) if sets["heldout"] else None
+    metrics = train_reward_model(
+        rm,
+        sets["train"],
+        RewardTrainConfig(lr=lr, batch_size=16, epochs=epochs, top_blocks=0, seed=seed),
+        eval_items=sets["heldout"] or None,
+        features=feats,
+        eval_features=held,
+    )
+    q, r = policy_samples(
+        task, lm, tokenizer, normalize_samples, seed=seed + 11, batch_size=128, **task_overrides
+    )
+    metrics.update(normalize(rm, q, r, batch_size=64))
+    metrics.update({"questions/train": len(sets["train"]), "questions/heldout": len(sets["heldout"])})
+    rm.save(out / "reward_model")
+    return rm, metrics
+
+
+def _mock_labelled_sets(
+    task: str,
+    lm,
+    tokenizer,
+    labeler,
+    out: Path,
+    /,
+    *,
+    questions: int,
+    heldout_questions: int,
+    seed: int,
+    require_valid: bool,
+    **task_overrides,
+) -> dict[str, list[Comparison]]:
+    """``{"train": ..., "heldout": ...}``: questions sampled from the task's train (seed ``seed``) and valid
+    (seed ``seed + 1``) splits into fresh stores ``out/labels_{name}.db``, labelled by ``labeler``."""
     sets = {}
     for name, n, split, s in (
         ("train", questions, "train", seed),
@@ -209,22 +285,4 @@ def mock_reward_model(
             )
             label_pending(store, labeler, name=f"mock:{type(labeler).__name__}", task=task)
             sets[name] = store.labelled(task=task)
-    rm = RewardModel.from_spec(model_spec, seed=seed, pool=pool)
-    rm.set_trainable(0)
-    feats = cache_features(rm, sets["train"], batch_size=32)
-    held = cache_features(rm, sets["heldout"], batch_size=32) if sets["heldout"] else None
-    metrics = train_reward_model(
-        rm,
-        sets["train"],
-        RewardTrainConfig(lr=lr, batch_size=16, epochs=epochs, top_blocks=0, seed=seed),
-        eval_items=sets["heldout"] or None,
-        features=feats,
-        eval_features=held,
-    )
-    q, r = policy_samples(
-        task, lm, tokenizer, normalize_samples, seed=seed + 11, batch_size=128, **task_overrides
-    )
-    metrics.update(normalize(rm, q, r, batch_size=64))
-    metrics.update({"questions/train": len(sets["train"]), "questions/heldout": len(sets["heldout"])})
-    rm.save(out / "reward_model")
-    return rm, metrics
+    return sets
