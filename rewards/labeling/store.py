@@ -7,6 +7,8 @@
   same transaction as its judgement row in ``comparisons``, so an acknowledged answer is in the store,
   exactly once.
 * ``labeling_secret``: a random key for signing session cookies and CSRF tokens (kept across restarts).
+* ``evaluation_questions``: the pairwise questions of human evaluations (see
+  :mod:`rewards.labeling.evaluation`).
 
 Duplicates for agreement (PAPER.md §1.7: 5 % of questions answered 5 times): a question whose id hashes
 into the first ``duplicate_share`` of the range stays open (``labeling_open``, a small table) until
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 import sqlite3
 import time
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rewards.comparisons import Comparison, ComparisonStore
+from rewards.labeling.evaluation import EVAL_TASK_PREFIX as EVAL_TASK_PREFIX  # re-exported
+from rewards.labeling.evaluation import NAME_CHARS, EvaluationMixin
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS labelers (
@@ -66,12 +69,6 @@ CREATE TABLE IF NOT EXISTS evaluation_questions (
 CREATE INDEX IF NOT EXISTS evaluation_questions_eval ON evaluation_questions(eval_id);
 """
 
-EVAL_TASK_PREFIX = (
-    "eval:"  # evaluation questions' task: never read by reward-model training (it filters on the task)
-)
-
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
-
 
 class AlreadyAnswered(ValueError):
     """This labeler already answered, skipped or flagged this question."""
@@ -87,8 +84,9 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class LabelingStore:
-    """Labelers, answers and question selection on top of a :class:`ComparisonStore` file."""
+class LabelingStore(EvaluationMixin):
+    """Labelers, answers and question selection on top of a :class:`ComparisonStore` file; human
+    evaluations (post, list, results) from :class:`rewards.labeling.evaluation.EvaluationMixin`."""
 
     def __init__(
         self,
@@ -257,131 +255,6 @@ class LabelingStore:
             (labeler,),
         ).fetchall()
         return [dict(zip(("question_id", "comparison_id", "action", "choice", "created"), r)) for r in rows]
-
-    # ------------------------------------------------------------------------------ evaluations
-    def post_evaluation(
-        self, eval_id: str, pairs: list[tuple[Comparison, str, str, int]], votes: int = 3
-    ) -> int:
-        """Post pairwise evaluation questions for people to answer in the app, in one transaction.
-
-        ``pairs`` holds ``(question, system, baseline, system_position)``: a 2-sample question whose sample
-        ``system_position`` is ``system``'s response and the other ``baseline``'s. Each question stays open
-        until ``votes`` labelers have answered it (PAPER.md §3.2: majority of 3). Returns the count."""
-        self.check_new_evaluation(eval_id, votes)
-        for question, _, _, position in pairs:
-            if len(question.samples) != 2 or position not in (0, 1):
-                raise ValueError(
-                    f"evaluation question {question.question_id!r}: needs 2 samples and a system position "
-                    f"0 or 1, got {len(question.samples)} samples and position {position!r}."
-                )
-            if not question.task.startswith(EVAL_TASK_PREFIX):
-                raise ValueError(
-                    f"evaluation question task {question.task!r} must start with {EVAL_TASK_PREFIX!r} so that "
-                    "reward-model training never reads it."
-                )
-        now = time.time()
-        with self.comparisons._transaction() as conn:
-            ids = self.comparisons.add_in(conn, [q for q, *_ in pairs])
-            for row_id, (question, system, baseline, position) in zip(ids, pairs):
-                conn.execute(
-                    "INSERT INTO evaluation_questions (question_id, eval_id, comparison_id, system, baseline, "
-                    "system_position, votes, created) VALUES (?,?,?,?,?,?,?,?)",
-                    (question.question_id, eval_id, row_id, system, baseline, position, votes, now),
-                )
-                if votes > 1:
-                    conn.execute(
-                        "INSERT INTO labeling_open (question_id, comparison_id, task, remaining) VALUES (?,?,?,?)",
-                        (question.question_id, row_id, question.task, votes),
-                    )
-        return len(pairs)
-
-    def check_new_evaluation(self, eval_id: str, votes: int) -> None:
-        """Raise ValueError when ``eval_id`` is malformed or taken, or ``votes`` < 1."""
-        if not eval_id or not set(eval_id) <= NAME_CHARS:
-            raise ValueError(f"eval_id={eval_id!r}: use letters, digits, '_', '-' or '.'.")
-        if votes < 1:
-            raise ValueError(f"votes={votes} must be >= 1 (the paper uses a majority of 3).")
-        if self.conn.execute(
-            "SELECT 1 FROM evaluation_questions WHERE eval_id=? LIMIT 1", (eval_id,)
-        ).fetchone():
-            raise ValueError(
-                f"evaluation {eval_id!r} exists in {self.comparisons.path} already; read it with "
-                f"`textenv eval-results --store {self.comparisons.path} --eval-id {eval_id}` or pick a new id."
-            )
-
-    def evaluation_ids(self) -> list[str]:
-        return [
-            r[0]
-            for r in self.conn.execute("SELECT DISTINCT eval_id FROM evaluation_questions ORDER BY eval_id")
-        ]
-
-    def evaluation_results(self, eval_id: str) -> dict:
-        """Per system: the share of its questions it wins by majority vote (a tie counts one half) over the
-        questions with all their votes, the share of single judgements it wins, and the counts (standard
-        errors are binomial, over questions)."""
-        rows = self.conn.execute(
-            "SELECT question_id, system, baseline, system_position, votes FROM evaluation_questions "
-            "WHERE eval_id=? ORDER BY comparison_id",
-            (eval_id,),
-        ).fetchall()
-        if not rows:
-            known = ", ".join(self.evaluation_ids()) or "none"
-            raise KeyError(
-                f"no evaluation {eval_id!r} in {self.comparisons.path} (evaluations there: {known})."
-            )
-        picks: dict[str, list[int]] = {}
-        for qid, label in self.conn.execute(
-            "SELECT c.question_id, c.label FROM comparisons c JOIN evaluation_questions e "
-            "ON c.question_id = e.question_id WHERE e.eval_id=? AND c.label IS NOT NULL ORDER BY c.id",
-            (eval_id,),
-        ):
-            picks.setdefault(qid, []).append(int(json.loads(label)["best"]))
-        events = dict(
-            self.conn.execute(
-                "SELECT l.action, COUNT(*) FROM labeling_events l JOIN evaluation_questions e "
-                "ON l.question_id = e.question_id WHERE e.eval_id=? AND l.action != 'choose' GROUP BY l.action",
-                (eval_id,),
-            ).fetchall()
-        )
-        out: dict = {}
-        for qid, system, baseline, position, votes in rows:
-            r = out.setdefault(
-                system,
-                {
-                    "baseline": baseline,
-                    "votes": votes,
-                    "questions": 0,
-                    "complete": 0,
-                    "answered": 0,
-                    "majority_wins": 0.0,
-                    "judgements": 0,
-                    "judgement_wins": 0,
-                },
-            )
-            r["questions"] += 1
-            choices = picks.get(qid, [])
-            wins = sum(c == position for c in choices)
-            r["judgements"] += len(choices)
-            r["judgement_wins"] += wins
-            r["answered"] += bool(choices)
-            if len(choices) >= votes:
-                r["complete"] += 1
-                r["majority_wins"] += (
-                    1.0 if 2 * wins > len(choices) else 0.5 if 2 * wins == len(choices) else 0.0
-                )
-        for r in out.values():
-            n = r["complete"]
-            p = r["majority_wins"] / n if n else None
-            r["win_rate"] = p
-            r["win_rate_se"] = (p * (1 - p) / n) ** 0.5 if n else None
-            r["judgement_win_rate"] = r["judgement_wins"] / r["judgements"] if r["judgements"] else None
-        return {
-            "eval_id": eval_id,
-            "systems": out,
-            "skips": int(events.get("skip", 0)),
-            "flags": int(events.get("flag", 0)),
-            "complete": all(r["complete"] == r["questions"] for r in out.values()),
-        }
 
     # ----------------------------------------------------------------------------------- admin
     def stats(self) -> dict:
