@@ -16,6 +16,7 @@ Security model:
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
@@ -55,7 +56,17 @@ def create_app(store_path: str | Path, task: str | None = None, duplicate_share:
     lock = threading.Lock()  # one SQLite connection: one request at a time touches it
     app = FastAPI(title="textenv labeling", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
-    static = resources.files("rewards.labeling") / "static"
+    _add_security_headers(app)
+    labeler, admin = _auth_dependencies(store, lock)
+    _add_pages(app, resources.files("rewards.labeling") / "static")
+    _add_session_routes(app, store, lock, labeler)
+    _add_question_routes(app, store, lock, labeler)
+    _add_admin_routes(app, store, lock, admin, task)
+    return app
+
+
+def _add_security_headers(app: FastAPI) -> None:
+    """The CSP (no inline script or style) and the other hardening headers, on every response."""
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -68,6 +79,13 @@ def create_app(store_path: str | Path, task: str | None = None, duplicate_share:
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
         return response
+
+
+def _auth_dependencies(
+    store: LabelingStore, lock: threading.Lock
+) -> tuple[Callable[..., Labeler], Callable[..., Labeler]]:
+    """The ``labeler`` dependency (bearer token, or session cookie plus CSRF header on state-changing
+    requests) and the ``admin`` dependency on top of it."""
 
     def labeler(request: Request) -> Labeler:
         auth = request.headers.get("authorization", "")
@@ -99,6 +117,12 @@ def create_app(store_path: str | Path, task: str | None = None, duplicate_share:
             raise HTTPException(403, f"{who.name} is not an admin (textenv labelers add NAME --admin).")
         return who
 
+    return labeler, admin
+
+
+def _add_pages(app: FastAPI, static) -> None:
+    """The labeling page, the admin page and their scripts and style (from the ``static`` folder)."""
+
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
         return (static / "index.html").read_text()
@@ -113,6 +137,10 @@ def create_app(store_path: str | Path, task: str | None = None, duplicate_share:
         if name not in types:
             raise HTTPException(404, f"no static file {name!r}.")
         return Response((static / name).read_text(), media_type=types[name])
+
+
+def _add_session_routes(app: FastAPI, store: LabelingStore, lock: threading.Lock, labeler: Callable) -> None:
+    """``/api/login`` (token in, session cookie and CSRF token out), ``/api/logout`` and ``/api/me``."""
 
     @app.post("/api/login")
     def login(response: Response, body: dict = Body(...)) -> dict:
@@ -136,6 +164,10 @@ def create_app(store_path: str | Path, task: str | None = None, duplicate_share:
     @app.get("/api/me")
     def me(who: Labeler = Depends(labeler)) -> dict:
         return {"labeler": who.name, "admin": who.admin, "csrf": store.csrf_token(who.name)}
+
+
+def _add_question_routes(app: FastAPI, store: LabelingStore, lock: threading.Lock, labeler: Callable) -> None:
+    """``/api/next`` (the next question), ``POST /api/answers`` (answer it) and ``GET /api/answers``."""
 
     @app.get("/api/next")
     def next_question(who: Labeler = Depends(labeler)) -> dict:
@@ -181,6 +213,12 @@ def create_app(store_path: str | Path, task: str | None = None, duplicate_share:
         with lock:
             return {"labeler": who.name, "answers": store.my_answers(who.name)}
 
+
+def _add_admin_routes(
+    app: FastAPI, store: LabelingStore, lock: threading.Lock, admin: Callable, task: str | None
+) -> None:
+    """``/api/admin/stats`` and ``/api/admin/export`` (the labelled comparisons, JSON lines), admins only."""
+
     @app.get("/api/admin/stats")
     def stats(who: Labeler = Depends(admin)) -> dict:
         with lock:
@@ -191,8 +229,6 @@ def create_app(store_path: str | Path, task: str | None = None, duplicate_share:
         with lock:
             rows = store.comparisons.labelled(task=task)
         return "".join(json.dumps(asdict(c)) + "\n" for c in rows)
-
-    return app
 
 
 def serve(store_path: str | Path, host: str = "127.0.0.1", port: int = 8000, task: str | None = None) -> None:
