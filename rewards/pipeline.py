@@ -206,8 +206,7 @@ def mock_reward_model(
     samples of rho (§1.3) and save to ``out_dir/reward_model``. ``require_valid=False`` keeps samples that
     break the task's truncation rule (the paper resamples them). Returns ``(reward_model, metrics)``.
     """
-    from rewards.model import RewardModel
-    from rewards.train import RewardTrainConfig, cache_features, normalize, policy_samples, train_reward_model
+    from rewards.train import normalize, policy_samples
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -223,18 +222,7 @@ def mock_reward_model(
         require_valid=require_valid,
         **task_overrides,
     )
-    rm = RewardModel.from_spec(model_spec, seed=seed, pool=pool)
-    rm.set_trainable(0)
-    feats = cache_features(rm, sets["train"], batch_size=32)
-    held = cache_features(rm, sets["heldout"], batch_size=32) if sets["heldout"] else None
-    metrics = train_reward_model(
-        rm,
-        sets["train"],
-        RewardTrainConfig(lr=lr, batch_size=16, epochs=epochs, top_blocks=0, seed=seed),
-        eval_items=sets["heldout"] or None,
-        features=feats,
-        eval_features=held,
-    )
+    rm, metrics = _train_mock_head(model_spec, sets, pool=pool, epochs=epochs, lr=lr, seed=seed)
     q, r = policy_samples(
         task, lm, tokenizer, normalize_samples, seed=seed + 11, batch_size=128, **task_overrides
     )
@@ -286,3 +274,26 @@ def _mock_labelled_sets(
             label_pending(store, labeler, name=f"mock:{type(labeler).__name__}", task=task)
             sets[name] = store.labelled(task=task)
     return sets
+
+
+def _train_mock_head(
+    model_spec: str, sets: dict[str, list[Comparison]], *, pool: str, epochs: int, lr: float, seed: int
+) -> tuple:
+    """A reward model from ``model_spec`` whose head alone is trained on ``sets["train"]`` (cached trunk
+    features, batches of 16), evaluated on ``sets["heldout"]``; returns ``(reward_model, metrics)``."""
+    from rewards.model import RewardModel
+    from rewards.train import RewardTrainConfig, cache_features, train_reward_model
+
+    rm = RewardModel.from_spec(model_spec, seed=seed, pool=pool)
+    rm.set_trainable(0)
+    feats = cache_features(rm, sets["train"], batch_size=32)
+    held = cache_features(rm, sets["heldout"], batch_size=32) if sets["heldout"] else None
+    metrics = train_reward_model(
+        rm,
+        sets["train"],
+        RewardTrainConfig(lr=lr, batch_size=16, epochs=epochs, top_blocks=0, seed=seed),
+        eval_items=sets["heldout"] or None,
+        features=feats,
+        eval_features=held,
+    )
+    return rm, metrics
