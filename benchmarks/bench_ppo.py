@@ -117,6 +117,7 @@ def prompts_for(tok, n: int, length: int) -> list[list[int]]:
 def run_ours(case: str, mode: str, iterations: int) -> dict:
     from agents.policy import PolicyWithValue
     from agents.ppo import PPOAgent, PPOConfig
+    from agents.sections import HaltConfig, KLConfig, OptimConfig
     from rewards.model import RewardModel
     from textenv.vector import TextVectorEnv
 
@@ -148,9 +149,9 @@ def run_ours(case: str, mode: str, iterations: int) -> dict:
         total_episodes=c["batch"] * (iterations + 1),
         epochs=c["epochs"],
         minibatches=1,
-        lr=1e-5,
-        kl_coef=0.15,
-        halt_kl_patience=0,
+        optim=OptimConfig(lr=1e-5),
+        kl=KLConfig(coef=0.15),
+        halt=HaltConfig(kl_patience=0),
     )
     agent = PPOAgent(policy, envs, config)
     times, phases = [], []

@@ -1,7 +1,8 @@
 """Shared pieces of the paper's experiments at small scale (``benchmarks/exp_*.py``).
 
 * :func:`ppo_config`: a PPO run on the embedded model sized for a CPU (``configs/demo.toml`` with the
-  task, reward and size given), or on a tiny random model for the tests;
+  task, reward and size given; ``target_kl`` goes to ``[kl] target``, ``lr`` to ``[optim] lr``, and the
+  andon cord halts at 3x the target), or on a tiny random model for the tests;
 * :func:`run_ppo`: runs it and records, per iteration, the KL, the reward the policy optimises and a
   *gold* score of the batch's responses (the mock labeler's own score), so that reward-model runs and
   direct runs share one y-axis;
@@ -32,7 +33,7 @@ def ppo_config(
     lr: float = 3e-4,
     extra: tuple[str, ...] = (),
 ):
-    from agents.train import load_config
+    from agents.config import load_config
 
     tiny = model.startswith("tiny")
     return load_config(
@@ -53,9 +54,11 @@ def ppo_config(
             f"--policy.top_blocks={1 if tiny else 2}",
             f"--ppo.batch_size={batch}",
             f"--ppo.total_episodes={batch * iterations}",
-            f"--ppo.target_kl={target_kl}",
-            f"--ppo.kl_horizon={max(batch * iterations // 2, 1)}",
-            f"--ppo.lr={lr}",
+            f"--kl.target={target_kl}",
+            f"--kl.horizon={max(batch * iterations // 2, 1)}",
+            # the andon cord at 3 x the KL target given here (demo.toml's explicit 9.0 is for its target 3)
+            f"--halt.kl_threshold={3.0 * target_kl}",
+            f"--optim.lr={lr}",
             *extra,
         ],
     )
@@ -63,7 +66,7 @@ def ppo_config(
 
 def run_ppo(cfg, gold) -> tuple[list[dict], object]:
     """Train; returns per-iteration rows ``{episodes, kl, kl_coef, score, gold}`` and the agent."""
-    from agents.train import build_agent
+    from agents.build import build_agent
 
     agent = build_agent(cfg)
     rows = []

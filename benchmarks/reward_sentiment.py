@@ -51,6 +51,52 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+FEATURES_FORMAT = "reward_sentiment.features.v1"
+_FEATURE_FIELDS = ("hidden", "attention_mask", "position_ids", "pool_mask")
+
+
+def save_features(path: Path, train: list, valid: list, seconds: float) -> None:
+    """The frozen lower blocks' features as one safetensors file (``{split}/{i}/{field}``; never a pickle)."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for split, feats in (("train", train), ("valid", valid)):
+        for i, f in enumerate(feats):
+            for field in _FEATURE_FIELDS:
+                t = getattr(f, field)
+                if t is not None:  # each question's rows are a view of its batch's tensor: copy them out
+                    tensors[f"{split}/{i}/{field}"] = t.detach().cpu().contiguous().clone()
+    meta = {"format": FEATURES_FORMAT, "seconds": repr(float(seconds)), "train": str(len(train))}
+    save_file(tensors, str(path), metadata={**meta, "valid": str(len(valid))})
+
+
+def load_features(path: Path) -> tuple[list, list, float]:
+    """(train features, valid features, seconds) from a :func:`save_features` file."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    from textenv.models.trunk import Features
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise SystemExit(
+            f"{path} is not a features cache of this script ({exc}); delete it to recompute"
+        ) from None
+    if meta.get("format") != FEATURES_FORMAT:
+        raise SystemExit(f"{path} is not a {FEATURES_FORMAT} file; delete it to recompute")
+
+    def split(name: str) -> list:
+        return [
+            Features(*(tensors.get(f"{name}/{i}/{field}") for field in _FEATURE_FIELDS))
+            for i in range(int(meta[name]))
+        ]
+
+    return split("train"), split("valid"), float(meta["seconds"])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -68,7 +114,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--features-cache",
         default=None,
-        help="file to save the frozen lower blocks' features to, or load them from if it exists",
+        help="safetensors file to save the frozen lower blocks' features to, or load them from if it exists",
     )
     parser.add_argument(
         "--head-only",
@@ -114,8 +160,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     cache = Path(args.features_cache) if args.features_cache else None
     if cache is not None and cache.exists():
-        saved = torch.load(cache, weights_only=False)
-        train_feats, valid_feats, feature_s = saved["train"], saved["valid"], saved["seconds"]
+        train_feats, valid_feats, feature_s = load_features(cache)
         if len(train_feats) != len(train_items) or len(valid_feats) != len(valid_items):
             raise SystemExit(f"{cache} holds features for other stores; delete it to recompute")
     else:
@@ -124,7 +169,7 @@ def main(argv=None) -> None:
         feature_s = time.perf_counter() - t0
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"train": train_feats, "valid": valid_feats, "seconds": feature_s}, cache)
+            save_features(cache, train_feats, valid_feats, feature_s)
     print(f"features {feature_s:.0f}s", flush=True)
 
     labeler_scores = np.concatenate([labeler.scores("", c.sample_texts) for c in valid_items])
