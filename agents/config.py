@@ -127,6 +127,15 @@ def table_fields() -> dict[str, list[str]]:
     return out
 
 
+def _lookup(values: Any, loc: tuple, default: Any) -> Any:
+    """The value the user gave at ``loc`` (pydantic reports nested inputs as whole sub-tables)."""
+    for part in loc:
+        if not isinstance(values, dict) or part not in values:
+            return default
+        values = values[part]
+    return values
+
+
 def _format_error(table: str, values: dict, exc: Exception) -> str:
     if not isinstance(exc, ValidationError):
         return f"[{table}] {exc}"
@@ -135,7 +144,7 @@ def _format_error(table: str, values: dict, exc: Exception) -> str:
         loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or len(err["loc"]) > 1)
         msg = err["msg"].removeprefix("Value error, ")
         if loc:
-            value = values.get(err["loc"][0], err.get("input"))
+            value = _lookup(values, err["loc"], err.get("input"))
             lines.append(f"{table}.{loc} = {value!r}: {msg[0].lower()}{msg[1:]}")
         else:
             lines.append(f"[{table}] {msg}")

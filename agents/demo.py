@@ -82,23 +82,11 @@ def evaluate_policy(policy, rm, labeler, tokenizer, overrides: dict, n: int, see
     }
 
 
-def run_pipeline(cfg: DemoConfig) -> dict:
-    from agents.policy import PolicyWithValue
-    from agents.train import load_config, policy_temperature, train_policy
-    from rewards.labelers import SentimentLabeler
+def _reward_model(cfg: DemoConfig, lm, tok, labeler, out: Path, t0: float):
+    """Steps 1-3: questions from the initial policy, labelled by the mock labeler; a reward model on them,
+    normalised on fresh policy samples."""
     from rewards.pipeline import mock_reward_model
-    from textenv.models import load_causal_lm
 
-    t0 = time.perf_counter()
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    lm, tok = load_causal_lm(cfg.model)
-    overrides = cfg.task_overrides
-    labeler = SentimentLabeler()
-
-    # 1-3. questions from the initial policy, labelled by the mock labeler; a reward model on them,
-    # normalised on fresh policy samples
     rm, res = mock_reward_model(
         TASK,
         lm,
@@ -113,49 +101,46 @@ def run_pipeline(cfg: DemoConfig) -> dict:
         lr=cfg.rm_lr,
         normalize_samples=cfg.normalize_samples,
         seed=cfg.seed,
-        **overrides,
+        **cfg.task_overrides,
     )
-    rm_dir = out / "reward_model"
     _log(
         f"{cfg.questions} + {cfg.heldout_questions} best-of-4 questions sampled and labelled; reward model: "
         f"held-out accuracy {res['eval/accuracy']:.1%} (chance 25%); normalised (raw mean "
         f"{res['norm/mean_before']:+.3f}, std {res['norm/std_before']:.3f})",
         t0,
     )
+    return rm, res
 
-    # 4. PPO with the adaptive KL controller, through the same code path as `textenv train-policy`
-    train_cfg = load_config(
+
+def _ppo_config(cfg: DemoConfig, out: Path):
+    """Step 4's config: ``configs/demo.toml`` against the demo's reward model, through the same code path
+    as ``textenv train-policy``."""
+    from agents.config import load_config
+
+    overrides = cfg.task_overrides
+    return load_config(
         cfg.ppo_config,
         [
             f"--run.out_dir={out / 'ppo'}",
-            f"--env.reward={rm_dir}",
+            f"--env.reward={out / 'reward_model'}",
             f"--policy.model={cfg.model}",
             *[f"--env.overrides.{k}={v}" for k, v in overrides.items() if isinstance(v, int)],
             "--env.overrides.truncate_token=''",
             *cfg.ppo_overrides,
         ],
     )
-    shutil.rmtree(out / "ppo", ignore_errors=True)
-    # the initial policy is the model already loaded above (PPO loads its own copy to train)
-    initial = PolicyWithValue(lm, tok.pad_token_id, policy_temperature(train_cfg))
-    before = evaluate_policy(initial, rm, labeler, tok, overrides, cfg.eval_prompts, cfg.seed + 99)
-    _log(f"PPO: {train_cfg.iterations} iterations of {train_cfg.ppo.batch_size} episodes", t0)
-    summary = train_policy(train_cfg, progress=True)
-    policy = summary["agent"].policy
-    after = evaluate_policy(policy, rm, labeler, tok, overrides, cfg.eval_prompts, cfg.seed + 99)
 
-    # 5. report
-    std0 = float(before["rm"].std()) or 1.0
-    rise = (float(after["rm"].mean()) - float(before["rm"].mean())) / std0
-    lab_std = float(before["labeler"].std()) or 1.0
-    lab_rise = (float(after["labeler"].mean()) - float(before["labeler"].mean())) / lab_std
 
-    def t_stat(key: str) -> float:  # the rise in standard errors of the difference of the two means
-        a, b = after[key], before[key]
-        se = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))) or 1.0
-        return (float(a.mean()) - float(b.mean())) / se
+def _t_stat(after: np.ndarray, before: np.ndarray) -> float:
+    """The rise in standard errors of the difference of the two means."""
+    se = float(np.sqrt(after.var(ddof=1) / len(after) + before.var(ddof=1) / len(before))) or 1.0
+    return (float(after.mean()) - float(before.mean())) / se
 
-    rows = [json.loads(x) for x in (out / "ppo" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+def _report(
+    res: dict, before: dict, after: dict, rows: list[dict], train_cfg, summary: dict, t0: float
+) -> dict:
+    """Step 5: before/after samples, the scores' rise in std and in standard errors, the KL."""
     kls = [r["objective/kl"] for r in rows]
     print("=" * 100)
     for i in range(3):
@@ -163,30 +148,63 @@ def run_pipeline(cfg: DemoConfig) -> dict:
         print(f"BEFORE  {before['rm'][i]:+.2f} (VADER {before['labeler'][i]:+.2f}) {before['texts'][i]!r}")
         print(f"AFTER   {after['rm'][i]:+.2f} (VADER {after['labeler'][i]:+.2f}) {after['texts'][i]!r}")
         print("-" * 100)
-    result = {
+    return {
         "rm_heldout_accuracy": res["eval/accuracy"],
         "heldout_rm_score_before": float(before["rm"].mean()),
         "heldout_rm_score_after": float(after["rm"].mean()),
-        "rm_rise_in_std": rise,
-        "rm_rise_in_standard_errors": t_stat("rm"),
+        "rm_rise_in_std": (float(after["rm"].mean()) - float(before["rm"].mean()))
+        / (float(before["rm"].std()) or 1.0),
+        "rm_rise_in_standard_errors": _t_stat(after["rm"], before["rm"]),
         "heldout_labeler_before": float(before["labeler"].mean()),
         "heldout_labeler_after": float(after["labeler"].mean()),
-        "labeler_rise_in_std": lab_rise,
-        "labeler_rise_in_standard_errors": t_stat("labeler"),
+        "labeler_rise_in_std": (float(after["labeler"].mean()) - float(before["labeler"].mean()))
+        / (float(before["labeler"].std()) or 1.0),
+        "labeler_rise_in_standard_errors": _t_stat(after["labeler"], before["labeler"]),
         "kl_last": kls[-1],
         "kl_mean_last_5": float(np.mean(kls[-5:])),
-        "target_kl": train_cfg.ppo.target_kl,
+        "target_kl": train_cfg.kl.target,
         "beta_last": rows[-1]["objective/kl_coef"],
         "iterations": len(rows),
         "curves": summary["curves"],
         "seconds": time.perf_counter() - t0,
     }
+
+
+def run_pipeline(cfg: DemoConfig) -> dict:
+    """The five steps of the module docstring; writes ``summary.json`` and returns it. The global torch RNG
+    is seeded only inside a fork, so the caller's state is untouched."""
+    from agents.policy import PolicyWithValue
+    from agents.train import train_policy
+    from rewards.labelers import SentimentLabeler
+    from textenv.models import load_causal_lm
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labeler = SentimentLabeler()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        lm, tok = load_causal_lm(cfg.model)
+        rm, res = _reward_model(cfg, lm, tok, labeler, out, t0)
+        train_cfg = _ppo_config(cfg, out)
+        shutil.rmtree(out / "ppo", ignore_errors=True)
+        # the initial policy is the model already loaded above (PPO loads its own copy to train)
+        initial = PolicyWithValue(lm, tok.pad_token_id, train_cfg.temperature())
+        evaluate = (rm, labeler, tok, cfg.task_overrides, cfg.eval_prompts, cfg.seed + 99)
+        before = evaluate_policy(initial, *evaluate)
+        _log(f"PPO: {train_cfg.iterations} iterations of {train_cfg.algo_config.batch_size} episodes", t0)
+        summary = train_policy(train_cfg, progress=True)
+        after = evaluate_policy(summary["agent"].policy, *evaluate)
+    rows = [json.loads(x) for x in (out / "ppo" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    result = _report(res, before, after, rows, train_cfg, summary, t0)
     (out / "summary.json").write_text(json.dumps(result, indent=1))
     print(
         f"[demo] held-out reward-model score {result['heldout_rm_score_before']:+.2f} -> "
-        f"{result['heldout_rm_score_after']:+.2f} ({rise:+.1f} std, {result['rm_rise_in_standard_errors']:.1f} s.e.); VADER {result['heldout_labeler_before']:+.3f} -> "
-        f"{result['heldout_labeler_after']:+.3f} ({lab_rise:+.1f} std, {result['labeler_rise_in_standard_errors']:.1f} s.e.); KL {np.mean(kls[-5:]):.2f} nats (target "
-        f"{train_cfg.ppo.target_kl:g}, beta {result['beta_last']:.3f}); RM accuracy {res['eval/accuracy']:.0%}; "
+        f"{result['heldout_rm_score_after']:+.2f} ({result['rm_rise_in_std']:+.1f} std, "
+        f"{result['rm_rise_in_standard_errors']:.1f} s.e.); VADER {result['heldout_labeler_before']:+.3f} -> "
+        f"{result['heldout_labeler_after']:+.3f} ({result['labeler_rise_in_std']:+.1f} std, "
+        f"{result['labeler_rise_in_standard_errors']:.1f} s.e.); KL {result['kl_mean_last_5']:.2f} nats (target "
+        f"{result['target_kl']:g}, beta {result['beta_last']:.3f}); RM accuracy {res['eval/accuracy']:.0%}; "
         f"{result['seconds'] / 60:.1f} min; curves: {result['curves']}"
     )
     return result

@@ -31,25 +31,14 @@ BASELINES = ("lead3", "reference", "zero-shot")
 
 def load_system(spec: str, device: str = "cpu"):
     """(HF causal LM, tokenizer) for a model spec, a saved model folder, or a train-policy run folder
-    (its config rebuilt and its latest checkpoint's trained tensors loaded)."""
-    import torch
-
+    (its config rebuilt and its newest intact checkpoint's trained tensors loaded: :func:`agents.runfiles.load_policy`)."""
     from textenv.models import load_causal_lm
 
     run = Path(spec)
     if (run / "config.toml").exists() and (run / "checkpoints").is_dir():
-        from agents.train import build_policy, load_config
+        from agents.runfiles import load_policy
 
-        cfg = load_config(run / "config.toml", [f"--run.device={device}", "--online.enabled=false"])
-        policy = build_policy(cfg)
-        ckpts = sorted((run / "checkpoints").glob("iter-*.rank0.pt"))
-        if not ckpts:
-            raise FileNotFoundError(f"{run} has no checkpoints/iter-*.rank0.pt to evaluate.")
-        state = torch.load(ckpts[-1], weights_only=False)["state"]
-        named = dict(policy.named_parameters())
-        with torch.no_grad():
-            for name, tensor in state["trainable"].items():
-                named[name].copy_(tensor)
+        policy, _cfg = load_policy(run, device=device)
         return policy.lm.eval(), policy.tokenizer
     lm, tok = load_causal_lm(spec, device=device)
     return lm.eval(), tok

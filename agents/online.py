@@ -21,15 +21,18 @@ retrained, and PPO continues until the schedule asks for more than that point.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.dataclasses import dataclass
 
 from rewards.comparisons import ComparisonStore
+from rewards.train import RewardTrainConfig
 
 
 def labels_needed(n: float, initial: int, final: int, total_episodes: int) -> float:
@@ -48,9 +51,12 @@ def retrain_points(initial: int, final: int, count: int = 20) -> list[int]:
     return [round(initial + k * (final - initial) / count) for k in range(count)]
 
 
-@dataclass(frozen=True)
+ONLINE_REWARD_DEFAULTS = RewardTrainConfig(lr=5e-5, batch_size=8, epochs=1, top_blocks=None)
+
+
+@dataclass(frozen=True, config=ConfigDict(allow_inf_nan=False, extra="forbid"))
 class OnlineConfig:
-    """``[online]`` of a train-policy config.
+    """``[online]`` of a train-policy config (and ``[online.reward]``: the reward-model training).
 
     Attributes:
         enabled: turn the online loop on (``--online``).
@@ -64,47 +70,69 @@ class OnlineConfig:
         outstanding: questions kept in flight beyond l(n) (1000 in the paper).
         validation_share: share of requests that are validation questions (rho vs pi).
         samples: samples per question (4).
-        rm_epochs, rm_lr, rm_batch_size, rm_top_blocks, rm_pool: the reward-model training (§1.3: one
-            epoch; ``rm_top_blocks`` -1 trains the whole model).
+        reward: the reward-model training (:class:`rewards.train.RewardTrainConfig`; §1.3: one epoch,
+            ``top_blocks`` unset trains the whole model). Given keys replace these defaults: lr 5e-5, batch
+            8, one epoch. Its ``seed`` plus the retrain's index seeds each training.
+        pool: the reward head's pooling, ``last`` (the paper) or ``mean`` (over the response).
         normalize_samples: samples of rho for the normalisation (§1.3).
         poll_s, max_wait_s: how often to look for new labels, and how long PPO may wait (0: forever).
-        seed: sampling seed.
+        seed: sampling seed (requests, the mock labeler, the reward model's initialisation).
     """
 
     enabled: bool = False
     mode: Literal["online", "batched"] = "online"
     labeler: str = "sentiment"
-    latency_s: float = 0.0
+    latency_s: float = Field(0.0, ge=0)
     store: str = ""
     initial_labels: int = 64
     final_labels: int = 512
-    retrains: int = 20
-    outstanding: int = 1000
-    validation_share: float = 0.05
-    samples: int = 4
-    rm_epochs: int = 1
-    rm_lr: float = 5e-5
-    rm_batch_size: int = 8
-    rm_top_blocks: int = -1
-    rm_pool: str = "last"
-    normalize_samples: int = 256
-    poll_s: float = 0.2
-    max_wait_s: float = 0.0
-    seed: int = 0
+    retrains: int = Field(20, ge=1)
+    outstanding: int = Field(1000, ge=0)
+    validation_share: float = Field(0.05, ge=0, lt=1)
+    samples: int = Field(4, ge=2)
+    reward: RewardTrainConfig = dataclasses.field(default_factory=lambda: ONLINE_REWARD_DEFAULTS)
+    pool: Literal["last", "mean"] = "last"
+    normalize_samples: int = Field(256, gt=0)
+    poll_s: float = Field(0.2, gt=0)
+    max_wait_s: float = Field(0.0, ge=0)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("reward", mode="before")
+    @classmethod
+    def _merge_reward(cls, value: Any) -> Any:
+        """A partial ``[online.reward]`` table overrides only the keys it gives."""
+        if isinstance(value, dict):
+            return {**dataclasses.asdict(ONLINE_REWARD_DEFAULTS), **value}
+        return value
 
     def __post_init__(self) -> None:
-        if self.mode not in ("online", "batched"):
-            raise ValueError(f"online.mode={self.mode!r}; use 'online' or 'batched'.")
         if not 1 <= self.initial_labels <= self.final_labels:
             raise ValueError(
                 f"online.initial_labels={self.initial_labels} and final_labels={self.final_labels}: need "
                 "1 <= initial <= final (the first reward model trains on the initial labels)."
             )
-        if not 0 <= self.validation_share < 1 or self.samples < 2 or self.outstanding < 0:
-            raise ValueError(
-                f"online: validation_share={self.validation_share} must be in [0, 1), samples={self.samples} "
-                f">= 2 and outstanding={self.outstanding} >= 0."
+
+
+class SwappableReward:
+    """The online run's reward function: handed to the env once, it scores with the newest reward model
+    (:meth:`set` swaps it; the next episode to finish is scored by the new one)."""
+
+    def __init__(self) -> None:
+        self.current: Any = None
+
+    def set(self, reward_fn) -> None:
+        if not callable(reward_fn):
+            raise TypeError(
+                f"reward_fn must be a callable (queries, responses) -> scores, got {reward_fn!r}."
             )
+        self.current = reward_fn
+
+    def __call__(self, queries, responses):
+        if self.current is None:
+            raise RuntimeError(
+                "the online loop has not trained a reward model yet (OnlineLoop.before_iteration)."
+            )
+        return self.current(queries, responses)
 
 
 @contextmanager
@@ -156,6 +184,8 @@ class OnlineLoop:
         self.rng = np.random.default_rng(config.seed)
         self.tokenizer = agent.policy.tokenizer
         self.reward_model = None
+        self.reward = SwappableReward()
+        agent.envs.task.set_reward_fn(self.reward)  # handed over once; retrain() swaps what it scores with
         self.history: list[dict] = []
 
     @classmethod
@@ -176,11 +206,8 @@ class OnlineLoop:
     # ----------------------------------------------------------------------------- counting
     def counts(self) -> tuple[int, int]:
         """(labelled questions, pending questions) of this task in the store."""
-        labelled = self.store._conn.execute(  # a count, not a read of every row: this runs at every poll
-            "SELECT COUNT(DISTINCT question_id) FROM comparisons WHERE task = ? AND label IS NOT NULL",
-            (self.task,),
-        ).fetchone()[0]
-        return int(labelled), self.store.count(task=self.task, labelled=False)
+        labelled = self.store.count_questions(task=self.task, labelled=True)  # polled: a count, not a read
+        return labelled, self.store.count(task=self.task, labelled=False)
 
     def needed(self, episodes: int) -> int:
         c = self.config
@@ -281,18 +308,14 @@ class OnlineLoop:
         """A fresh reward model on rho, one pass over every label so far, normalised on rho's samples,
         swapped into the env (§1.7)."""
         from rewards.model import RewardModel
-        from rewards.train import RewardTrainConfig, normalize, policy_samples, train_reward_model
+        from rewards.train import normalize, policy_samples, train_reward_model
 
         c = self.config
         items = self.store.labelled(task=self.task, label_type="best_of_n")
-        rm = RewardModel.from_spec(self.model_spec, seed=c.seed + self.retrains, pool=c.rm_pool)
+        rm = RewardModel.from_spec(self.model_spec, seed=c.seed + self.retrains, pool=c.pool)
         rm = rm.to(self.agent.device)
-        cfg = RewardTrainConfig(
-            lr=c.rm_lr,
-            batch_size=min(c.rm_batch_size, len(items)),
-            epochs=c.rm_epochs,
-            top_blocks=None if c.rm_top_blocks < 0 else c.rm_top_blocks,
-            seed=c.seed + self.retrains,
+        cfg = dataclasses.replace(
+            c.reward, batch_size=min(c.reward.batch_size, len(items)), seed=c.reward.seed + self.retrains
         )
         metrics = train_reward_model(rm, items, cfg)
         with _as_lm(self.agent.reference) as ref_lm:
@@ -300,7 +323,7 @@ class OnlineLoop:
                 self.task, ref_lm, self.tokenizer, c.normalize_samples, seed=c.seed, **self.overrides
             )
         normalize(rm, q, r)
-        self.agent.envs.unwrapped.runtime.set_reward_fn(rm.as_reward_fn())
+        self.reward.set(rm.as_reward_fn())
         self.reward_model = rm
         self.retrains += 1
         return {"labels": len(items), "loss_last": metrics["train/loss_last_10pct"]}
@@ -365,4 +388,4 @@ class OnlineLoop:
         self.store.close()
 
 
-__all__ = ["OnlineConfig", "OnlineLoop", "labels_needed", "retrain_points"]
+__all__ = ["OnlineConfig", "OnlineLoop", "SwappableReward", "labels_needed", "retrain_points"]

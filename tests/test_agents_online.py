@@ -9,8 +9,10 @@ import time
 import numpy as np
 import pytest
 
+from agents.build import build_agent
+from agents.config import load_config
 from agents.online import OnlineConfig, OnlineLoop, labels_needed, retrain_points
-from agents.train import build_agent, load_config, train_policy
+from agents.train import train_policy
 from rewards.comparisons import ComparisonStore
 from rewards.labelers import GoldRewardLabeler
 
@@ -27,6 +29,32 @@ def test_label_schedule_matches_the_papers_example():
     assert len(points) == 20 and points[0] == 0 and len(set(np.diff(points))) == 1  # evenly spaced in l
     with pytest.raises(ValueError, match="initial_labels"):
         OnlineConfig(initial_labels=0)
+
+
+def test_online_config_embeds_the_reward_training_config(tmp_path):
+    from agents.config import ConfigError
+
+    cfg = load_config("tiny_toy", ["--online.reward.lr=1e-3", "--online.pool=mean"])
+    assert cfg.online.reward.lr == 1e-3 and cfg.online.reward.batch_size == 8  # the rest keeps its defaults
+    assert cfg.online.pool == "mean" and cfg.online.reward.top_blocks is None
+    with pytest.raises(ConfigError, match=r"online\.reward\.lr = nan: input should be a finite number"):
+        load_config("tiny_toy", ["--online.reward.lr=nan"])
+    with pytest.raises(ConfigError, match=r"online\.reward\.lrr"):
+        load_config("tiny_toy", ["--online.reward.lrr=1"])
+
+
+def test_the_loop_hands_its_swappable_reward_to_the_env_once(tmp_path):
+    from agents.online import SwappableReward
+
+    cfg = tiny_online(tmp_path)
+    agent = build_agent(cfg)
+    loop = OnlineLoop.from_config(agent, cfg, str(tmp_path / "labels.db"))
+    assert agent.envs.task.reward_fn is loop.reward and isinstance(loop.reward, SwappableReward)
+    with pytest.raises(RuntimeError, match="has not trained a reward model yet"):
+        loop.reward(np.zeros((1, 2), dtype=np.int64), np.zeros((1, 2), dtype=np.int64))
+    loop.before_iteration()  # the first retrain point: a reward model before any episode
+    assert agent.envs.task.reward_fn is loop.reward and loop.reward.current is not None
+    loop.close()
 
 
 def tiny_online(tmp_path, *extra):
@@ -46,7 +74,7 @@ def tiny_online(tmp_path, *extra):
             "--online.outstanding=4",
             "--online.validation_share=0.25",
             "--online.normalize_samples=8",
-            "--online.rm_batch_size=4",
+            "--online.reward.batch_size=4",
             *extra,
         ],
     )
@@ -152,22 +180,22 @@ def test_online_run_raises_the_labelers_score(tmp_path):
             "--policy.temperature=0.1",
             "--ppo.batch_size=32",
             "--ppo.total_episodes=320",
-            "--ppo.lr=1e-2",
+            "--optim.lr=1e-2",
             "--ppo.minibatches=1",
             "--ppo.epochs=4",
-            "--ppo.kl_coef=0.01",
-            "--ppo.adaptive_kl=false",
-            "--ppo.halt_kl_patience=0",
+            "--kl.coef=0.01",
+            "--kl.adaptive=false",
+            "--halt.kl_patience=0",
             "--online.enabled=true",
             "--online.initial_labels=64",
             "--online.final_labels=256",
             "--online.retrains=4",
             "--online.outstanding=32",
             "--online.normalize_samples=64",
-            "--online.rm_batch_size=8",
-            "--online.rm_epochs=2",
-            "--online.rm_lr=1e-3",
-            "--online.rm_pool=mean",
+            "--online.reward.batch_size=8",
+            "--online.reward.epochs=2",
+            "--online.reward.lr=1e-3",
+            "--online.pool=mean",
             "--online.validation_share=0.1",
         ],
     )

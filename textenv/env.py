@@ -7,7 +7,6 @@ contexts, the truncation rule and the score.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,14 +26,6 @@ class UnsupportedRenderModeError(ValueError, TypeError):
     """A render mode other than ``"ansi"``. Also a ``TypeError`` so that stable-baselines3's
     ``make_vec_env(id)``, which first tries ``render_mode="rgb_array"`` and retries without it on a
     ``TypeError``, works on the text environments."""
-
-
-def deprecated_runtime(env) -> Task:
-    """``env.runtime``, the old name of ``env.task``, with a DeprecationWarning."""
-    warnings.warn(
-        "env.runtime is deprecated; use env.task (a textenv.Task).", DeprecationWarning, stacklevel=3
-    )
-    return env.task
 
 
 def check_render_mode(render_mode: str | None) -> None:
@@ -110,11 +101,6 @@ class TextEnv(gym.Env):
     @property
     def pad_token_id(self) -> int:
         return self.task.pad_id
-
-    @property
-    def runtime(self) -> Task:
-        """Deprecated: the old name of :attr:`task`; to be removed."""
-        return deprecated_runtime(self)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

@@ -19,7 +19,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from textenv import data as data_mod
-from textenv.env import check_render_mode, deprecated_runtime
+from textenv.env import check_render_mode
 from textenv.task import Prompt, Task
 from textenv.tasks import TaskConfig, get_task
 
@@ -67,11 +67,6 @@ class TextVectorEnv(VectorEnv):
     @property
     def pad_token_id(self) -> int:
         return self.task.pad_id
-
-    @property
-    def runtime(self) -> Task:
-        """Deprecated: the old name of :attr:`task`; to be removed."""
-        return deprecated_runtime(self)
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
         if seed is None:
