@@ -21,10 +21,18 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from agents.human_eval import (
+    check_human_evaluation,
+    cli_eval_results,
+    format_human_results,
+    human_evaluation_report,
+    human_results,
+    paired_rows,
+)
 
 BASELINES = ("lead3", "reference", "zero-shot")
 
@@ -138,20 +146,6 @@ def report(rows: list[dict], task: str) -> dict:
     return out
 
 
-def _pairs(systems: dict[str, list[dict]]):
-    """(name, its rows, the first system's rows) for every system after the first, checked to answer the
-    same prompts."""
-    names = list(systems)
-    first = systems[names[0]]
-    for name in names[1:]:
-        if [r["source"] for r in systems[name]] != [r["source"] for r in first]:
-            raise ValueError(
-                f"{name!r} and {names[0]!r} answered different prompts (different tokenizers trim them "
-                "differently); compare systems that share a tokenizer."
-            )
-        yield name, systems[name], first
-
-
 def win_rates(systems: dict[str, list[dict]], labeler) -> dict[str, float]:
     """Win rate of every system over the first (paired by prompt), judged by ``labeler``; a noiseless
     labeler's tie counts one half (:func:`rewards.labelers.pairwise_outcome`)."""
@@ -166,90 +160,8 @@ def win_rates(systems: dict[str, list[dict]], labeler) -> dict[str, float]:
                 ]
             )
         )
-        for name, rows, first in _pairs(systems)
+        for name, rows, first in paired_rows(systems)
     }
-
-
-def post_human_evaluation(
-    store_path: str | Path,
-    eval_id: str,
-    task: str,
-    systems: dict[str, list[dict]],
-    *,
-    votes: int = 3,
-    seed: int = 0,
-    tokenizer=None,
-) -> int:
-    """Post one pairwise question per prompt and system (against the first system) for the labeling app;
-    the two responses are shown in a seeded random order, so position bias cancels. The questions' task
-    is ``eval:<task>``: reward-model training (which reads one task) never sees them. Returns the count."""
-    from rewards.comparisons import Comparison
-    from rewards.labeling.store import EVAL_TASK_PREFIX, LabelingStore
-
-    def ids(text: str) -> list[int]:
-        return [] if tokenizer is None else [int(t) for t in tokenizer.encode(text, add_special_tokens=False)]
-
-    rng = np.random.default_rng(seed)
-    baseline = next(iter(systems))
-    pairs = []
-    for j, (name, rows, first) in enumerate(_pairs(systems), 1):
-        for i, (a, b) in enumerate(zip(rows, first)):
-            position = int(rng.integers(2))
-            texts = [a["response"], b["response"]][:: 1 if position == 0 else -1]
-            question = Comparison(
-                task=EVAL_TASK_PREFIX + task,
-                query=ids(a["query"]),
-                samples=[ids(t) for t in texts],
-                query_text=a["query"],
-                sample_texts=texts,
-                reference=a["reference"],
-                question_id=f"eval-{eval_id}-{j}-{i}",
-            )
-            pairs.append((question, name, baseline, position))
-    store = LabelingStore(store_path)
-    try:
-        return store.post_evaluation(eval_id, pairs, votes=votes)
-    finally:
-        store.close()
-
-
-def human_results(store_path: str | Path, eval_id: str, wait_s: float = 0.0, poll_s: float = 2.0) -> dict:
-    """The people's answers to evaluation ``eval_id`` so far (:meth:`LabelingStore.evaluation_results`),
-    waiting up to ``wait_s`` seconds for every question to get its votes."""
-    from rewards.labeling.store import LabelingStore
-
-    if not Path(store_path).exists():
-        raise FileNotFoundError(
-            f"no comparison store at {store_path}; pass the --store the evaluation was posted to."
-        )
-    store = LabelingStore(store_path)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            results = store.evaluation_results(eval_id)
-            if results["complete"] or time.monotonic() >= deadline:
-                return results
-            time.sleep(poll_s)
-    finally:
-        store.close()
-
-
-def format_human_results(results: dict) -> str:
-    lines = []
-    for name, r in results["systems"].items():
-        rate = (
-            "n/a" if r["win_rate"] is None else f"{100 * r['win_rate']:.1f}% ± {100 * r['win_rate_se']:.1f}"
-        )
-        single = "n/a" if r["judgement_win_rate"] is None else f"{100 * r['judgement_win_rate']:.1f}%"
-        lines.append(
-            f"{name} vs {r['baseline']}: wins {rate} of {r['complete']}/{r['questions']} questions with all "
-            f"{r['votes']} votes (majority; ties count 1/2); single judgements {single} of {r['judgements']}"
-        )
-    lines.append(
-        f"skips {results['skips']}, flags {results['flags']}; "
-        + ("complete" if results["complete"] else "still open: label in the app (textenv serve-labeling)")
-    )
-    return "\n".join(lines)
 
 
 def sample_table(systems: dict[str, list[dict]], k: int = 3, width: int = 160) -> str:
@@ -299,21 +211,7 @@ def evaluate(
             "drop them or pass --labeler human."
         )
     if labeler == "human":
-        if store is None:
-            raise ValueError(
-                "labeler='human' needs store=: the comparison store the labeling app serves (--store)."
-            )
-        if len(systems) < 2:
-            raise ValueError(f"a human evaluation compares systems with the first; got only {systems}.")
-        from rewards.labeling.store import LabelingStore
-
-        eval_id = eval_id or f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
-        checker = LabelingStore(store)
-        try:  # before any generation: a bad id or vote count fails in a second, not after the sampling
-            checker.check_new_evaluation(eval_id, votes)
-            registered = len(checker.labelers())
-        finally:
-            checker.close()
+        eval_id, registered = check_human_evaluation(task, systems, store, eval_id, votes)
     outputs: dict[str, list[dict]] = {}
     tokenizer = None
     for name in systems:
@@ -333,22 +231,9 @@ def evaluate(
         "systems": {k: report(v, task) for k, v in outputs.items()},
     }
     if labeler == "human":
-        posted = post_human_evaluation(
-            store, eval_id, task, outputs, votes=votes, seed=seed, tokenizer=tokenizer
+        result["human_eval"] = human_evaluation_report(
+            store, eval_id, task, outputs, votes=votes, seed=seed, tokenizer=tokenizer, registered=registered
         )
-        result["human_eval"] = {
-            "eval_id": eval_id,
-            "store": str(store),
-            "questions": posted,
-            "votes": votes,
-            "label_with": f"textenv serve-labeling --store {store}",
-            "read_with": f"textenv eval-results --store {store} --eval-id {eval_id}",
-        }
-        if registered < votes:
-            result["human_eval"]["warning"] = (
-                f"{registered} labeler(s) registered in {store} and {votes} votes needed per question: add "
-                "people with `textenv labelers add NAME --store ...` or the questions never complete."
-            )
         if wait_s > 0:
             answers = human_results(store, eval_id, wait_s=wait_s)
             result["human_eval"]["results"] = answers
@@ -399,26 +284,6 @@ def add_parser(sub) -> dict:
     r.add_argument("--wait-s", type=float, default=0.0, help="wait this long for every question's votes")
     r.add_argument("--out", default=None, help="write the results as JSON here")
     return {"evaluate": cli_evaluate, "eval-results": cli_eval_results}
-
-
-def cli_eval_results(args) -> int:
-    if not Path(args.store).exists():
-        raise SystemExit(
-            f"no comparison store at {args.store}; pass the --store the evaluation was posted to."
-        )
-    if args.eval_id is None:
-        from rewards.labeling.store import LabelingStore
-
-        store = LabelingStore(args.store)
-        print("\n".join(store.evaluation_ids()) or f"no evaluations in {args.store}")
-        store.close()
-        return 0
-    results = human_results(args.store, args.eval_id, wait_s=args.wait_s)
-    print(format_human_results(results))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1))
-    return 0 if results["complete"] else 3
 
 
 def cli_evaluate(args) -> int:

@@ -107,15 +107,20 @@ def validation_loss(lm, pad_id: int, data: list, batch_size: int) -> float:
     return float(np.mean(losses))
 
 
+def _set_dropout(lm, p: float) -> None:
+    """The paper's dropout 0.1 when asked (a named deviation keeps it 0, as every loaded model)."""
+    if p:
+        for module in lm.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = p
+
+
 def train_sft(cfg: SFTConfig, progress: bool = True) -> dict:
     """Fine-tune ``cfg.model`` on ``cfg.task``'s references; save the best checkpoint to ``cfg.out``."""
     from textenv.models import load_causal_lm
 
     lm, tok = load_causal_lm(cfg.model, seed=cfg.seed, device=cfg.device)
-    if cfg.dropout:
-        for module in lm.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = cfg.dropout
+    _set_dropout(lm, cfg.dropout)
     pad_id = tok.pad_token_id
     train = examples(cfg.task, tok, "train", cfg.max_examples, **cfg.overrides)
     valid = examples(cfg.task, tok, "valid", cfg.valid_examples, **cfg.overrides)
@@ -160,6 +165,12 @@ def train_sft(cfg: SFTConfig, progress: bool = True) -> dict:
                 checkpoint(validation_loss(lm, pad_id, valid, cfg.batch_size))
     if bar is not None:
         bar.close()
+    return _write_summary(cfg, out, train, valid, step, best, history, t0)
+
+
+def _write_summary(
+    cfg: SFTConfig, out: Path, train, valid, step: int, best: float, history, t0: float
+) -> dict:
     summary = {
         "config": asdict(cfg),
         "train_examples": len(train),

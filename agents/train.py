@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from agents import distributed as D
 from agents.algos import ALGOS
@@ -60,6 +61,13 @@ def _after_iteration(cfg: TrainConfig, files: RunFiles, agent, metrics: dict, ba
                 bar.write(f"  [{agent.iteration}] {row['score']:+.2f} | {row['response']!r}")
     if cfg.run.checkpoint_every and agent.iteration % cfg.run.checkpoint_every == 0:
         files.save_checkpoint(agent)
+
+
+def _plot(cfg: TrainConfig, files: RunFiles) -> Path | None:
+    metrics = files.dir / "metrics.jsonl"
+    if not (cfg.run.plot and metrics.exists()):
+        return None
+    return plot_curves(metrics, files.dir / "curves.png", cfg.run.algo, cfg.kl.target)
 
 
 def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -110,11 +118,7 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
         files.close()
         if online is not None:
             online.close()
-    curves = None
-    if rank == 0 and cfg.run.plot and (files.dir / "metrics.jsonl").exists():
-        curves = plot_curves(
-            files.dir / "metrics.jsonl", files.dir / "curves.png", cfg.run.algo, cfg.kl.target
-        )
+    curves = _plot(cfg, files) if rank == 0 else None
     return {
         "out_dir": str(files.dir),
         "iterations": agent.iteration,

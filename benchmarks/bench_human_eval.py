@@ -36,7 +36,8 @@ def majority_probability(p: float, votes: int) -> float:
 def run(args) -> dict:
     from fastapi.testclient import TestClient
 
-    from agents.evaluate import evaluate, human_results
+    from agents.evaluate import evaluate
+    from agents.human_eval import human_results
     from rewards.labelers import make_labeler, pairwise_outcome
     from rewards.labeling.app import create_app
     from rewards.labeling.store import LabelingStore

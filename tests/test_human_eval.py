@@ -10,7 +10,8 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
 from agents.cli import main
-from agents.evaluate import evaluate, human_results, post_human_evaluation, win_rates
+from agents.evaluate import evaluate, win_rates
+from agents.human_eval import human_results, post_human_evaluation
 from rewards.comparisons import ComparisonStore
 from rewards.labelers import SentimentLabeler
 from rewards.labeling.app import create_app

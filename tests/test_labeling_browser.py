@@ -137,7 +137,7 @@ def test_a_person_judges_a_human_evaluation_in_chromium(tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from agents.evaluate import human_results, post_human_evaluation
+    from agents.human_eval import human_results, post_human_evaluation
 
     path = tmp_path / "labels.db"
     texts = {
