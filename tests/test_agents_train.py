@@ -266,3 +266,30 @@ def test_separate_value_network_from_a_reward_model(tmp_path):
     before = policy.value_model.head.weight.detach().clone()
     agent.step()
     assert not torch.equal(before, policy.value_model.head.weight)
+
+
+def test_resume_skips_a_damaged_newest_checkpoint_and_never_unpickles(tmp_path, monkeypatch, capsys):
+    import pickle
+
+    full = train_policy(tiny_config(tmp_path / "a"), progress=False)
+    part = tiny_config(tmp_path / "b", "--run.iterations=3", "--run.keep_checkpoints=0")
+    train_policy(part, progress=False)
+    ckpts = tmp_path / "b" / "run" / "checkpoints"
+    newest = ckpts / "iter-0000003.rank0" / "state.safetensors"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the checksum no longer matches
+    newest.write_bytes(bytes(data))
+    (ckpts / "iter-0000009.rank0.pt").write_bytes(pickle.dumps({"evil": 1}))  # a legacy pickle: never loaded
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a checkpoint was unpickled")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    out = train_policy(tiny_config(tmp_path / "b"), resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert "iter-0000003.rank0 is damaged (state.safetensors: checksum mismatch" in err
+    assert "resuming from iter-0000002.rank0" in err and "iter-0000009.rank0.pt" in err
+    assert out["start"] == 2 and out["iterations"] == full["iterations"] == 4
+    assert metric_rows(tmp_path / "b" / "run") == metric_rows(tmp_path / "a" / "run")
