@@ -12,15 +12,13 @@ passes while acting, the env steps and the rest of rollout collection, and train
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import torch
 
 import textenv  # noqa: F401
-from benchmarks.common import RESULTS, emit, metadata
+from benchmarks.common import RESULTS, arg_parser, emit, metadata, out_path
 
 TASK = "BookSentiment-v0"
 
@@ -66,11 +64,12 @@ def run_builtin(algo: str, args) -> dict:
     }
 
 
-def run_sb3(args) -> dict:
+def sb3_model(args):
+    """SB3 PPO with :class:`agents.sb3.TransformerPolicy` on ``n_envs = batch`` envs: (model, vec env)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
-    from agents.sb3 import KLPenaltyCallback, TransformerPolicy
+    from agents.sb3 import TransformerPolicy
 
     def make():
         return gym.make(
@@ -88,7 +87,14 @@ def run_sb3(args) -> dict:
         seed=0,
         policy_kwargs=dict(model=args.model, temperature=0.7),
     )
-    timer = {"forward": 0.0, "collect": 0.0, "env": 0.0}
+    return model, envs
+
+
+def time_phases(model, envs, timer: dict):
+    """Wrap the policy's forward and the env's step to add their seconds to ``timer``; returns the KL
+    callback that adds each rollout's collection time."""
+    from agents.sb3 import KLPenaltyCallback
+
     policy_forward = model.policy.forward
     env_step = envs.step
 
@@ -112,12 +118,21 @@ def run_sb3(args) -> dict:
             super()._on_rollout_end()
             timer["collect"] += time.perf_counter() - self.t
 
-    per_rollout = args.batch * args.response_length
-    model.learn(per_rollout, callback=KLPenaltyCallback())  # warm-up
     model.policy.forward = timed_forward
     envs.step = timed_step
+    return Phases()
+
+
+def run_sb3(args) -> dict:
+    from agents.sb3 import KLPenaltyCallback
+
+    model, envs = sb3_model(args)
+    timer = {"forward": 0.0, "collect": 0.0, "env": 0.0}
+    per_rollout = args.batch * args.response_length
+    model.learn(per_rollout, callback=KLPenaltyCallback())  # warm-up
+    phases = time_phases(model, envs, timer)
     t0 = time.perf_counter()
-    model.learn(per_rollout * args.iterations, callback=Phases(), reset_num_timesteps=False)
+    model.learn(per_rollout * args.iterations, callback=phases, reset_num_timesteps=False)
     seconds = time.perf_counter() - t0
     return {
         "algo": "sb3 ppo",
@@ -130,7 +145,7 @@ def run_sb3(args) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = arg_parser(__doc__)
     p.add_argument("--model", default="tiny-gpt2")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--query-length", type=int, default=16)
@@ -158,7 +173,7 @@ def main(argv=None) -> None:
                 "iterations": args.iterations,
                 **meta,
             },
-            None if args.out == "-" else Path(args.out),
+            out_path(args.out),
         )
     print(
         "\n".join(

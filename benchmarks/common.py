@@ -1,7 +1,8 @@
-"""Shared helpers: run metadata and result output (one JSON line per result)."""
+"""Shared helpers: the command-line parser, run metadata and result output (one JSON line per result)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import subprocess
@@ -9,6 +10,23 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def arg_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser whose help starts with the module's docstring ``doc``, its line breaks kept."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def out_path(out: str) -> Path | None:
+    """``--out``: ``-`` prints the results only (``None``), anything else is the JSON-lines file."""
+    return None if out == "-" else Path(out)
+
+
+def timed(fn) -> float:
+    """Seconds ``fn()`` takes."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def git_sha() -> str:
