@@ -13,7 +13,6 @@ and against the noiseless labeler's win rate (ties count one half).
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, emit, metadata
+from benchmarks.common import RESULTS, arg_parser, emit, metadata, out_path
 
 
 def majority_probability(p: float, votes: int) -> float:
@@ -33,13 +32,54 @@ def majority_probability(p: float, votes: int) -> float:
     return win + tie / 2
 
 
-def run(args) -> dict:
+def answer_as_people(store_path: Path, people: dict, args) -> int:
+    """Each simulated person answers every question the app serves them through its HTTP API; returns
+    the number of answers."""
     from fastapi.testclient import TestClient
 
+    from rewards.labelers import make_labeler
+    from rewards.labeling.app import create_app
+
+    client = TestClient(create_app(store_path, duplicate_share=0.0))
+    answers = 0
+    for i, token in enumerate(people.values(), 1):
+        judge = make_labeler(args.labeler, temperature=args.temperature, seed=args.seed + i)
+        auth = {"Authorization": f"Bearer {token}"}
+        while not (q := client.get("/api/next", headers=auth).json())["done"]:
+            choice = judge(q["query"], q["samples"])[0]
+            r = client.post(
+                "/api/answers", json={"id": q["id"], "action": "choose", "choice": choice}, headers=auth
+            )
+            if r.status_code != 200:
+                raise RuntimeError(f"the app refused an answer: {r.status_code} {r.text}")
+            answers += 1
+    return answers
+
+
+def predicted(store_path: Path, args) -> tuple[list[float], list[float]]:
+    """The noise model's majority-win probability and the noiseless labeler's outcome, per posted pair."""
+    from rewards.labelers import make_labeler, pairwise_outcome
+    from rewards.labeling.store import LabelingStore
+
+    store = LabelingStore(store_path)
+    rows = store.conn.execute(
+        "SELECT e.system_position, c.query_text, c.sample_texts FROM evaluation_questions e "
+        "JOIN comparisons c ON c.id = e.comparison_id WHERE e.eval_id = 'roundtrip'"
+    ).fetchall()
+    store.close()
+    noisy, clean = make_labeler(args.labeler, temperature=args.temperature), make_labeler(args.labeler)
+    expected, outcomes = [], []
+    for position, query, texts in rows:
+        texts = json.loads(texts)
+        p = float(noisy.probabilities(np.asarray(noisy.scores(query, texts), dtype=float))[position])
+        expected.append(majority_probability(p, args.votes))
+        outcomes.append(pairwise_outcome(clean, query, texts[position], texts[1 - position]))
+    return expected, outcomes
+
+
+def run(args) -> dict:
     from agents.evaluate import evaluate
     from agents.human_eval import human_results
-    from rewards.labelers import make_labeler, pairwise_outcome
-    from rewards.labeling.app import create_app
     from rewards.labeling.store import LabelingStore
 
     if "/" in args.system and not Path(args.system).exists():
@@ -62,35 +102,11 @@ def run(args) -> dict:
         votes=args.votes,
     )
     t_post = time.perf_counter() - t0
-    client = TestClient(create_app(store_path, duplicate_share=0.0))
-    answers = 0
-    for i, token in enumerate(people.values(), 1):
-        judge = make_labeler(args.labeler, temperature=args.temperature, seed=args.seed + i)
-        auth = {"Authorization": f"Bearer {token}"}
-        while not (q := client.get("/api/next", headers=auth).json())["done"]:
-            choice = judge(q["query"], q["samples"])[0]
-            r = client.post(
-                "/api/answers", json={"id": q["id"], "action": "choose", "choice": choice}, headers=auth
-            )
-            if r.status_code != 200:
-                raise RuntimeError(f"the app refused an answer: {r.status_code} {r.text}")
-            answers += 1
+    answers = answer_as_people(store_path, people, args)
     result = human_results(store_path, "roundtrip")
     measured = result["systems"][args.system]
     # the noise model's prediction and the noiseless labeler, on the very pairs that were posted
-    store = LabelingStore(store_path)
-    rows = store.conn.execute(
-        "SELECT e.system_position, c.query_text, c.sample_texts FROM evaluation_questions e "
-        "JOIN comparisons c ON c.id = e.comparison_id WHERE e.eval_id = 'roundtrip'"
-    ).fetchall()
-    store.close()
-    noisy, clean = make_labeler(args.labeler, temperature=args.temperature), make_labeler(args.labeler)
-    expected, outcomes = [], []
-    for position, query, texts in rows:
-        texts = json.loads(texts)
-        p = float(noisy.probabilities(np.asarray(noisy.scores(query, texts), dtype=float))[position])
-        expected.append(majority_probability(p, args.votes))
-        outcomes.append(pairwise_outcome(clean, query, texts[position], texts[1 - position]))
+    expected, outcomes = predicted(store_path, args)
     expected_sd = float(np.sqrt(sum(e * (1 - e) for e in expected)) / len(expected))
     return {
         "benchmark": "human_eval_roundtrip",
@@ -117,7 +133,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = arg_parser(__doc__)
     p.add_argument("--task", default="BookSentiment-v0")
     p.add_argument(
         "--system", default="runs/demo/ppo", help="the policy judged (a model spec, folder or run folder)"
@@ -137,7 +153,7 @@ def main(argv=None) -> dict:
             f"--labelers {args.labelers} < --votes {args.votes}: each question needs {args.votes} different people."
         )
     row = run(args)
-    emit(row, None if args.out == "-" else Path(args.out))
+    emit(row, out_path(args.out))
     return row
 
 
