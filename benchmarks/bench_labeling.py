@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, emit, metadata
+from benchmarks.common import RESULTS, arg_parser, emit, metadata, out_path
 
 
 def free_port() -> int:
@@ -103,20 +103,23 @@ def _label(port_box: list, token: str, answers: int, acked: list, stats: dict, s
         done += 1
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None) -> argparse.Namespace:
+    p = arg_parser(__doc__)
     p.add_argument("--labelers", type=int, default=20)
     p.add_argument("--answers", type=int, default=500, help="answers per labeler")
     p.add_argument("--no-restart", action="store_true")
     p.add_argument("--out", default=str(RESULTS / "labeling.jsonl"))
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def seed_store(labelers: int, answers: int) -> tuple[Path, list[str]]:
+    """A fresh store with enough questions and ``labelers`` labelers: (its path, their tokens)."""
     from rewards.comparisons import Comparison, ComparisonStore
     from rewards.labeling.store import LabelingStore
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_labeling_"))
     store_path = tmp / "labels.db"
-    n_questions = args.labelers * args.answers  # enough even if every answer took a fresh question
+    n_questions = labelers * answers  # enough even if every answer took a fresh question
     with ComparisonStore(store_path) as store:
         store.add(
             Comparison(
@@ -129,9 +132,14 @@ def main(argv=None) -> None:
             for i in range(n_questions)
         )
     users = LabelingStore(store_path)
-    tokens = [users.add_labeler(f"l{i}") for i in range(args.labelers)]
+    tokens = [users.add_labeler(f"l{i}") for i in range(labelers)]
     users.close()
+    return store_path, tokens
 
+
+def load_test(args, store_path: Path, tokens: list[str]) -> tuple[list[list], dict, float, float | None]:
+    """One thread per labeler against the server, which is killed and restarted half-way (unless
+    ``--no-restart``): (acknowledged answers per labeler, stats, seconds, restart seconds)."""
     port_box = [free_port()]
     server = start_server(store_path, port_box[0])
     acked: list[list] = [[] for _ in tokens]
@@ -160,6 +168,15 @@ def main(argv=None) -> None:
     seconds = time.perf_counter() - t0
     server.terminate()
     server.wait()
+    return acked, stats, seconds, restart_seconds
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from rewards.comparisons import ComparisonStore
+
+    store_path, tokens = seed_store(args.labelers, args.answers)
+    acked, stats, seconds, restart_seconds = load_test(args, store_path, tokens)
 
     with ComparisonStore(store_path) as store:
         rows = [(c.question_id, c.labeler, c.label["best"]) for c in store.labelled()]
@@ -178,7 +195,7 @@ def main(argv=None) -> None:
         **stats,
         **metadata(),
     }
-    emit(result, None if args.out == "-" else Path(args.out))
+    emit(result, out_path(args.out))
     if not exactly_once:
         raise SystemExit("FAILED: the store does not hold every acknowledged answer exactly once.")
     if stats["errors"] or len(expected) != args.labelers * args.answers:
