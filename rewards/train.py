@@ -12,11 +12,13 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
 from rewards.comparisons import Comparison
 from rewards.losses import best_of_n_loss, scalar_compare_loss, scalar_rating_loss
@@ -26,7 +28,7 @@ from rewards.optim import linear_decay, make_optimizer
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(allow_inf_nan=False, extra="forbid"))
 class RewardTrainConfig:
     """Reward-model training settings; defaults are the reference code's books values (§1.3 table).
 
@@ -40,19 +42,13 @@ class RewardTrainConfig:
         seed: shuffle seed (the same permutation on every rank in the reference code).
     """
 
-    lr: float = 5e-5
-    batch_size: int = 32
-    epochs: int = 1
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(1, ge=1)
     optimizer: Literal["tf_adam", "torch_adam"] = "tf_adam"
-    adam_eps: float = 1e-5
-    top_blocks: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1:
-            raise ValueError(
-                f"need lr > 0, batch_size >= 1, epochs >= 1; got {self.lr}, {self.batch_size}, {self.epochs}."
-            )
+    adam_eps: float = Field(1e-5, gt=0)
+    top_blocks: int | None = Field(None, ge=0)
+    seed: int = Field(0, ge=0)
 
 
 PRESETS: dict[str, RewardTrainConfig] = {
