@@ -9,7 +9,6 @@ under the final name. Loading verifies the manifest first and never unpickles; t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -22,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from textenv.asset_cache import sha256_file
 
 FORMAT, VERSION = "textenv-checkpoint", 1
 FILES = ("state.safetensors", "state.json")
@@ -123,15 +124,6 @@ def _decode(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
     raise ValueError(f"unknown placeholder {tag!r}")
 
 
-def _sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fsync(path: Path) -> None:
     """Flush a file, or a folder's entries, to disk (folders only where the OS allows it)."""
     if path.is_dir() and os.name != "posix":
@@ -182,7 +174,7 @@ def save_state(path: Path, state: dict) -> Path:
         save_file(tensors, tmp / FILES[0], metadata={"format": "pt"})
         (tmp / FILES[1]).write_text(json.dumps(skeleton, allow_nan=False))
         files = {
-            name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in FILES
+            name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)} for name in FILES
         }
         (tmp / "manifest.json").write_text(
             json.dumps({"format": FORMAT, "version": VERSION, "files": files}, indent=1)
@@ -228,7 +220,7 @@ def _problem(path: Path) -> str | None:
             return f"{name}: missing"
         if (size := (path / name).stat().st_size) != entry.get("bytes"):
             return f"{name}: size mismatch ({size} bytes, manifest says {entry.get('bytes')})"
-        if _sha256(path / name) != entry.get("sha256"):
+        if sha256_file(path / name) != entry.get("sha256"):
             return f"{name}: checksum mismatch (SHA-256 differs from the manifest)"
     return None
 

@@ -33,7 +33,21 @@ def check_render_mode(render_mode: str | None) -> None:
         raise UnsupportedRenderModeError(f"render_mode={render_mode!r} is not supported; use 'ansi' or None.")
 
 
-class TextEnv(gym.Env):
+class TaskViews:
+    """What both environment classes expose of their :class:`textenv.task.Task` (``self.task``)."""
+
+    task: Task
+
+    @property
+    def tokenizer(self):
+        return self.task.tokenizer
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.task.pad_id
+
+
+class TextEnv(TaskViews, gym.Env):
     """## Description
 
     Text continuation or summarization as a token-level MDP (Ziegler et al. 2019). An episode is one
@@ -93,14 +107,6 @@ class TextEnv(gym.Env):
         self._t = 0
         self._done = True
         self._prompt: Prompt | None = None
-
-    @property
-    def tokenizer(self):
-        return self.task.tokenizer
-
-    @property
-    def pad_token_id(self) -> int:
-        return self.task.pad_id
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

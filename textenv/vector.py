@@ -19,12 +19,12 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from textenv import data as data_mod
-from textenv.env import check_render_mode
+from textenv.env import TaskViews, check_render_mode
 from textenv.task import Prompt, Task
 from textenv.tasks import TaskConfig, get_task
 
 
-class TextVectorEnv(VectorEnv):
+class TextVectorEnv(TaskViews, VectorEnv):
     """B token-level text environments stepped together (see the module docstring).
 
     Build it with ``gym.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point", **kwargs)`` or
@@ -59,14 +59,6 @@ class TextVectorEnv(VectorEnv):
         self._prompts: list[Prompt] = []
         self._t = 0
         self._needs_reset = False
-
-    @property
-    def tokenizer(self):
-        return self.task.tokenizer
-
-    @property
-    def pad_token_id(self) -> int:
-        return self.task.pad_id
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
         if seed is None:
