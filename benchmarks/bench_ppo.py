@@ -24,6 +24,7 @@ and put on ``sys.path`` in the TRL worker only:
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import resource
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, emit, metadata
+from benchmarks.common import RESULTS, arg_parser, emit, metadata
 
 CASES = {
     "tiny": dict(batch=16, query=16, response=16, epochs=1),
@@ -204,16 +205,10 @@ def matmul_rate(n: int = 1024, repeat: int = 10) -> float:
 
 
 # -------------------------------------------------------------------------------------------- TRL
-def run_trl(case: str, iterations: int, trl_path: str) -> dict:
-    import copy
+def trl_models(case: str):
+    """(policy, tokenizer, reward, value, reference): TRL's reward and value nets classify sequences."""
+    from transformers import AutoModelForSequenceClassification
 
-    sys.path.insert(0, trl_path)
-    import trl.experimental.ppo.ppo_trainer as T
-    from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, TrainerCallback
-    from trl.experimental.ppo import PPOConfig, PPOTrainer
-
-    c = CASES[case]
     lm, tok, rm_lm = build_models(case)
     lm.generation_config.eos_token_id = None
     lm.generation_config.pad_token_id = tok.pad_token_id
@@ -228,10 +223,11 @@ def run_trl(case: str, iterations: int, trl_path: str) -> dict:
 
     reward = seq_classifier(rm_lm)
     value = seq_classifier(lm)
-    ref_model = copy.deepcopy(lm)
-    prompts = prompts_for(tok, 64, c["query"])
-    data = Dataset.from_dict({"input_ids": prompts})
-    timings: dict[str, float] = {"sample": 0.0, "score": 0.0, "reference": 0.0}
+    return lm, tok, reward, value, copy.deepcopy(lm)
+
+
+def trl_timers(T, timings: dict) -> None:
+    """Wrap TRL's sampling, scoring and reference-pass functions to add their seconds to ``timings``."""
 
     def timed(name, fn):
         def wrapper(*a, **k):
@@ -246,15 +242,13 @@ def run_trl(case: str, iterations: int, trl_path: str) -> dict:
     T.batch_generation = timed("sample", T.batch_generation)
     T.get_reward = timed("score", T.get_reward)
     T.forward = timed("reference", T.forward)
-    marks: list[tuple[float, dict]] = []
 
-    class Clock(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            marks.append((time.perf_counter(), dict(timings)))
 
-    out_dir = tempfile.mkdtemp()
-    args = PPOConfig(
-        output_dir=out_dir,
+def trl_config(c: dict, iterations: int):
+    from trl.experimental.ppo import PPOConfig
+
+    return PPOConfig(
+        output_dir=tempfile.mkdtemp(),
         per_device_train_batch_size=c["batch"],
         gradient_accumulation_steps=1,
         num_mini_batches=1,
@@ -276,8 +270,29 @@ def run_trl(case: str, iterations: int, trl_path: str) -> dict:
         logging_steps=1,
         seed=0,
     )
+
+
+def run_trl(case: str, iterations: int, trl_path: str) -> dict:
+    sys.path.insert(0, trl_path)
+    import trl.experimental.ppo.ppo_trainer as T
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl.experimental.ppo import PPOTrainer
+
+    c = CASES[case]
+    lm, tok, reward, value, ref_model = trl_models(case)
+    prompts = prompts_for(tok, 64, c["query"])
+    data = Dataset.from_dict({"input_ids": prompts})
+    timings: dict[str, float] = {"sample": 0.0, "score": 0.0, "reference": 0.0}
+    trl_timers(T, timings)
+    marks: list[tuple[float, dict]] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            marks.append((time.perf_counter(), dict(timings)))
+
     trainer = PPOTrainer(
-        args=args,
+        args=trl_config(c, iterations),
         processing_class=tok,
         model=lm,
         ref_model=ref_model,
@@ -288,6 +303,7 @@ def run_trl(case: str, iterations: int, trl_path: str) -> dict:
     )
     start = time.perf_counter()
     trainer.train()
+    # per-iteration seconds and phase split from the cumulative timers stamped at each step's end
     stamps = [(start, {"sample": 0.0, "score": 0.0, "reference": 0.0}), *marks]
     times, phases = [], []
     for (t0, p0), (t1, p1) in itertools.pairwise(stamps):
@@ -337,9 +353,7 @@ def summarize(case: str, impl: str, raw: dict) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arg_parser(__doc__)
     parser.add_argument("--cases", nargs="+", default=["tiny", "embedded"], choices=list(CASES))
     parser.add_argument("--impls", nargs="+", default=["trl", "full", "top_blocks", "lora"])
     parser.add_argument("--iterations", type=int, default=3, help="measured iterations (after 1 warm-up)")
