@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, emit, metadata
+from benchmarks.common import RESULTS, arg_parser, emit, metadata
 from rewards.comparisons import Comparison
 from rewards.model import Features, RewardModel
 from rewards.train import RewardTrainConfig, evaluate, train_reward_model
@@ -44,10 +44,8 @@ def build_pairs(articles, holdout: float = 0.3):
     return train, test
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = arg_parser(__doc__)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--query-length", type=int, default=320)
     parser.add_argument("--response-length", type=int, default=128)
@@ -55,62 +53,57 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "reward_cnndm_human.jsonl"))
-    args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
+    return parser.parse_args(argv)
 
-    articles = [a for s in data.SPLITS for a in data.load_cnndm(s)]
-    train_pairs, test_pairs = build_pairs(articles)
-    rm = RewardModel.from_spec(args.model, seed=args.seed)
-    rm.set_trainable(0)
-    tok = rm.tokenizer
+
+def unique_sequences(pairs, tok, args) -> tuple[dict[tuple[str, str], int], list, list]:
+    """One (query, response) per unique (article, summary), the pairs reuse them: (index of each
+    ``(article id, summary)``, queries, responses)."""
     newline = tok.encode("\n", add_special_tokens=False)[0]
-
-    # one feature vector per unique (article, summary): the pairs reuse them
     texts: dict[tuple[str, str], int] = {}
     queries, responses = [], []
-    for a, s0, s1, _ in train_pairs + test_pairs:
+    for a, s0, s1, _ in pairs:
         for s in (s0, s1):
             if (a.id, s) not in texts:
                 texts[(a.id, s)] = len(queries)
                 ids = tok.encode(a.article, add_special_tokens=False, verbose=False)
                 queries.append(data.trim_article(ids, max_length=args.query_length, end_id=newline))
                 responses.append(tok.encode(" " + s, add_special_tokens=False)[: args.response_length])
+    return texts, queries, responses
+
+
+def feature_vectors(rm: RewardModel, queries: list, responses: list) -> tuple[torch.Tensor, float]:
+    """The final hidden state at the last token of every sequence, (S, d), and the seconds it took."""
     t0 = time.perf_counter()
     feats = []
     for i in range(0, len(queries), 8):
         feats.append(rm.features(*rm.sequences_with_start(queries[i : i + 8], responses[i : i + 8])).hidden)
-    vectors = torch.cat(feats)  # (S, d)
-    feature_s = time.perf_counter() - t0
+    return torch.cat(feats), time.perf_counter() - t0
 
-    def items_and_features(pairs):
-        items, fs = [], []
-        for a, s0, s1, best in pairs:
-            i0, i1 = texts[(a.id, s0)], texts[(a.id, s1)]
-            items.append(
-                Comparison(
-                    task="CNNDMSummarize-v0",
-                    query=queries[i0],
-                    samples=[responses[i0], responses[i1]],
-                    label={"best": best},
-                )
+
+def items_and_features(pairs, texts: dict, queries: list, responses: list, vectors: torch.Tensor):
+    """The pairs as best-of-2 comparisons, each with its two precomputed feature vectors."""
+    items, fs = [], []
+    for a, s0, s1, best in pairs:
+        i0, i1 = texts[(a.id, s0)], texts[(a.id, s1)]
+        items.append(
+            Comparison(
+                task="CNNDMSummarize-v0",
+                query=queries[i0],
+                samples=[responses[i0], responses[i1]],
+                label={"best": best},
             )
-            fs.append(
-                Features(
-                    vectors[[i0, i1]], torch.ones(2, 1, dtype=torch.long), torch.zeros(2, 1, dtype=torch.long)
-                )
+        )
+        fs.append(
+            Features(
+                vectors[[i0, i1]], torch.ones(2, 1, dtype=torch.long), torch.zeros(2, 1, dtype=torch.long)
             )
-        return items, fs
+        )
+    return items, fs
 
-    train_items, train_feats = items_and_features(train_pairs)
-    test_items, test_feats = items_and_features(test_pairs)
-    cfg = RewardTrainConfig(
-        lr=args.lr, batch_size=16, epochs=args.epochs, top_blocks=0, optimizer="torch_adam", seed=args.seed
-    )
-    before = evaluate(rm, test_items, features=test_feats)["eval/accuracy"]
-    out = train_reward_model(
-        rm, train_items, cfg, features=train_feats, eval_items=test_items, eval_features=test_feats
-    )
 
+def baseline_accuracies(test_pairs) -> tuple[float, float]:
+    """How often the summary with the higher R-AVG against the article, and the longer one, is chosen."""
     from textenv.scorers import rouge_avg as ravg
 
     rouge_acc = np.mean(
@@ -119,6 +112,29 @@ def main(argv=None) -> None:
     length_acc = np.mean(
         [(0 if len(s0.split()) > len(s1.split()) else 1) == best for a, s0, s1, best in test_pairs]
     )
+    return float(rouge_acc), float(length_acc)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+
+    articles = [a for s in data.SPLITS for a in data.load_cnndm(s)]
+    train_pairs, test_pairs = build_pairs(articles)
+    rm = RewardModel.from_spec(args.model, seed=args.seed)
+    rm.set_trainable(0)
+    texts, queries, responses = unique_sequences(train_pairs + test_pairs, rm.tokenizer, args)
+    vectors, feature_s = feature_vectors(rm, queries, responses)
+    train_items, train_feats = items_and_features(train_pairs, texts, queries, responses, vectors)
+    test_items, test_feats = items_and_features(test_pairs, texts, queries, responses, vectors)
+    cfg = RewardTrainConfig(
+        lr=args.lr, batch_size=16, epochs=args.epochs, top_blocks=0, optimizer="torch_adam", seed=args.seed
+    )
+    before = evaluate(rm, test_items, features=test_feats)["eval/accuracy"]
+    out = train_reward_model(
+        rm, train_items, cfg, features=train_feats, eval_items=test_items, eval_features=test_feats
+    )
+    rouge_acc, length_acc = baseline_accuracies(test_pairs)
     emit(
         {
             "bench": "reward_cnndm_human",
@@ -128,8 +144,8 @@ def main(argv=None) -> None:
             "feature_seconds": feature_s,
             "rm_accuracy": out["eval/accuracy"],
             "rm_accuracy_untrained_head": before,
-            "rouge_vs_article_accuracy": float(rouge_acc),
-            "length_accuracy": float(length_acc),
+            "rouge_vs_article_accuracy": rouge_acc,
+            "length_accuracy": length_acc,
             "config": {**vars(args), "top_blocks": 0, "optimizer": "torch_adam", "batch_size": 16},
             **metadata(),
         },
