@@ -58,7 +58,7 @@ class PolicyWithValue(nn.Module):
         self.lora = False
         self.value_model = value_model
         if value_model is None:
-            self.value_head = nn.Linear(lm.config.hidden_size, 1)
+            self.value_head = nn.utils.skip_init(nn.Linear, lm.config.hidden_size, 1)  # no global-RNG draw
             nn.init.zeros_(self.value_head.weight)  # V == 0 at the start (reference code: fc_layer(scale=0))
             nn.init.zeros_(self.value_head.bias)
         else:  # a separate value network from a reward model: its trunk, head, gain and bias

@@ -119,7 +119,7 @@ class TransformerPolicy(ActorCriticPolicy):
             )
         self.lm, self.pad_id, self.vocab_size = lm, pad_id, n
         freeze_lower(self.lm, self.top_blocks)
-        self.value_net = nn.Linear(lm.config.hidden_size, 1)
+        self.value_net = nn.utils.skip_init(nn.Linear, lm.config.hidden_size, 1)  # no global-RNG draw
         nn.init.zeros_(self.value_net.weight)  # V == 0 at the start, as the paper's value head
         nn.init.zeros_(self.value_net.bias)
         self.action_dist = CategoricalDistribution(n)

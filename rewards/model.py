@@ -50,7 +50,7 @@ class RewardModel(nn.Module):
         self.base_spec = base_spec
         self.seed = int(seed)
         d = lm.config.hidden_size
-        self.head = nn.Linear(d, 1)
+        self.head = nn.utils.skip_init(nn.Linear, d, 1)  # initialised below without the global RNG
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(d + 1))  # §1.3: std 1/sqrt(d+1)
