@@ -230,10 +230,9 @@ class TrainConfig:
 
         tables = {name: build(name, k) for name, k in FIXED_TABLES.items()}
         tables["online"] = build("online", OnlineConfig)
-        algos = {}
-        if not any(tables[name] is None for name in AlgoConfig.SHARED):
-            shared = {name: tables[name] for name in AlgoConfig.SHARED}
-            algos = {name: build(name, algo.config, **shared) for name, algo in ALGOS.items()}
+        # a bad shared section is reported above; the algorithm tables are still checked, against defaults
+        shared = {name: tables[name] or FIXED_TABLES[name]() for name in AlgoConfig.SHARED}
+        algos = {name: build(name, algo.config, **shared) for name, algo in ALGOS.items()}
         if tables["env"] is not None:
             errors.extend(_check_task(tables["env"]))
         if errors:

@@ -49,9 +49,14 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(override, message
 
 def test_a_toml_file_with_bad_values_reports_each_line(tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text('[ppo]\nbatch_size = "eight"\n[run]\niterations = -2\n')
-    with pytest.raises(ConfigError, match=r"ppo\.batch_size = 'eight'"):
+    path.write_text('[ppo]\nbatch_size = "eight"\n[run]\niterations = -2\n[kl]\ncoef = nan\n')
+    with pytest.raises(ConfigError) as info:
         load_config(path)
+    assert str(info.value).splitlines() == [  # every problem, one line each
+        "run.iterations = -2: input should be greater than or equal to 0",
+        "kl.coef = nan: input should be a finite number",
+        "ppo.batch_size = 'eight': input should be a valid integer, unable to parse string as an integer",
+    ]
     path.write_text("[ppo]\nbatch_size = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(path)
