@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, emit, metadata
+from benchmarks.common import RESULTS, arg_parser, emit, metadata
 from rewards.comparisons import ComparisonStore
 from rewards.labelers import SentimentLabeler
 from rewards.model import RewardModel
@@ -97,10 +98,8 @@ def load_features(path: Path) -> tuple[list, list, float]:
     return split("train"), split("valid"), float(meta["seconds"])
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = arg_parser(__doc__)
     parser.add_argument("--train-store", required=True)
     parser.add_argument("--valid-store", required=True)
     parser.add_argument("--model", default="smollm2-135m")
@@ -129,11 +128,34 @@ def main(argv=None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training questions")
     parser.add_argument("--rm-out", default="runs/rm_sentiment")
     parser.add_argument("--out", default=str(RESULTS / "reward_sentiment.jsonl"))
-    args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    task = "BookSentiment-v0"
+    return parser.parse_args(argv)
 
-    labeler = SentimentLabeler()
+
+@dataclass
+class Labelled:
+    """The labelled questions of both stores, their frozen lower blocks' features and the labeler's
+    scores of every held-out sample."""
+
+    train_items: list
+    valid_items: list
+    train_feats: list
+    valid_feats: list
+    labeler_scores: np.ndarray
+
+
+@dataclass
+class PolicySamples:
+    """Samples of the initial policy: for normalising (``norm_*``) and fresh ones to score after."""
+
+    norm_q: list
+    norm_r: list
+    fresh_q: list
+    fresh_r: list
+    seconds: float
+
+
+def labelled_items(args, labeler, task: str) -> tuple[list, list]:
+    """Label the stores' pending questions with ``labeler``: (train questions, held-out questions)."""
     stores = {}
     for name, path in (("train", args.train_store), ("valid", args.valid_store)):
         with ComparisonStore(path) as store:
@@ -142,10 +164,10 @@ def main(argv=None) -> None:
     train_items = stores["train"][: args.limit]
     valid_items = stores["valid"]
     print(f"train {len(train_items)} questions, held-out {len(valid_items)}", flush=True)
+    return train_items, valid_items
 
-    rm = RewardModel.from_spec(args.model, seed=0)
-    rm.set_trainable(args.top_blocks)
-    initial = copy.deepcopy({n: p.detach().clone() for n, p in rm.named_parameters() if p.requires_grad})
+
+def draw_policy_samples(args, task: str) -> PolicySamples:
     from textenv.models import load_causal_lm
 
     lm, tok = load_causal_lm(args.model)
@@ -156,7 +178,12 @@ def main(argv=None) -> None:
         fresh_q, fresh_r = policy_samples(task, lm, tok, args.normalize_samples, seed=12, batch_size=256)
     sample_s = time.perf_counter() - t0
     print(f"policy samples {sample_s:.0f}s", flush=True)
+    return PolicySamples(norm_q, norm_r, fresh_q, fresh_r, sample_s)
 
+
+def trunk_features(args, rm: RewardModel, train_items: list, valid_items: list) -> tuple[list, list, float]:
+    """The frozen lower blocks' features (from ``--features-cache`` if it exists, else computed and saved
+    there): (train features, held-out features, seconds to compute them)."""
     t0 = time.perf_counter()
     cache = Path(args.features_cache) if args.features_cache else None
     if cache is not None and cache.exists():
@@ -171,61 +198,93 @@ def main(argv=None) -> None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             save_features(cache, train_feats, valid_feats, feature_s)
     print(f"features {feature_s:.0f}s", flush=True)
+    return train_feats, valid_feats, feature_s
 
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(0)
+    task = "BookSentiment-v0"
+
+    labeler = SentimentLabeler()
+    train_items, valid_items = labelled_items(args, labeler, task)
+    rm = RewardModel.from_spec(args.model, seed=0)
+    rm.set_trainable(args.top_blocks)
+    initial = copy.deepcopy({n: p.detach().clone() for n, p in rm.named_parameters() if p.requires_grad})
+    samples = draw_policy_samples(args, task)
+    train_feats, valid_feats, feature_s = trunk_features(args, rm, train_items, valid_items)
     labeler_scores = np.concatenate([labeler.scores("", c.sample_texts) for c in valid_items])
+    data = Labelled(train_items, valid_items, train_feats, valid_feats, labeler_scores)
     if args.head_only:
-        head_only(
-            args,
-            rm,
-            train_items,
-            valid_items,
-            train_feats,
-            valid_feats,
-            labeler_scores,
-            norm_q,
-            norm_r,
-            fresh_q,
-            fresh_r,
-            sample_s,
-        )
+        head_only(args, rm, data, samples)
         return
+    lr_sweep(args, rm, initial, data, samples, feature_s)
+
+
+def fit(model: RewardModel, data: Labelled, config, features=None, eval_features=None) -> tuple[dict, float]:
+    """Train ``model`` on the training questions (evaluated on the held-out ones): (metrics, seconds)."""
+    t0 = time.perf_counter()
+    out = train_reward_model(
+        model,
+        data.train_items,
+        config,
+        eval_items=data.valid_items,
+        features=data.train_feats if features is None else features,
+        eval_features=data.valid_feats if eval_features is None else eval_features,
+    )
+    return out, time.perf_counter() - t0
+
+
+def heldout_fields(out: dict, data: Labelled) -> dict:
+    """The result fields every trained model reports: sizes, held-out accuracy, loss and rank agreement."""
+    return {
+        "train_questions": len(data.train_items),
+        "heldout_questions": len(data.valid_items),
+        "heldout_accuracy": out["eval/accuracy"],
+        "chance": out["eval/chance"],
+        "spearman_rm_vs_labeler": spearman(out["eval/scores"].reshape(-1), data.labeler_scores),
+        "eval_loss": out["eval/loss"],
+    }
+
+
+def fresh_fields(model: RewardModel, samples: PolicySamples, before) -> dict:
+    """Normalise ``model`` after training (``before``: the normalisation before it) and score the fresh
+    policy samples."""
+    after = normalize(model, samples.norm_q, samples.norm_r)
+    fresh = model.score(samples.fresh_q, samples.fresh_r, batch_size=64)
+    return {
+        "norm_before": before,
+        "norm_after": after,
+        "fresh_policy_score_mean": float(fresh.mean()),
+        "fresh_policy_score_std": float(fresh.std()),
+        "seconds_policy_samples": samples.seconds,
+    }
+
+
+def lr_sweep(args, rm: RewardModel, initial: dict, data: Labelled, samples: PolicySamples, feature_s: float):
+    """One run of the books preset per ``--lrs`` entry, each from the initial weights; the most accurate
+    reward model is saved to ``--rm-out``."""
     best = None
     for lr in args.lrs:
         with torch.no_grad():
             for n, p in rm.named_parameters():
                 if n in initial:
                     p.copy_(initial[n])
-        before = normalize(rm, norm_q, norm_r)
+        before = normalize(rm, samples.norm_q, samples.norm_r)
         config = get_preset("books", lr=lr, top_blocks=args.top_blocks, epochs=args.epochs)
-        t0 = time.perf_counter()
-        out = train_reward_model(
-            rm, train_items, config, eval_items=valid_items, features=train_feats, eval_features=valid_feats
-        )
-        train_s = time.perf_counter() - t0
-        after = normalize(rm, norm_q, norm_r)
-        fresh = rm.score(fresh_q, fresh_r, batch_size=64)
-        rm_scores = out["eval/scores"].reshape(-1)
+        out, train_s = fit(rm, data, config)
         result = {
             "bench": "reward_sentiment",
-            "train_questions": len(train_items),
-            "heldout_questions": len(valid_items),
+            **heldout_fields(out, data),
+            **fresh_fields(rm, samples, before),
             "top_blocks": args.top_blocks,
             "lr": lr,
-            "heldout_accuracy": out["eval/accuracy"],
-            "chance": out["eval/chance"],
-            "spearman_rm_vs_labeler": spearman(rm_scores, labeler_scores),
             "train_loss_first": out["train/loss_first"],
             "train_loss_last_10pct": out["train/loss_last_10pct"],
-            "eval_loss": out["eval/loss"],
-            "fresh_policy_score_mean": float(fresh.mean()),
-            "fresh_policy_score_std": float(fresh.std()),
-            "norm_before": before,
-            "norm_after": after,
-            "seconds_policy_samples": sample_s,
             "seconds_features": feature_s,
             "seconds_train": train_s,
-            "train_comparisons_per_s_cached": len(train_items) / train_s,
-            "feature_comparisons_per_s": (len(train_items) + len(valid_items)) / feature_s,
+            "train_comparisons_per_s_cached": len(data.train_items) / train_s,
+            "feature_comparisons_per_s": (len(data.train_items) + len(data.valid_items)) / feature_s,
             "config": {
                 "preset": "books",
                 "optimizer": config.optimizer,
@@ -241,20 +300,7 @@ def main(argv=None) -> None:
             rm.save(args.rm_out)
 
 
-def head_only(
-    args,
-    rm,
-    train_items,
-    valid_items,
-    train_feats,
-    valid_feats,
-    labeler_scores,
-    norm_q,
-    norm_r,
-    fresh_q,
-    fresh_r,
-    sample_s,
-):
+def head_only(args, rm: RewardModel, data: Labelled, samples: PolicySamples) -> None:
     """Heads on the frozen trunk (``top_blocks=0``): the top blocks run once on the cached features."""
     from rewards.train import RewardTrainConfig
     from textenv.models.trunk import Features, top_forward
@@ -265,7 +311,7 @@ def head_only(
             name: [
                 (top_forward(rm.base, f, args.top_blocks), f.attention_mask, f.position_ids) for f in feats
             ]
-            for name, feats in (("train", train_feats), ("valid", valid_feats))
+            for name, feats in (("train", data.train_feats), ("valid", data.valid_feats))
         }
     top_s = time.perf_counter() - t0
     for pool in args.pools:
@@ -273,44 +319,22 @@ def head_only(
         head.set_trainable(0)
         feats = {k: [Features(head._pooled(h, m), m, p) for h, m, p in v] for k, v in final.items()}
         config = RewardTrainConfig(lr=args.head_lr, batch_size=32, epochs=args.head_epochs, top_blocks=0)
-        before = normalize(head, norm_q, norm_r) if norm_q else {}
-        t0 = time.perf_counter()
-        out = train_reward_model(
-            head,
-            train_items,
-            config,
-            eval_items=valid_items,
-            features=feats["train"],
-            eval_features=feats["valid"],
-        )
-        train_s = time.perf_counter() - t0
+        before = normalize(head, samples.norm_q, samples.norm_r) if samples.norm_q else {}
+        out, train_s = fit(head, data, config, features=feats["train"], eval_features=feats["valid"])
         result = {
             "bench": "reward_sentiment",
             "mode": "head_on_frozen_trunk",
             "pool": pool,
-            "train_questions": len(train_items),
-            "heldout_questions": len(valid_items),
+            **heldout_fields(out, data),
             "lr": args.head_lr,
             "epochs": args.head_epochs,
-            "heldout_accuracy": out["eval/accuracy"],
-            "chance": out["eval/chance"],
-            "spearman_rm_vs_labeler": spearman(out["eval/scores"].reshape(-1), labeler_scores),
-            "eval_loss": out["eval/loss"],
             "seconds_top_blocks_once": top_s,
             "seconds_train": train_s,
             "model": args.model,
             **metadata(),
         }
-        if norm_q:
-            after = normalize(head, norm_q, norm_r)
-            fresh = head.score(fresh_q, fresh_r, batch_size=64)
-            result.update(
-                norm_before=before,
-                norm_after=after,
-                fresh_policy_score_mean=float(fresh.mean()),
-                fresh_policy_score_std=float(fresh.std()),
-                seconds_policy_samples=sample_s,
-            )
+        if samples.norm_q:
+            result.update(fresh_fields(head, samples, before))
         emit(result, out=Path(args.out))
         if pool == "mean":
             head.save(args.rm_out + "_head_mean")
