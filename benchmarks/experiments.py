@@ -19,6 +19,18 @@ import numpy as np
 import torch
 
 
+def fixed_length_overrides(query_length: int, response_length: int) -> dict:
+    """Env overrides for fixed-length responses (no truncation) with queries of up to ``query_length``
+    tokens (at least ``min(16, query_length)``), as :func:`ppo_config`'s runs use."""
+    return dict(
+        query_length=query_length,
+        response_length=response_length,
+        min_query_length=min(16, query_length),
+        truncate_token=None,
+        truncate_after=0,
+    )
+
+
 def ppo_config(
     out_dir: str | Path,
     *,
