@@ -23,14 +23,14 @@ import json
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, emit, metadata
+from benchmarks.common import RESULTS, arg_parser, emit, metadata, out_path
 from benchmarks.experiments import ppo_config, run_ppo
 
 TASK = "CNNDMSummarize-v0"
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None) -> argparse.Namespace:
+    p = arg_parser(__doc__)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--full", action="store_true")
     p.add_argument("--query-length", type=int, default=192)
@@ -57,22 +57,14 @@ def main(argv=None) -> dict:
             40,
             32,
         )
+    return args
 
-    from agents.evaluate import generate, report, win_rates
+
+def supervised(args, sft_dir: Path, overrides: dict) -> dict:
+    """``train-sft`` on the train split's reference summaries, saved to ``sft_dir``; its metrics."""
     from agents.sft import SFTConfig, train_sft
-    from rewards.labelers import SummarizationLabeler
-    from rewards.pipeline import mock_reward_model
-    from textenv.models import load_causal_lm
 
-    t0 = time.perf_counter()
-    out = Path(args.out_dir)
-    truncate_after = min(55, max(args.response_length // 2, 1))
-    overrides = dict(
-        query_length=args.query_length, response_length=args.response_length, truncate_after=truncate_after
-    )
-    lm, tok = load_causal_lm(args.model)
-    sft_dir = out / "sft"
-    sft = train_sft(
+    return train_sft(
         SFTConfig(
             task=TASK,
             model=args.model,
@@ -85,21 +77,11 @@ def main(argv=None) -> dict:
         ),
         progress=False,
     )
-    labeler = SummarizationLabeler()
-    _, rm_metrics = mock_reward_model(
-        TASK,
-        lm,
-        tok,
-        labeler,
-        model_spec=args.model,
-        questions=args.labels,
-        out_dir=out / "rm",
-        heldout_questions=max(args.labels // 4, 4),
-        seed=args.seed,
-        normalize_samples=64,
-        require_valid=args.require_valid,
-        **overrides,
-    )
+
+
+def rl_policies(args, out: Path, sft_dir: Path, truncate_after: int) -> dict:
+    """PPO on the reward model in ``out/rm`` from the zero-shot and from the supervised model:
+    ``{name: (trained LM, per-iteration rows)}``."""
     extra = (
         f"--env.overrides.truncate_after={truncate_after}",
         "--env.overrides.truncate_token=\n",
@@ -121,6 +103,13 @@ def main(argv=None) -> dict:
         )
         rows, agent = run_ppo(cfg, lambda text: 0.0)
         policies[name] = (agent.policy.lm.eval(), rows)
+    return policies
+
+
+def held_out_summaries(args, lm, tok, sft_dir: Path, policies: dict, overrides: dict) -> dict:
+    """Every system's summaries of the same held-out articles."""
+    from agents.evaluate import generate
+    from textenv.models import load_causal_lm
 
     systems = {"lead-3": generate("lead3", TASK, args.eval_n, seed=args.seed, tokenizer=tok, **overrides)}
     sft_lm, _ = load_causal_lm(str(sft_dir))
@@ -128,6 +117,52 @@ def main(argv=None) -> dict:
         systems[name] = generate(
             name, TASK, args.eval_n, seed=args.seed, tokenizer=tok, model=model, temperature=0.5, **overrides
         )
+    return systems
+
+
+def print_table(table: dict) -> None:
+    for name, stats in table.items():
+        print(
+            f"{name:22s} R-1 {stats['rouge/rouge1']:5.1f} R-2 {stats['rouge/rouge2']:5.1f} R-L {stats['rouge/rougeL']:5.1f} "
+            f"R-AVG {stats['rouge/ravg']:5.1f}  novel {stats['novel_sentences'] or 0:.2f}  copies start "
+            f"{stats['copies_start']:.2f}  valid {stats['valid_rate']:.2f}"
+        )
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+
+    from agents.evaluate import report, win_rates
+    from rewards.labelers import SummarizationLabeler
+    from rewards.pipeline import mock_reward_model
+    from textenv.models import load_causal_lm
+
+    t0 = time.perf_counter()
+    out = Path(args.out_dir)
+    truncate_after = min(55, max(args.response_length // 2, 1))
+    overrides = dict(
+        query_length=args.query_length, response_length=args.response_length, truncate_after=truncate_after
+    )
+    lm, tok = load_causal_lm(args.model)
+    sft_dir = out / "sft"
+    sft = supervised(args, sft_dir, overrides)
+    labeler = SummarizationLabeler()
+    _, rm_metrics = mock_reward_model(
+        TASK,
+        lm,
+        tok,
+        labeler,
+        model_spec=args.model,
+        questions=args.labels,
+        out_dir=out / "rm",
+        heldout_questions=max(args.labels // 4, 4),
+        seed=args.seed,
+        normalize_samples=64,
+        require_valid=args.require_valid,
+        **overrides,
+    )
+    policies = rl_policies(args, out, sft_dir, truncate_after)
+    systems = held_out_summaries(args, lm, tok, sft_dir, policies, overrides)
     table = {name: report(rows, TASK) for name, rows in systems.items()}
     # the R-AVG labeler's win rate of every system over zero-shot, paired by article (ties count one half)
     win = win_rates({"zero-shot": systems["zero-shot"], **systems}, labeler)
@@ -146,13 +181,8 @@ def main(argv=None) -> dict:
     }
     (out / "samples.json").parent.mkdir(parents=True, exist_ok=True)
     (out / "samples.json").write_text(json.dumps({k: v[:5] for k, v in systems.items()}, indent=1))
-    emit(result, None if args.out == "-" else Path(args.out))
-    for name, stats in table.items():
-        print(
-            f"{name:22s} R-1 {stats['rouge/rouge1']:5.1f} R-2 {stats['rouge/rouge2']:5.1f} R-L {stats['rouge/rougeL']:5.1f} "
-            f"R-AVG {stats['rouge/ravg']:5.1f}  novel {stats['novel_sentences'] or 0:.2f}  copies start "
-            f"{stats['copies_start']:.2f}  valid {stats['valid_rate']:.2f}"
-        )
+    emit(result, out_path(args.out))
+    print_table(table)
     return result
 
 
