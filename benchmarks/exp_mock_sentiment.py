@@ -19,81 +19,98 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, emit, metadata
-from benchmarks.experiments import plot, ppo_config, run_ppo, win_rate_vs_initial, write_rows
+from benchmarks.common import RESULTS, arg_parser, emit, metadata, out_path
+from benchmarks.experiments import (
+    fixed_length_overrides,
+    plot,
+    ppo_config,
+    run_ppo,
+    win_rate_vs_initial,
+    write_rows,
+)
 
 TASK = "MockSentiment-v0"
 
 
+def reward_for(args, name: str, n: int, lm, tok, labeler, out: Path, overrides: dict):
+    """The PPO reward of a setting: the built-in mock reward (``n = 0``) or a reward model learned from
+    ``n`` mock labels, saved under ``out/name``: (reward spec, its held-out accuracy or ``None``)."""
+    from rewards.pipeline import mock_reward_model
+
+    if not n:
+        return "builtin", None
+    _, metrics = mock_reward_model(
+        TASK,
+        lm,
+        tok,
+        labeler,
+        model_spec=args.model,
+        questions=n,
+        out_dir=out / name,
+        heldout_questions=args.heldout,
+        seed=args.seed,
+        **overrides,
+    )
+    return str(out / name / "reward_model"), metrics.get("eval/accuracy")
+
+
+def run_setting(args, name: str, n: int, lm, tok, gold, labeler, overrides: dict) -> tuple[dict, list]:
+    """One setting's PPO run: (its result row, its curve of (episodes, mock reward))."""
+    out = Path(args.out_dir)
+    t0 = time.perf_counter()
+    reward, accuracy = reward_for(args, name, n, lm, tok, labeler, out, overrides)
+    cfg = ppo_config(
+        out / name / "ppo",
+        task=TASK,
+        model=args.model,
+        reward=reward,
+        iterations=args.iterations,
+        batch=args.batch,
+        target_kl=args.target_kl,
+        lr=args.lr,
+        query_length=args.query_length,
+        response_length=args.response_length,
+    )
+    rows, agent = run_ppo(cfg, gold)
+    write_rows(out / name / "curve.jsonl", rows)
+    curve = [(r["episodes"], r["gold"]) for r in rows]
+    win, win_se = win_rate_vs_initial(
+        agent, lm, tok, labeler, TASK, args.eval_prompts, args.seed + 7, **overrides
+    )
+    first, last = np.mean([r["gold"] for r in rows[:2]]), np.mean([r["gold"] for r in rows[-2:]])
+    row = {
+        "benchmark": "exp_mock_sentiment",
+        "setting": name,
+        "labels": n,
+        "rm_heldout_accuracy": accuracy,
+        "mock_reward_first": float(first),
+        "mock_reward_last": float(last),
+        "kl_last": rows[-1]["kl"],
+        "win_rate_vs_initial": win,
+        "win_rate_se": win_se,
+        "eval_prompts": args.eval_prompts,
+        "episodes": rows[-1]["episodes"],
+        "seconds": time.perf_counter() - t0,
+        "model": args.model,
+        **metadata(),
+    }
+    return row, curve
+
+
 def run(args) -> list[dict]:
     from rewards.labelers import SentimentLabeler
-    from rewards.pipeline import mock_reward_model
     from textenv.models import load_causal_lm
     from textenv.scorers import MockSentimentScore
 
     lm, tok = load_causal_lm(args.model)
     gold = MockSentimentScore(tok).score_text
     labeler = SentimentLabeler()  # argmax of VADER = argmax of its log-odds
-    sizes = dict(query_length=args.query_length, response_length=args.response_length)
-    overrides = dict(
-        **sizes, min_query_length=min(16, args.query_length), truncate_token=None, truncate_after=0
-    )
-    out = Path(args.out_dir)
+    overrides = fixed_length_overrides(args.query_length, args.response_length)
     settings = [("direct", 0)] + [(f"rm-{n}", n) for n in args.labels]
     results, curves = [], {}
     for name, n in settings:
-        t0 = time.perf_counter()
-        reward, accuracy = "builtin", None
-        if n:
-            _, metrics = mock_reward_model(
-                TASK,
-                lm,
-                tok,
-                labeler,
-                model_spec=args.model,
-                questions=n,
-                out_dir=out / name,
-                heldout_questions=args.heldout,
-                seed=args.seed,
-                **overrides,
-            )
-            reward, accuracy = str(out / name / "reward_model"), metrics.get("eval/accuracy")
-        cfg = ppo_config(
-            out / name / "ppo",
-            task=TASK,
-            model=args.model,
-            reward=reward,
-            iterations=args.iterations,
-            batch=args.batch,
-            target_kl=args.target_kl,
-            lr=args.lr,
-            **sizes,
-        )
-        rows, agent = run_ppo(cfg, gold)
-        write_rows(out / name / "curve.jsonl", rows)
-        curves[name] = [(r["episodes"], r["gold"]) for r in rows]
-        win, win_se = win_rate_vs_initial(
-            agent, lm, tok, labeler, TASK, args.eval_prompts, args.seed + 7, **overrides
-        )
-        first, last = np.mean([r["gold"] for r in rows[:2]]), np.mean([r["gold"] for r in rows[-2:]])
-        results.append(
-            {
-                "benchmark": "exp_mock_sentiment",
-                "setting": name,
-                "labels": n,
-                "rm_heldout_accuracy": accuracy,
-                "mock_reward_first": float(first),
-                "mock_reward_last": float(last),
-                "kl_last": rows[-1]["kl"],
-                "win_rate_vs_initial": win,
-                "win_rate_se": win_se,
-                "eval_prompts": args.eval_prompts,
-                "episodes": rows[-1]["episodes"],
-                "seconds": time.perf_counter() - t0,
-                "model": args.model,
-                **metadata(),
-            }
-        )
+        row, curves[name] = run_setting(args, name, n, lm, tok, gold, labeler, overrides)
+        results.append(row)
     plot(
         Path(args.plot),
         curves,
@@ -105,7 +122,7 @@ def run(args) -> list[dict]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = arg_parser(__doc__)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--labels", type=int, nargs="+", default=[64, 256])
     p.add_argument(
@@ -132,7 +149,7 @@ def main(argv=None) -> list[dict]:
         args.labels, args.iterations, args.batch = [500, 2000, 5000], 60, 64
     results = run(args)
     for row in results:
-        emit(row, None if args.out == "-" else Path(args.out))
+        emit(row, out_path(args.out))
     return results
 
 
