@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, emit, metadata
-from benchmarks.experiments import plot, ppo_config, run_ppo, write_rows
+from benchmarks.common import RESULTS, arg_parser, emit, metadata, out_path
+from benchmarks.experiments import fixed_length_overrides, plot, ppo_config, run_ppo, write_rows
 
 TASK = "MockSentiment-v0"
 
@@ -40,8 +40,8 @@ def frontier(lm, tok, args, overrides: dict) -> list[dict]:
     return optimal_frontier(rewards, betas)
 
 
-def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None) -> argparse.Namespace:
+    p = arg_parser(__doc__)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--targets", type=float, nargs="+", default=[1.0, 4.0])
     p.add_argument("--full", action="store_true")
@@ -66,50 +66,58 @@ def main(argv=None) -> list[dict]:
             64,
             256,
         )
+    return args
+
+
+def ppo_point(args, target: float, gold, front: list[dict]) -> tuple[tuple[float, float], dict]:
+    """PPO at KL target ``target``: its (mean KL, mean mock reward) over the last quarter of the
+    iterations, and its result row (with the frontier's reward at that KL)."""
+    cfg = ppo_config(
+        Path(args.out_dir) / f"target-{target:g}",
+        task=TASK,
+        model=args.model,
+        iterations=args.iterations,
+        batch=args.batch,
+        target_kl=target,
+        lr=args.lr,
+        extra=(f"--policy.temperature={args.temperature}",),
+        query_length=args.query_length,
+        response_length=args.response_length,
+    )
+    rows, _ = run_ppo(cfg, gold)
+    write_rows(Path(args.out_dir) / f"target-{target:g}.jsonl", rows)
+    tail = rows[-max(1, len(rows) // 4) :]
+    kl, reward = float(np.mean([r["kl"] for r in tail])), float(np.mean([r["gold"] for r in tail]))
+    # the frontier's reward at this KL (linear interpolation along the KL axis)
+    ks, rs = zip(*sorted((f["kl"], f["reward"]) for f in front))
+    row = {
+        "benchmark": "exp_reward_vs_kl",
+        "target_kl": target,
+        "ppo_kl": kl,
+        "ppo_reward": reward,
+        "initial_reward": rows[0]["gold"],
+        "frontier_reward_at_ppo_kl": float(np.interp(kl, ks, rs)),
+        "model": args.model,
+        **metadata(),
+    }
+    return (kl, reward), row
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
 
     from textenv.models import load_causal_lm
     from textenv.scorers import MockSentimentScore
 
     t0 = time.perf_counter()
     lm, tok = load_causal_lm(args.model)
-    sizes = dict(query_length=args.query_length, response_length=args.response_length)
-    overrides = dict(
-        **sizes, min_query_length=min(16, args.query_length), truncate_token=None, truncate_after=0
-    )
+    overrides = fixed_length_overrides(args.query_length, args.response_length)
     front = frontier(lm, tok, args, overrides)
     gold = MockSentimentScore(tok).score_text
     points, results = {}, []
     for target in args.targets:
-        cfg = ppo_config(
-            Path(args.out_dir) / f"target-{target:g}",
-            task=TASK,
-            model=args.model,
-            iterations=args.iterations,
-            batch=args.batch,
-            target_kl=target,
-            lr=args.lr,
-            extra=(f"--policy.temperature={args.temperature}",),
-            **sizes,
-        )
-        rows, _ = run_ppo(cfg, gold)
-        write_rows(Path(args.out_dir) / f"target-{target:g}.jsonl", rows)
-        tail = rows[-max(1, len(rows) // 4) :]
-        kl, reward = float(np.mean([r["kl"] for r in tail])), float(np.mean([r["gold"] for r in tail]))
-        points[f"PPO, target {target:g}"] = (kl, reward)
-        # the frontier's reward at this KL (linear interpolation along the KL axis)
-        ks, rs = zip(*sorted((f["kl"], f["reward"]) for f in front))
-        results.append(
-            {
-                "benchmark": "exp_reward_vs_kl",
-                "target_kl": target,
-                "ppo_kl": kl,
-                "ppo_reward": reward,
-                "initial_reward": rows[0]["gold"],
-                "frontier_reward_at_ppo_kl": float(np.interp(kl, ks, rs)),
-                "model": args.model,
-                **metadata(),
-            }
-        )
+        points[f"PPO, target {target:g}"], row = ppo_point(args, target, gold, front)
+        results.append(row)
     plot(
         Path(args.plot),
         {"optimal frontier (importance-weighted)": [(f["kl"], f["reward"]) for f in front]},
@@ -120,7 +128,7 @@ def main(argv=None) -> list[dict]:
     )
     for row in results:
         row["seconds"] = time.perf_counter() - t0
-        emit(row, None if args.out == "-" else Path(args.out))
+        emit(row, out_path(args.out))
     return results
 
 
