@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.common import RESULTS, emit
+from benchmarks.common import RESULTS, emit, out_path
 from benchmarks.exp_mock_sentiment import parser, run
 from benchmarks.experiments import plot
 
@@ -51,7 +51,7 @@ def main(argv=None) -> list[dict]:
     )
     for row in results:
         row["benchmark"] = "exp_label_efficiency"
-        emit(row, None if args.out == "-" else Path(args.out))
+        emit(row, out_path(args.out))
     return results
 
 
