@@ -242,12 +242,15 @@ class TrainConfig:
 
 def _check_task(env: EnvSection) -> list[str]:
     """The task id and ``[env.overrides]``, checked as the env will check them (no tokenizer needed)."""
+    from textenv.families import FAMILIES
     from textenv.tasks import get_task
 
     try:
-        get_task(env.task, **env.overrides)
+        task = get_task(env.task, **env.overrides)
     except (ValueError, TypeError) as exc:
         return [f"[env] {exc}"]
+    if task.family not in FAMILIES:
+        return [f"[env] family={task.family!r} is not a data family; choose one of {sorted(FAMILIES)}."]
     return []
 
 

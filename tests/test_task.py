@@ -186,3 +186,33 @@ def test_the_readme_task_api_example_runs(capsys):
     assert "tiny-gpt2" in code
     exec(compile(code, "README:task", "exec"), {})
     assert capsys.readouterr().out.startswith("[")
+
+
+def test_a_new_data_family_is_one_registry_entry(monkeypatch, gpt2_tokenizer):
+    """A family module's FAMILY (record type, to_prompt, load) is all a task of that family needs."""
+    import dataclasses as dc
+
+    from textenv import families
+    from textenv.families.base import DataFamily, make_prompt
+    from textenv.tasks import get_task
+
+    @dc.dataclass(frozen=True)
+    class Quote:
+        id: str
+        text: str
+
+    def to_prompt(record, index, config, encode, ids):
+        return make_prompt(record.id, encode(record.text.upper())[: config.query_length])
+
+    def load(split, source):
+        return [Quote(f"q{i}-{split}", f"quote number {i}.") for i in range(3)]
+
+    family = DataFamily("quotes", Quote, to_prompt, load=load)
+    monkeypatch.setitem(families.FAMILIES, "quotes", family)
+    tok = gpt2_tokenizer
+    task = make_task(get_task("BookSentiment-v0", family="quotes", min_query_length=1), tok)
+    prompt = task.draw_prompts(1, seed=0)[0]
+    assert prompt.id.startswith("q") and prompt.id.endswith("-train")
+    assert tok.decode(list(prompt.query)).startswith("QUOTE NUMBER")
+    with pytest.raises(ValueError, match="family='poems' is not a data family"):
+        make_task(get_task("BookSentiment-v0", family="poems"), tok)

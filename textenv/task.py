@@ -27,7 +27,10 @@ from textenv.tasks import TaskConfig, apply_penalty, get_task, response_is_valid
 
 @lru_cache(maxsize=8)
 def _cached_records(family: str, split: str, source: str | None) -> tuple:
-    return tuple(data_mod.load_prompts(family, split, source))
+    loader = FAMILIES[family].load
+    if loader is None:
+        raise ValueError(f"the data family {family!r} has no corpus of its own; pass prompts=[...].")
+    return tuple(loader(split, source))
 
 
 class NonFiniteRewardError(ValueError):
@@ -75,6 +78,10 @@ class Task:
         from textenv.models.tokenization import PAD_TOKEN, token_id
 
         self.config = config
+        if config.family not in FAMILIES:
+            raise ValueError(
+                f"family={config.family!r} is not a data family; choose one of {sorted(FAMILIES)}."
+            )
         if tokenizer is None or isinstance(tokenizer, str):
             tokenizer = load_tokenizer(tokenizer or config.tokenizer)
         if not hasattr(tokenizer, "encode") or not hasattr(tokenizer, "decode"):

@@ -81,8 +81,10 @@ class TaskConfig:
                 raise ValueError(f"{name} must be a finite number, got {value!r}.")
         if not 0 < self.temperature:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}.")
-        if self.family not in ("books", "cnndm", "tldr"):
-            raise ValueError(f"family must be 'books', 'cnndm' or 'tldr', got {self.family!r}.")
+        if not self.family or not isinstance(self.family, str):
+            raise ValueError(
+                f"family must be a data family's name (textenv.families.FAMILIES), got {self.family!r}."
+            )
         if self.min_query_length > self.query_length:
             raise ValueError(
                 f"min_query_length={self.min_query_length} exceeds query_length={self.query_length}; lower it."

@@ -11,10 +11,10 @@ cnndm    ``data.Article``      the article, cut, back to the last newline (:mod:
 text     ``str``               the string, cut to ``query_length`` (:mod:`.text`)
 =======  ====================  =============================================================
 
-Adding a data family: write one module here with its ``to_prompt`` (and ``special_ids`` when its trimming
-needs single-token markers), and add its ``FAMILY`` to :data:`FAMILIES` below. A family whose prompts come
-from a task's own data (not only from ``prompts=``) also needs its loader in ``textenv.data.LOADERS``
-and its name among ``TaskConfig.family``'s values.
+Adding a data family: write one module here with its record type, its ``to_prompt`` (and
+``special_ids`` when its trimming needs single-token markers, ``load`` when the family has a corpus of
+its own for ``TaskConfig.split``/``data_source``), and add its ``FAMILY`` to :data:`FAMILIES` below; a
+``TaskConfig(family=<name>, ...)`` then uses it.
 """
 
 from __future__ import annotations

@@ -36,16 +36,19 @@ class DataFamily:
     """How one data family turns its records into prompts (PAPER.md §2, preprocessing).
 
     Attributes:
-        name: the family name (``TaskConfig.family``, the key of ``textenv.data.LOADERS``).
+        name: the family name (``TaskConfig.family``).
         record_type: the record class this family formats (``str`` for plain prompt strings).
         special_ids: ``(config, tokenizer) -> {name: token id}``: the single-token markers its trimming
             needs (the books period, the CNN/DM newline), resolved once per task and only for the task's
             own family; records of another family passed with ``prompts=`` get ``{}`` (no marker trimming).
         to_prompt: ``(record, index, config, encode, special_ids) -> Prompt | None``: tokenize and trim
             one record; None when the record is unusable (too short, no marker).
+        load: ``(split, source) -> records``: the family's own corpus (``TaskConfig.split`` and
+            ``data_source``); None for a family that only formats records passed with ``prompts=``.
     """
 
     name: str
     record_type: type
     to_prompt: Callable[[Any, int, TaskConfig, Encode, Mapping[str, int]], Prompt | None]
     special_ids: Callable[[TaskConfig, Any], dict[str, int]] = no_special_ids
+    load: Callable[[str, Any], list] | None = None

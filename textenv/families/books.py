@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from textenv.data import BookPassage, trim_passage
+from textenv.data import BookPassage, load_books, trim_passage
 from textenv.families.base import DataFamily, Encode, Prompt, make_prompt
 from textenv.models.tokenization import token_id
 from textenv.tasks import TaskConfig
@@ -34,4 +34,4 @@ def to_prompt(
     return make_prompt(record.id, query)
 
 
-FAMILY = DataFamily("books", BookPassage, to_prompt, special_ids)
+FAMILY = DataFamily("books", BookPassage, to_prompt, special_ids, load=load_books)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from textenv.data import Article, trim_article
+from textenv.data import Article, load_cnndm, trim_article
 from textenv.families.base import DataFamily, Encode, Prompt, make_prompt
 from textenv.models.tokenization import token_id
 from textenv.tasks import TaskConfig
@@ -25,4 +25,4 @@ def to_prompt(
     return make_prompt(record.id, query, record.reference)
 
 
-FAMILY = DataFamily("cnndm", Article, to_prompt, special_ids)
+FAMILY = DataFamily("cnndm", Article, to_prompt, special_ids, load=load_cnndm)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from textenv.data import RedditPost
+from textenv.data import RedditPost, load_tldr
 from textenv.families.base import DataFamily, Encode, Prompt, make_prompt
 from textenv.tasks import TaskConfig
 
@@ -16,4 +16,4 @@ def to_prompt(
     return make_prompt(record.id, encode(record.text)[: config.query_length], record.summary)
 
 
-FAMILY = DataFamily("tldr", RedditPost, to_prompt)
+FAMILY = DataFamily("tldr", RedditPost, to_prompt, load=load_tldr)
