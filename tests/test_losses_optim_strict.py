@@ -1,0 +1,133 @@
+"""rewards/losses.py and rewards/optim.py beyond one step and one-element batches (issue 20)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rewards.losses import best_of_n_loss, pairwise_loss, scalar_compare_loss, scalar_rating_loss
+from rewards.optim import AdamTF, linear_decay, make_optimizer
+
+
+def test_best_of_n_on_a_batch_against_a_hand_computation():
+    r = torch.tensor([[0.0, 1.0, 2.0], [3.0, -1.0, 0.5]])
+    best = torch.tensor([2, 0])
+    ref = np.mean(
+        [-(2.0 - np.log(np.exp([0.0, 1.0, 2.0]).sum())), -(3.0 - np.log(np.exp([3.0, -1.0, 0.5]).sum()))]
+    )
+    assert best_of_n_loss(r, best).item() == pytest.approx(ref, rel=1e-6)
+    # the first and the last index are valid
+    assert best_of_n_loss(r, torch.tensor([0, 2])).item() > 0
+
+
+@pytest.mark.parametrize(
+    "rewards, best, match",
+    [
+        (torch.zeros(3), torch.tensor([0, 1, 2]), "must be"),  # rank 1 rewards, matching best
+        (torch.zeros(2, 3, 1), torch.tensor([0, 1]), "must be"),  # rank 3 rewards
+        (torch.zeros(2, 3), torch.tensor([0, 1, 2]), "must be"),  # best of the wrong length
+        (torch.zeros(2, 3), torch.tensor([[0], [1]]), "must be"),  # best of the wrong rank
+        (torch.zeros(2, 3), torch.tensor([0, -1]), r"best indices \[0, -1\] must lie in \[0, 3\)"),
+        (torch.zeros(2, 3), torch.tensor([3, 0]), r"best indices \[3, 0\]"),
+    ],
+)
+def test_best_of_n_rejects_one_bad_condition_at_a_time(rewards, best, match):
+    with pytest.raises(ValueError, match=match):
+        best_of_n_loss(rewards, best)
+
+
+def test_pairwise_and_scalar_losses_on_batches():
+    c, r = torch.tensor([1.0, -0.5, 2.0]), torch.tensor([0.0, 0.5, 2.0])
+    ref = np.mean([np.log1p(np.exp(-d)) for d in (1.0, -1.0, 0.0)])
+    assert pairwise_loss(c, r).item() == pytest.approx(ref, rel=1e-6)
+    assert scalar_rating_loss(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 5.0])).item() == pytest.approx(5.0)
+    # difference = r1 - r0: (1 - (3 - 1))^2 = 1, (0 - (0 - 2))^2 = 4
+    loss = scalar_compare_loss(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 0.0]), torch.tensor([1.0, 0.0]))
+    assert loss.item() == pytest.approx(2.5)
+
+
+def tf_adam_reference(grads, lr, b1, b2, eps):
+    """theta after each step of TF1's Adam, from the closed form."""
+    theta, m, v, out = np.zeros_like(grads[0]), np.zeros_like(grads[0]), np.zeros_like(grads[0]), []
+    for t, g in enumerate(grads, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        theta = theta - lr * math.sqrt(1 - b2**t) / (1 - b1**t) * m / (np.sqrt(v) + eps)
+        out.append(theta.copy())
+    return out
+
+
+@pytest.mark.parametrize("lr, betas, eps", [(1e-3, (0.9, 0.999), 1e-5), (0.05, (0.5, 0.8), 1e-3)])
+def test_tf_adam_matches_the_closed_form_at_every_step(lr, betas, eps):
+    rng = np.random.default_rng(0)
+    grads = [rng.normal(size=4) * s for s in (1.0, 0.1, 3.0, 0.5, 1e-3, 2.0)]
+    p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    opt = AdamTF([p], lr=lr, betas=betas, eps=eps)
+    for step, (g, ref) in enumerate(zip(grads, tf_adam_reference(grads, lr, *betas, eps), strict=True), 1):
+        p.grad = torch.tensor(g)
+        assert opt.step() is None
+        np.testing.assert_allclose(p.detach().numpy(), ref, rtol=1e-10, atol=1e-14, err_msg=f"step {step}")
+        assert opt.state[p]["step"] == step
+
+
+def test_tf_adam_defaults_and_make_optimizer():
+    p = torch.nn.Parameter(torch.zeros(2))
+    assert AdamTF([p]).defaults == {"lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-5}
+    opt = make_optimizer([p], lr=0.3)
+    assert type(opt) is AdamTF and opt.defaults["lr"] == 0.3 and opt.defaults["eps"] == 1e-5
+    opt = make_optimizer([p], lr=0.3, eps=1e-7)
+    assert opt.defaults["eps"] == 1e-7
+    t = make_optimizer([p], lr=0.2, kind="torch_adam", eps=1e-6)
+    assert type(t) is torch.optim.Adam and t.defaults["lr"] == 0.2 and t.defaults["eps"] == 1e-6
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(lr=-1e-3),
+        dict(eps=-1e-8),
+        dict(betas=(-0.1, 0.999)),
+        dict(betas=(1.0, 0.999)),
+        dict(betas=(0.9, -0.1)),
+        dict(betas=(0.9, 1.0)),
+    ],
+)
+def test_tf_adam_rejects_each_bad_setting(kwargs):
+    with pytest.raises(ValueError, match="invalid AdamTF settings"):
+        AdamTF([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+
+
+def test_tf_adam_accepts_the_boundary_settings():
+    p = torch.nn.Parameter(torch.ones(1))
+    opt = AdamTF([p], lr=0.0, betas=(0.0, 0.0), eps=0.0)
+    p.grad = torch.tensor([2.0])
+    opt.step()
+    assert p.item() == 1.0  # lr = 0 moves nothing
+
+
+def test_tf_adam_closure_and_a_parameter_without_a_gradient():
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    opt = AdamTF([a, b], lr=0.1)
+
+    def closure():
+        opt.zero_grad()
+        loss = (b * torch.tensor([1.0, -2.0])).sum()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert loss.item() == pytest.approx(-1.0)
+    assert a.grad is None and torch.equal(a.detach(), torch.ones(2)) and a not in opt.state
+    ref = tf_adam_reference([np.array([1.0, -2.0])], 0.1, 0.9, 0.999, 1e-5)[0]
+    np.testing.assert_allclose(b.detach().numpy(), 1.0 + ref, rtol=1e-6)
+    assert not b.requires_grad or b.grad_fn is None  # the update itself is not recorded
+
+
+def test_linear_decay_boundaries():
+    assert linear_decay(2.0, 1, 4) == 1.5
+    assert linear_decay(2.0, 0, 1) == 2.0 and linear_decay(2.0, 1, 1) == 0.0
+    assert linear_decay(2.0, 9, 4) == 0.0  # never negative
+    for total in (0, -3):
+        with pytest.raises(ValueError, match=f"total must be > 0, got {total}"):
+            linear_decay(1.0, 0, total)
