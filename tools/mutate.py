@@ -108,6 +108,16 @@ def tally(db: Path) -> tuple[int, int, int, list[tuple[str, str, int, str]]]:
     return killed, survived, skipped, sorted(survivors, key=lambda s: s[2])
 
 
+def pending_count(db: Path) -> int:
+    """Mutants not run yet (an interrupted session resumes with them; cosmic-ray runs them in random order)."""
+    con = sqlite3.connect(db)
+    (n,) = con.execute(
+        "SELECT COUNT(*) FROM work_items WHERE job_id NOT IN (SELECT job_id FROM work_results)"
+    ).fetchone()
+    con.close()
+    return n
+
+
 def run_module(module: str, tests: list[str], cfg: dict, args, tree: Path, workdir: Path) -> tuple:
     slug = module.replace("/", "_").removesuffix(".py")
     db = workdir / f"{slug}.sqlite"
@@ -143,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all-operators", action="store_true", help="do not exclude any operator")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".mutate")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming a session")
+    parser.add_argument(
+        "--report", action="store_true", help="print the table of the sessions so far, run nothing"
+    )
     parser.add_argument("--config", type=Path, default=CONFIG, help="default: tools/mutate.toml")
     parser.add_argument("--fail-under", type=float, default=0.0, help="exit 1 below this score (%%)")
     args = parser.parse_args(argv)
@@ -154,17 +167,25 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     (args.workdir / ".gitignore").write_text("*\n")
     tree = args.workdir / "tree"
-    copy_tree(tree)
+    if not args.report:
+        copy_tree(tree)
     results = {}
     for module in modules:
+        if args.report:
+            db = args.workdir / f"{module.replace('/', '_').removesuffix('.py')}.sqlite"
+            if db.exists():
+                results[module] = tally(db)
+            continue
         print(f"== mutating {module} against {' '.join(cfg['modules'][module])}", flush=True)
         results[module] = run_module(module, cfg["modules"][module], cfg, args, tree, args.workdir)
-    print(f"\n{'module':<32} {'killed':>7} {'survived':>9} {'skipped':>8} {'score':>7}")
+    print(f"\n{'module':<32} {'killed':>7} {'survived':>9} {'skipped':>8} {'pending':>8} {'score':>7}")
     failed = False
     for module, (killed, survived, skipped, _) in results.items():
         score = 100.0 * killed / max(1, killed + survived)
         failed |= score < args.fail_under
-        print(f"{module:<32} {killed:>7} {survived:>9} {skipped:>8} {score:>6.1f}%")
+        db = args.workdir / f"{module.replace('/', '_').removesuffix('.py')}.sqlite"
+        pending = pending_count(db)
+        print(f"{module:<32} {killed:>7} {survived:>9} {skipped:>8} {pending:>8} {score:>6.1f}%")
     for module, (*_, survivors) in results.items():
         for _job, op, line, diff in survivors:
             change = [ln for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
