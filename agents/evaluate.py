@@ -33,6 +33,7 @@ from agents.human_eval import (
     human_results,
     paired_rows,
 )
+from textenv.cli import finite_float
 
 BASELINES = ("lead3", "reference", "zero-shot")
 
@@ -270,7 +271,7 @@ def add_parser(sub) -> dict:
     )
     p.add_argument(
         "--wait-s",
-        type=float,
+        type=finite_float,
         default=0.0,
         help="--labeler human: wait this long for the answers (0: post and exit)",
     )
@@ -281,7 +282,9 @@ def add_parser(sub) -> dict:
     )
     r.add_argument("--store", required=True)
     r.add_argument("--eval-id", default=None, help="the evaluation (default: list the store's evaluations)")
-    r.add_argument("--wait-s", type=float, default=0.0, help="wait this long for every question's votes")
+    r.add_argument(
+        "--wait-s", type=finite_float, default=0.0, help="wait this long for every question's votes"
+    )
     r.add_argument("--out", default=None, help="write the results as JSON here")
     return {"evaluate": cli_evaluate, "eval-results": cli_eval_results}
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from textenv.cli import finite_float
+
 
 @dataclass(frozen=True)
 class SFTConfig:
@@ -191,7 +193,7 @@ def add_parser(sub) -> dict:
     for name in ("task", "model", "out", "device"):
         p.add_argument(f"--{name}", default=getattr(defaults, name))
     for name in ("lr", "dropout"):
-        p.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
+        p.add_argument(f"--{name}", type=finite_float, default=getattr(defaults, name))
     for name in ("batch_size", "epochs", "max_examples", "valid_examples", "eval_every", "seed"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=getattr(defaults, name))
     p.add_argument("--query-length", type=int, default=0, help="override the task's query length (0: keep)")

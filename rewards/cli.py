@@ -7,6 +7,8 @@ import json
 import sys
 import time
 
+from textenv.cli import finite_float
+
 
 def _bar(total: int, desc: str):
     from tqdm.auto import tqdm
@@ -117,8 +119,10 @@ def _add_label_parser(sub) -> None:
     p = sub.add_parser("label", help="label pending questions with a mock labeler")
     p.add_argument("--store", required=True)
     p.add_argument("--labeler", required=True, choices=["sentiment", "descriptiveness", "summarization"])
-    p.add_argument("--temperature", type=float, default=0.0, help="Boltzmann noise (0: always the best)")
-    p.add_argument("--duplicate-rate", type=float, default=0.0, help="share of questions asked twice")
+    p.add_argument(
+        "--temperature", type=finite_float, default=0.0, help="Boltzmann noise (0: always the best)"
+    )
+    p.add_argument("--duplicate-rate", type=finite_float, default=0.0, help="share of questions asked twice")
     p.add_argument("--task", default=None)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -136,7 +140,7 @@ def _add_train_reward_parser(sub) -> None:
         help="hyper-parameter preset (books, summarize, paper-books, paper-summarize)",
     )
     p.add_argument("--top-blocks", type=int, default=None, help="train only the top k blocks (0: head only)")
-    p.add_argument("--holdout", type=float, default=0.1, help="share of labels held out for accuracy")
+    p.add_argument("--holdout", type=finite_float, default=0.1, help="share of labels held out for accuracy")
     p.add_argument(
         "--normalize-samples", type=int, default=256, help="policy samples for gain/bias (0: skip)"
     )

@@ -26,3 +26,26 @@ def test_import_textenv_is_cheap():
     code = "import sys, textenv; print(any(m in sys.modules for m in ('torch', 'transformers')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["label", "--store", "x.db", "--labeler", "sentiment", "--temperature", "nan"],
+            "'nan' is not a finite",
+        ),
+        (["train-reward", "--store", "x.db", "--out", "o", "--holdout", "inf"], "'inf' is not a finite"),
+        (
+            ["evaluate", "--task", "BookSentiment-v0", "--system", "s", "--wait-s=-inf"],
+            "'-inf' is not a finite",
+        ),
+        (["train-sft", "--task", "CNNDMSummarize-v0", "--out", "o", "--lr", "x"], "'x' is not a number"),
+    ],
+)
+def test_float_options_refuse_nan_and_inf(argv, message, capsys):
+    from agents.cli import main as full_main
+
+    with pytest.raises(SystemExit) as info:
+        full_main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err

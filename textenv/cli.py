@@ -10,6 +10,17 @@ import time
 from collections.abc import Callable, Sequence
 
 
+def finite_float(text: str) -> float:
+    """An argparse ``type`` for a float option: NaN and inf are refused with the value named."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give a finite value")
+    return value
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     from textenv import assets
 
