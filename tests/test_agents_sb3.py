@@ -170,8 +170,11 @@ def test_sb3_learns_on_every_registered_id(env_id, algo):
     )
     kwargs = dict(n_steps=8, batch_size=8, n_epochs=1) if algo is PPO else dict(n_steps=4)
     model = algo(TransformerPolicy, env, seed=0, policy_kwargs=dict(model="tiny-gpt2"), **kwargs)
+    before = [p.detach().clone() for p in model.policy.parameters() if p.requires_grad]
     model.learn(16, callback=KLPenaltyCallback(kl_coef=0.1))
-    assert model.num_timesteps >= 16
+    assert model.num_timesteps == 16  # exactly the rollouts asked for
+    after = [p.detach() for p in model.policy.parameters() if p.requires_grad]
+    assert any(not torch.equal(b, a) for b, a in zip(before, after))  # the update reached the weights
 
 
 def test_make_vec_env_save_and_load(tmp_path):

@@ -98,8 +98,8 @@ def test_seeded_determinism(id):
     oa, _ = a.reset(seed=11)
     ob, _ = b.reset(seed=11)
     assert np.array_equal(oa, ob)
-    oc, _ = make(id).reset(seed=12)
-    assert not np.array_equal(oa, oc) or id == "CNNDMSummarize-v0"
+    # another seed draws another prompt (the small offline CNN/DM set can repeat one: try a few seeds)
+    assert any(not np.array_equal(oa, make(id).reset(seed=s)[0]) for s in range(12, 20))
 
 
 def test_gym_make_without_arguments_works_offline():

@@ -11,6 +11,12 @@ def test_kl_per_token_default_is_k1_and_shapes_must_match():
     torch.testing.assert_close(kl_per_token(lp, ref), lp - ref)
     with pytest.raises(ValueError, match=r"logprobs \(1, 2\) and ref_logprobs \(1, 1\) differ"):
         kl_per_token(lp, ref[:, :1])
+    with pytest.raises(ValueError, match="differ in shape"):  # the smaller one first, too
+        kl_per_token(lp[:, :1], ref)
+    # an estimator name built at run time (as read from a config file) is not an interned literal
+    k3 = "".join(["k", "3"])
+    torch.testing.assert_close(kl_per_token(lp, ref, k3), kl_per_token(lp, ref, "k3"))
+    torch.testing.assert_close(kl_per_token(lp, ref, "".join(["k", "1"])), lp - ref)
 
 
 def test_shaped_rewards_checks_each_condition_and_keeps_k3_and_dtype():

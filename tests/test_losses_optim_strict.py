@@ -80,6 +80,9 @@ def test_tf_adam_defaults_and_make_optimizer():
     assert opt.defaults["eps"] == 1e-7
     t = make_optimizer([p], lr=0.2, kind="torch_adam", eps=1e-6)
     assert type(t) is torch.optim.Adam and t.defaults["lr"] == 0.2 and t.defaults["eps"] == 1e-6
+    for kind in ("sgd", "torch_adamw", "zz"):  # names sorting before and after the valid ones
+        with pytest.raises(ValueError, match=f"Unknown optimizer '{kind}'"):
+            make_optimizer([p], lr=0.1, kind=kind)
 
 
 @pytest.mark.parametrize(
