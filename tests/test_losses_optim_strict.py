@@ -30,6 +30,8 @@ def test_best_of_n_on_a_batch_against_a_hand_computation():
         (torch.zeros(2, 3), torch.tensor([[0], [1]]), "must be"),  # best of the wrong rank
         (torch.zeros(2, 3), torch.tensor([0, -1]), r"best indices \[0, -1\] must lie in \[0, 3\)"),
         (torch.zeros(2, 3), torch.tensor([3, 0]), r"best indices \[3, 0\]"),
+        (torch.zeros(2, 3), torch.tensor([4, 0]), r"best indices \[4, 0\]"),  # past N, not only at N
+        (torch.zeros(2, 3), torch.tensor([0]), r"best \(B,\), got \(2, 3\) and \(1,\)"),  # too short
     ],
 )
 def test_best_of_n_rejects_one_bad_condition_at_a_time(rewards, best, match):
@@ -45,6 +47,8 @@ def test_pairwise_and_scalar_losses_on_batches():
     # difference = r1 - r0: (1 - (3 - 1))^2 = 1, (0 - (0 - 2))^2 = 4
     loss = scalar_compare_loss(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 0.0]), torch.tensor([1.0, 0.0]))
     assert loss.item() == pytest.approx(2.5)
+    # one pair where the square is not the same as adding 2: (4 - (1 - 0))^2 = 9
+    assert scalar_compare_loss(torch.tensor([0.0]), torch.tensor([1.0]), torch.tensor([4.0])).item() == 9.0
 
 
 def tf_adam_reference(grads, lr, b1, b2, eps):
