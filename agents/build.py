@@ -66,8 +66,16 @@ def build_reward(cfg: TrainConfig, tokenizer):
     return rm.as_reward_fn(batch_size=cfg.env.reward_batch_size)
 
 
+def _check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f'run.device = {device!r}, but this torch has no CUDA device; use run.device = "cpu".'
+        )
+
+
 def build_agent(cfg: TrainConfig):
     """The agent of ``run.algo`` on a vector env of this process's share of the batch."""
+    from textenv.models import ModelUnavailableError
     from textenv.vector import TextVectorEnv
 
     algo = cfg.algo_config
@@ -76,7 +84,11 @@ def build_agent(cfg: TrainConfig):
         raise ConfigError(
             f"{cfg.run.algo}.batch_size = {algo.batch_size} is not divisible by {world} processes."
         )
-    policy = build_policy(cfg)
+    _check_device(cfg.run.device)
+    try:
+        policy = build_policy(cfg)
+    except (ModelUnavailableError, FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"[policy] {exc}") from exc
     try:
         envs = TextVectorEnv(
             cfg.env.task,

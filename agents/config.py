@@ -336,7 +336,14 @@ def read_toml(path: Path) -> dict:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    data = read_toml(resolve_config_path(path)) if path is not None else {}
+    data = {}
+    if path is not None:
+        resolved = resolve_config_path(path)
+        data = read_toml(resolved)
+        if not data:
+            raise ConfigError(
+                f"{resolved}: the config file is empty; start from a preset, e.g. --config tiny_toy."
+            )
     return TrainConfig.from_dict(apply_overrides(data, list(overrides)))
 
 

@@ -290,19 +290,25 @@ def add_parser(sub) -> dict:
 
 
 def cli_evaluate(args) -> int:
-    result = evaluate(
-        args.task,
-        args.system,
-        args.n,
-        split=args.split,
-        seed=args.seed,
-        labeler=args.labeler,
-        device=args.device,
-        store=args.store,
-        eval_id=args.eval_id,
-        votes=args.votes,
-        wait_s=args.wait_s,
-    )
+    from textenv.models import ModelUnavailableError
+
+    try:
+        result = evaluate(
+            args.task,
+            args.system,
+            args.n,
+            split=args.split,
+            seed=args.seed,
+            labeler=args.labeler,
+            device=args.device,
+            store=args.store,
+            eval_id=args.eval_id,
+            votes=args.votes,
+            wait_s=args.wait_s,
+        )
+    except (ModelUnavailableError, FileNotFoundError, ValueError) as exc:
+        print(f"textenv evaluate: {exc}", file=sys.stderr)
+        return 2
     for name, stats in result["systems"].items():
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in stats.items()}
         print(f"{name}: {json.dumps(shown)}")

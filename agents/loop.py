@@ -64,8 +64,8 @@ def check_rollout(metrics: dict, rewards: torch.Tensor, cfg: AlgoConfig, kl_over
         raise TrainingHalted(
             f"iteration {iteration + 1}: KL {metrics['objective/kl']:.2f} nats has exceeded the halt threshold "
             f"{threshold:g} for {kl_over} iterations (beta {metrics['objective/kl_coef']:.4g}); the policy is "
-            "running away from the reference. Lower the learning rate, raise kl.coef or check the reward "
-            "model for exploits (or raise halt.kl_threshold), then --resume.",
+            "running away from the reference. Check the reward model for exploits, or lower optim.lr or raise "
+            "halt.kl_threshold (both may change on --resume), then --resume.",
             phase="rollout",
         )
     return kl_over
@@ -251,7 +251,7 @@ class Agent:
                 grad_norm = checked_grad_norm(self.params, self.iteration, float(loss.detach()))
                 self.optimizer.step()
                 for key, value in (("loss", loss), *values.items(), ("grad_norm", grad_norm)):
-                    logs.setdefault(f"{prefix}/{key}", []).append(float(value))
+                    logs.setdefault(f"{prefix}/{key}", []).append(float(torch.as_tensor(value).detach()))
         self.policy.eval()
         return {**{k: float(np.mean(v)) for k, v in logs.items()}, f"{prefix}/lr": lr}
 
@@ -278,13 +278,21 @@ class Agent:
         """
         cfg = self.config
         t0 = time.perf_counter()
+        rng_before = (self.generator.get_state(), self.np_rng.bit_generator.state)
         try:
-            batch = self.rollout()
-        except NonFiniteRewardError as exc:
-            raise TrainingHalted(f"iteration {self.iteration + 1}: {exc}", phase="rollout") from exc
-        t_rollout = time.perf_counter() - t0
-        metrics = D.mean_metrics(self.rollout_metrics(batch))
-        self.kl_over = check_rollout(metrics, batch.rewards, cfg, self.kl_over, self.iteration)
+            try:
+                batch = self.rollout()
+            except NonFiniteRewardError as exc:
+                raise TrainingHalted(f"iteration {self.iteration + 1}: {exc}", phase="rollout") from exc
+            t_rollout = time.perf_counter() - t0
+            metrics = D.mean_metrics(self.rollout_metrics(batch))
+            self.kl_over = check_rollout(metrics, batch.rewards, cfg, self.kl_over, self.iteration)
+        except TrainingHalted:
+            # the rollout drew random numbers: rewind them, so that a checkpoint written now is exactly the
+            # state after the previous iteration and --resume repeats this iteration bit for bit
+            self.generator.set_state(rng_before[0])
+            self.np_rng.bit_generator.state = rng_before[1]
+            raise
         t1 = time.perf_counter()
         metrics.update(D.mean_metrics(self.update(batch)))
         self.kl_ctl.update(metrics["objective/kl"], cfg.batch_size)

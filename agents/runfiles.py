@@ -114,20 +114,56 @@ class RunFiles:
         if damaged:
             print(f"[train-policy] resuming from {path.name}.", file=sys.stderr)
         saved = ckpt.load_state(path)
-        mine, theirs = self.cfg.to_dict(), saved["config"]
-        changed = [
-            f"{t}.{k}" for t in mine if t != "run" for k in mine[t] if mine[t][k] != theirs.get(t, {}).get(k)
-        ]
-        if changed:
-            raise ConfigError(
-                f"--resume: the config differs from the checkpoint's in {changed}; only [run] may change."
-            )
+        _check_resumable(self.cfg.to_dict(), saved["config"])
         agent.load_state_dict(saved["state"])
         return agent.iteration
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+# What may differ on --resume: where and how often to write, and the remedies the andon cord suggests
+# (the halt rule and the learning rate); everything else would silently make another run.
+RESUMABLE = {
+    ("run", key)
+    for key in (
+        "iterations",
+        "out_dir",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "sample_every",
+        "samples_shown",
+        "tensorboard",
+        "plot",
+        "device",
+    )
+}
+
+
+def _check_resumable(mine: dict, theirs: dict) -> None:
+    changed = [
+        f"{t}.{k}"
+        for t in mine
+        for k in mine[t]
+        if mine[t][k] != theirs.get(t, {}).get(k)
+        and (t, k) not in RESUMABLE
+        and t != "halt"
+        and (t, k) != ("optim", "lr")
+    ]
+    if changed:
+        raise ConfigError(
+            f"--resume: the config differs from the checkpoint's in {changed}; only [run] (but run.algo), "
+            "[halt] and optim.lr may change on resume."
+        )
+    moved = [
+        f"{t}.{k}"
+        for t in ("halt", "optim")
+        for k in mine.get(t, {})
+        if mine[t][k] != theirs.get(t, {}).get(k)
+    ]
+    if moved:
+        print(f"[train-policy] resuming with changed {moved}.", file=sys.stderr)
 
 
 def sample_rows(agent, n: int) -> list[dict]:
@@ -178,6 +214,11 @@ def load_policy(run_dir: str | Path, device: str = "cpu") -> tuple[Any, TrainCon
     cfg = load_config(run / "config.toml", [f"--run.device={device}", "--online.enabled=false"])
     policy = build_policy(cfg)
     path, damaged = ckpt.latest_intact(run / "checkpoints", 0)
+    for bad, reason in damaged if path is not None else ():
+        print(
+            f"[load_policy] {run}: checkpoint {bad.name} is damaged ({reason}); using {path.name}.",
+            file=sys.stderr,
+        )
     if path is None:
         reasons = "; ".join(f"{p.name}: {why}" for p, why in damaged)
         raise FileNotFoundError(

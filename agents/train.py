@@ -155,7 +155,7 @@ def add_parser(sub) -> dict:
 def _summary_line(out: dict) -> str:
     first, last = out["first"], out["last"]
     done = out["iterations"] - out["start"]
-    span = f"iterations {out['start'] + 1}-{out['iterations']}" if out["start"] else f"{done} iterations"
+    span = f"iterations {out['start'] + 1}-{out['iterations']}" if out["start"] else f"{done} iteration(s)"
     return (
         f"[train-policy] {span} in {out['seconds']:.0f}s; score {first['objective/score']:.3f} -> "
         f"{last['objective/score']:.3f}, KL {last['objective/kl']:.2f} (beta {last['objective/kl_coef']:.4f}); "
@@ -178,4 +178,6 @@ def cli_train_policy(args, extra: list[str] = ()) -> int:
         return 2
     if D.rank() == 0 and out["first"] and out["last"]:
         print(_summary_line(out))
+    elif D.rank() == 0:
+        print(f"[train-policy] already at iteration {out['iterations']} of {cfg.iterations}; nothing to do.")
     return 0

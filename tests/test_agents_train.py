@@ -293,3 +293,31 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_never_unpickles(tmp_path, 
     assert "resuming from iter-0000002.rank0" in err and "iter-0000009.rank0.pt" in err
     assert out["start"] == 2 and out["iterations"] == full["iterations"] == 4
     assert metric_rows(tmp_path / "b" / "run") == metric_rows(tmp_path / "a" / "run")
+
+
+def test_a_kl_halt_checkpoints_the_exact_state_and_resume_may_relax_the_halt(tmp_path, capsys):
+    ref = train_policy(tiny_config(tmp_path / "ref"), progress=False)
+    halting = tiny_config(tmp_path / "h", "--halt.kl_threshold=0.001", "--halt.kl_patience=1")
+    with pytest.raises(TrainingHalted, match=r"halt\.kl_threshold"):
+        train_policy(halting, progress=False)
+    halt = json.loads((tmp_path / "h" / "run" / "halt.json").read_text())
+    assert 2 <= halt["iteration"] <= 4
+    # the checkpoint written at the halt is the state after the previous iteration, RNGs included: resuming
+    # with the halt rule relaxed (allowed on --resume) reproduces the uninterrupted run bit for bit
+    out = train_policy(tiny_config(tmp_path / "h", "--halt.kl_patience=0"), resume=True, progress=False)
+    assert out["start"] == halt["iteration"] - 1 and out["iterations"] == ref["iterations"]
+    assert "resuming with changed ['halt.kl_threshold', 'halt.kl_patience']" in capsys.readouterr().err
+    assert metric_rows(tmp_path / "h" / "run") == metric_rows(tmp_path / "ref" / "run")
+    with pytest.raises(ValueError, match=r"in \['run.algo'\]; only \[run\] \(but run.algo\)"):
+        train_policy(tiny_config(tmp_path / "h", "--algo=rloo"), resume=True, progress=False)
+
+
+def test_an_empty_config_or_a_missing_model_is_a_config_error(tmp_path):
+    from agents.config import ConfigError
+
+    empty = tmp_path / "empty.toml"
+    empty.write_text("\n# nothing\n")
+    with pytest.raises(ConfigError, match="the config file is empty"):
+        load_config(empty)
+    with pytest.raises(ConfigError, match=r"\[policy\] top_blocks=99"):
+        build_agent(tiny_config(tmp_path, "--policy.train=top_blocks", "--policy.top_blocks=99"))
