@@ -70,8 +70,8 @@ def test_run_writes_metrics_samples_curves_and_resumes_exactly(tmp_path):
         train_policy(part, progress=False)
     train_policy(tiny_config(tmp_path / "b"), resume=True, progress=False)
     assert metric_rows(tmp_path / "b" / "run") == metric_rows(run)
-    with pytest.raises(ValueError, match=r"optim\.lr"):
-        train_policy(tiny_config(tmp_path / "b", "--optim.lr=0.5"), resume=True, progress=False)
+    with pytest.raises(ValueError, match=r"differs from the checkpoint's in \['kl\.coef'\]"):
+        train_policy(tiny_config(tmp_path / "b", "--kl.coef=0.5"), resume=True, progress=False)
 
 
 def _cli(out_dir, *extra):
