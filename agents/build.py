@@ -38,15 +38,13 @@ def build_policy(cfg: TrainConfig):
     return policy
 
 
-def _no_reward_model_yet(queries, responses):
-    raise RuntimeError("the online loop has not trained a reward model yet (OnlineLoop.before_iteration).")
-
-
 def build_reward(cfg: TrainConfig, tokenizer):
-    """``None`` (the task's built-in score), a reward model's ``as_reward_fn``, or (online) a placeholder
-    that the online loop replaces with its first reward model before any episode."""
+    """``None`` (the task's built-in score), a reward model's ``as_reward_fn``, or (online) an empty
+    :class:`agents.online.SwappableReward`, which refuses to score until a reward model is set."""
     if cfg.online.enabled:
-        return _no_reward_model_yet
+        from agents.online import SwappableReward
+
+        return SwappableReward()
     if cfg.env.reward == "builtin":
         return None
     from rewards.model import RewardModel

@@ -277,10 +277,11 @@ def latest_intact(ckpt_dir: Path, rank: int) -> tuple[Path | None, list[tuple[Pa
     return None, damaged
 
 
-def prune(ckpt_dir: Path, rank: int, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` checkpoints of ``rank``, sparing the newest intact one; return
-    the deleted ones. Each is renamed away before it is deleted, so none is ever half-deleted in place."""
-    intact, _ = latest_intact(ckpt_dir, rank)
+def prune(ckpt_dir: Path, rank: int, keep: int, spare: Path | None = None) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints of ``rank``, sparing the newest intact one (``spare``
+    when the caller knows it, e.g. the one it has just written; else found by verifying); return the
+    deleted ones. Each is renamed away before it is deleted, so none is ever half-deleted in place."""
+    intact = spare if spare is not None else latest_intact(ckpt_dir, rank)[0]
     found = find_checkpoints(ckpt_dir, f"iter-*.rank{rank}")
     doomed = [p for p in found[: max(len(found) - max(keep, 0), 0)] if p != intact]
     for path in doomed:

@@ -80,7 +80,7 @@ class RunFiles:
         state = {"state": agent.state_dict(), "config": self.cfg.to_dict()}
         path = ckpt.save_state(self.checkpoint_path(agent.iteration), state)
         if self.cfg.run.keep_checkpoints:
-            ckpt.prune(self.ckpt_dir, self.rank, self.cfg.run.keep_checkpoints)
+            ckpt.prune(self.ckpt_dir, self.rank, self.cfg.run.keep_checkpoints, spare=path)  # no re-hash
         return path
 
     def latest_checkpoint(self) -> Path | None:

@@ -110,7 +110,7 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
                 )
             _after_iteration(cfg, files, agent, metrics, bar)
             history.append(metrics)
-        if files.latest_checkpoint() != files.checkpoint_path(agent.iteration):
+        if not files.checkpoint_path(agent.iteration).is_dir():  # the last iteration not saved yet
             files.save_checkpoint(agent)
     finally:
         if bar is not None:

@@ -325,3 +325,11 @@ def test_prune_keeps_the_newest_and_never_the_last_intact(tmp_path: Path) -> Non
         "iter-0000005.rank0",
     ]
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    # a caller that has just written a checkpoint names it as the one to spare (nothing is re-verified)
+    save_state(checkpoint_path(tmp_path, 6, 0), {"it": 6})
+    spared = checkpoint_path(tmp_path, 3, 0)
+    assert [p.name for p in prune(tmp_path, 0, keep=1, spare=spared)] == ["iter-0000005.rank0"]
+    assert [p.name for p in find_checkpoints(tmp_path, "iter-*.rank0")] == [
+        "iter-0000003.rank0",
+        "iter-0000006.rank0",
+    ]
