@@ -10,12 +10,9 @@ import pytest
 import torch
 
 from agents.config import ConfigError, load_config
-from agents.grpo import GRPOAgent, GRPOConfig, group_relative_advantages, grpo_loss
-from agents.policy import PolicyWithValue
-from agents.sections import HaltConfig, KLConfig, OptimConfig
+from agents.grpo import GRPOConfig, group_relative_advantages, grpo_loss
 from agents.train import train_policy
-from tests.test_agents_ppo import PROMPTS, linear_token_reward
-from textenv.vector import TextVectorEnv
+from tests.test_agents_ppo import PROMPTS, toy_agent
 
 
 def test_group_relative_advantages_match_a_loop():
@@ -67,27 +64,8 @@ def test_config_checks():
         load_config("tiny_toy", ["--algo=grpo", "--grpo.kl_in=both"])
 
 
-def make_agent(batch=16, k=4, temperature=1.0, optim=None, kl=None, halt=None, **cfg):
-    torch.manual_seed(0)
-    policy = PolicyWithValue.from_spec("tiny-gpt2", temperature=temperature, seed=0)
-    envs = TextVectorEnv(
-        "BookSentiment-v0",
-        num_envs=batch,
-        tokenizer=policy.tokenizer,
-        reward_fn=linear_token_reward(policy),
-        prompts=PROMPTS * 8,
-        response_length=6,
-        truncate_token=None,
-        truncate_after=0,
-        query_length=8,
-        min_query_length=1,
-    )
-    shared = dict(
-        optim=OptimConfig(**(optim or {})), kl=KLConfig(**(kl or {})), halt=HaltConfig(**(halt or {}))
-    )
-    return GRPOAgent(
-        policy, envs, GRPOConfig(batch_size=batch, k=k, total_episodes=batch * 1000, **shared, **cfg)
-    )
+def make_agent(**kwargs):
+    return toy_agent("grpo", prompts=PROMPTS * 8, **kwargs)
 
 
 @pytest.mark.parametrize("kl_in", ["reward", "loss"])

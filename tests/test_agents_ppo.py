@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from agents.algos import ALGOS
 from agents.policy import PolicyWithValue
-from agents.ppo import PPOAgent, PPOConfig
+from agents.ppo import PPOConfig
 from agents.sections import HaltConfig, KLConfig, OptimConfig
 from textenv.vector import TextVectorEnv
 
@@ -28,7 +29,9 @@ def linear_token_reward(policy):
     return reward
 
 
-def make_agent(batch=16, temperature=1.0, optim=None, kl=None, halt=None, **cfg):
+def toy_agent(algo="ppo", batch=16, temperature=1.0, prompts=PROMPTS, optim=None, kl=None, halt=None, **cfg):
+    """A registered algorithm's agent on a tiny GPT-2 and the linear toy reward (shared by the PPO, RLOO and
+    GRPO tests); ``cfg`` holds the algorithm's own fields, ``optim``/``kl``/``halt`` the shared ones."""
     torch.manual_seed(0)
     policy = PolicyWithValue.from_spec("tiny-gpt2", temperature=temperature, seed=0)
     envs = TextVectorEnv(
@@ -36,7 +39,7 @@ def make_agent(batch=16, temperature=1.0, optim=None, kl=None, halt=None, **cfg)
         num_envs=batch,
         tokenizer=policy.tokenizer,
         reward_fn=linear_token_reward(policy),
-        prompts=PROMPTS,
+        prompts=prompts,
         response_length=6,
         truncate_token=None,
         truncate_after=0,
@@ -46,8 +49,13 @@ def make_agent(batch=16, temperature=1.0, optim=None, kl=None, halt=None, **cfg)
     shared = dict(
         optim=OptimConfig(**(optim or {})), kl=KLConfig(**(kl or {})), halt=HaltConfig(**(halt or {}))
     )
-    config = PPOConfig(batch_size=batch, total_episodes=batch * 1000, **shared, **cfg)
-    return PPOAgent(policy, envs, config)
+    entry = ALGOS[algo]
+    config = entry.config(batch_size=batch, total_episodes=batch * 1000, **shared, **cfg)
+    return entry.agent(policy, envs, config)
+
+
+def make_agent(**kwargs):
+    return toy_agent("ppo", **kwargs)
 
 
 def test_first_iteration_metrics_and_zero_kl():

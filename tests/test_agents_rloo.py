@@ -9,12 +9,9 @@ import pytest
 import torch
 
 from agents.config import load_config
-from agents.policy import PolicyWithValue
-from agents.rloo import RLOOAgent, RLOOConfig, leave_one_out_advantages, rloo_loss
-from agents.sections import HaltConfig, KLConfig, OptimConfig
+from agents.rloo import RLOOConfig, leave_one_out_advantages, rloo_loss
 from agents.train import train_policy
-from tests.test_agents_ppo import PROMPTS, linear_token_reward
-from textenv.vector import TextVectorEnv
+from tests.test_agents_ppo import PROMPTS, toy_agent
 
 
 def test_leave_one_out_advantages_match_a_loop():
@@ -49,26 +46,8 @@ def test_rloo_loss_on_a_hand_computed_batch():
     torch.testing.assert_close(same.grad, torch.tensor([[-1.0, -1.0], [0.5, 0.5]]))
 
 
-def make_agent(batch=16, k=4, temperature=1.0, optim=None, kl=None, halt=None, **cfg):
-    torch.manual_seed(0)
-    policy = PolicyWithValue.from_spec("tiny-gpt2", temperature=temperature, seed=0)
-    envs = TextVectorEnv(
-        "BookSentiment-v0",
-        num_envs=batch,
-        tokenizer=policy.tokenizer,
-        reward_fn=linear_token_reward(policy),
-        prompts=PROMPTS * 8,
-        response_length=6,
-        truncate_token=None,
-        truncate_after=0,
-        query_length=8,
-        min_query_length=1,
-    )
-    shared = dict(
-        optim=OptimConfig(**(optim or {})), kl=KLConfig(**(kl or {})), halt=HaltConfig(**(halt or {}))
-    )
-    config = RLOOConfig(batch_size=batch, k=k, total_episodes=batch * 1000, **shared, **cfg)
-    return RLOOAgent(policy, envs, config)
+def make_agent(**kwargs):
+    return toy_agent("rloo", prompts=PROMPTS * 8, **kwargs)
 
 
 def test_groups_share_a_prompt_and_the_first_step_is_reinforce():
