@@ -4,9 +4,9 @@ See :mod:`rewards.labeling.app` for the pages, API and security model and :mod:`
 for the tables it keeps next to the comparisons.
 """
 
-from rewards.labeling.store import AlreadyAnswered, LabelingStore
+from rewards.labeling.store import AlreadyAnswered, Conflict, LabelingStore
 
-__all__ = ["AlreadyAnswered", "LabelingStore", "create_app", "serve"]
+__all__ = ["AlreadyAnswered", "Conflict", "LabelingStore", "create_app", "serve"]
 
 
 def __getattr__(name: str):

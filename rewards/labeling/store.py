@@ -1,12 +1,10 @@
 """The labeling app's state, kept in the comparison store's SQLite file next to the questions.
 
-* ``labelers``: one row per labeler, with the SHA-256 of their access token (the token itself is shown
-  once, by ``textenv labelers add``) and an admin flag.
 * ``labeling_events``: one row per (question, labeler) answer, skip or flag, unique on
   ``(question_id, labeler)``: the database itself refuses a double submit. A choice is committed in the
   same transaction as its judgement row in ``comparisons``, so an acknowledged answer is in the store,
   exactly once.
-* ``labeling_secret``: a random key for signing session cookies and CSRF tokens (kept across restarts).
+* labelers, tokens and sessions: see :mod:`rewards.labeling.sessions`.
 * ``evaluation_questions``: the pairwise questions of human evaluations (see
   :mod:`rewards.labeling.evaluation`).
 
@@ -19,24 +17,17 @@ next question is an index lookup, not a scan of the answered ones.
 from __future__ import annotations
 
 import hashlib
-import hmac
-import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from rewards.comparisons import Comparison, ComparisonStore
 from rewards.labeling.evaluation import EVAL_TASK_PREFIX as EVAL_TASK_PREFIX  # re-exported
-from rewards.labeling.evaluation import NAME_CHARS, EvaluationMixin
+from rewards.labeling.evaluation import EvaluationMixin
+from rewards.labeling.sessions import Labeler as Labeler  # re-exported
+from rewards.labeling.sessions import LabelerMixin
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS labelers (
-    name TEXT PRIMARY KEY,
-    token_hash TEXT NOT NULL UNIQUE,
-    admin INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL
-);
 CREATE TABLE IF NOT EXISTS labeling_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     question_id TEXT NOT NULL,
@@ -48,7 +39,6 @@ CREATE TABLE IF NOT EXISTS labeling_events (
     created REAL NOT NULL,
     UNIQUE (question_id, labeler)
 );
-CREATE TABLE IF NOT EXISTS labeling_secret (id INTEGER PRIMARY KEY CHECK (id = 1), secret TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS labeling_open (
     question_id TEXT PRIMARY KEY,
     comparison_id INTEGER NOT NULL,
@@ -70,23 +60,18 @@ CREATE INDEX IF NOT EXISTS evaluation_questions_eval ON evaluation_questions(eva
 """
 
 
-class AlreadyAnswered(ValueError):
+class Conflict(ValueError):
+    """The answer cannot be taken in the question's present state (the app's 409)."""
+
+
+class AlreadyAnswered(Conflict):
     """This labeler already answered, skipped or flagged this question."""
 
 
-@dataclass
-class Labeler:
-    name: str
-    admin: bool
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-class LabelingStore(EvaluationMixin):
-    """Labelers, answers and question selection on top of a :class:`ComparisonStore` file; human
-    evaluations (post, list, results) from :class:`rewards.labeling.evaluation.EvaluationMixin`."""
+class LabelingStore(LabelerMixin, EvaluationMixin):
+    """Answers and question selection on top of a :class:`ComparisonStore` file; labelers, tokens and
+    sessions from :class:`rewards.labeling.sessions.LabelerMixin`; human evaluations (post, list,
+    results) from :class:`rewards.labeling.evaluation.EvaluationMixin`."""
 
     def __init__(
         self,
@@ -103,11 +88,7 @@ class LabelingStore(EvaluationMixin):
         self.conn = self.comparisons._conn
         self.conn.executescript(_SCHEMA)
         self.duplicate_share, self.duplicate_answers, self.task = duplicate_share, duplicate_answers, task
-        with self.comparisons._transaction() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO labeling_secret (id, secret) VALUES (1, ?)", (secrets.token_hex(32),)
-            )
-        self.secret = self.conn.execute("SELECT secret FROM labeling_secret").fetchone()[0].encode()
+        self._init_labelers()
 
     def close(self) -> None:
         self.comparisons.close()
@@ -117,52 +98,6 @@ class LabelingStore(EvaluationMixin):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    # -------------------------------------------------------------------------------- labelers
-    def add_labeler(self, name: str, admin: bool = False) -> str:
-        """Create a labeler; returns their access token (only its hash is stored)."""
-        if not name or len(name) > 64 or not set(name) <= NAME_CHARS:
-            raise ValueError(f"labeler name {name!r}: use 1-64 letters, digits, '_', '-' or '.'.")
-        token = secrets.token_urlsafe(24)
-        try:
-            with self.comparisons._transaction() as conn:
-                conn.execute(
-                    "INSERT INTO labelers (name, token_hash, admin, created) VALUES (?,?,?,?)",
-                    (name, _hash(token), int(admin), time.time()),
-                )
-        except sqlite3.IntegrityError as exc:
-            raise ValueError(f"a labeler named {name!r} exists already; pick another name.") from exc
-        return token
-
-    def labelers(self) -> list[Labeler]:
-        rows = self.conn.execute("SELECT name, admin FROM labelers ORDER BY name").fetchall()
-        return [Labeler(n, bool(a)) for n, a in rows]
-
-    def authenticate(self, token: str | None) -> Labeler | None:
-        if not token:
-            return None
-        row = self.conn.execute(
-            "SELECT name, admin FROM labelers WHERE token_hash=?", (_hash(token),)
-        ).fetchone()
-        return Labeler(row[0], bool(row[1])) if row else None
-
-    def sign(self, message: str) -> str:
-        return hmac.new(self.secret, message.encode(), hashlib.sha256).hexdigest()
-
-    def session_cookie(self, name: str) -> str:
-        return f"{name}:{self.sign('session:' + name)}"
-
-    def labeler_from_cookie(self, cookie: str | None) -> Labeler | None:
-        if not cookie or ":" not in cookie:
-            return None
-        name, sig = cookie.rsplit(":", 1)
-        if not hmac.compare_digest(sig, self.sign("session:" + name)):
-            return None
-        row = self.conn.execute("SELECT name, admin FROM labelers WHERE name=?", (name,)).fetchone()
-        return Labeler(row[0], bool(row[1])) if row else None
-
-    def csrf_token(self, name: str) -> str:
-        return self.sign("csrf:" + name)
 
     # ------------------------------------------------------------------------------- questions
     def wanted_answers(self, question_id: str) -> int:
