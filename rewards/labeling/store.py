@@ -79,7 +79,12 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
         duplicate_share: float = 0.05,
         duplicate_answers: int = 5,
         task: str | None = None,
+        lease_seconds: float = 600.0,
     ) -> None:
+        if not 0 < lease_seconds < float("inf"):
+            raise ValueError(
+                f"lease_seconds={lease_seconds} must be a positive number of seconds (default 600)."
+            )
         if not 0 <= duplicate_share <= 1 or duplicate_answers < 1:
             raise ValueError(
                 f"duplicate_share={duplicate_share} must be in [0, 1] and duplicate_answers={duplicate_answers} >= 1."
@@ -88,6 +93,7 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
         self.conn = self.comparisons._conn
         self.conn.executescript(_SCHEMA)
         self.duplicate_share, self.duplicate_answers, self.task = duplicate_share, duplicate_answers, task
+        self.lease_seconds = float(lease_seconds)
         self._init_labelers()
 
     def close(self) -> None:
