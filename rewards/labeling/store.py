@@ -4,14 +4,22 @@
   ``(question_id, labeler)``: the database itself refuses a double submit. A choice is committed in the
   same transaction as its judgement row in ``comparisons``, so an acknowledged answer is in the store,
   exactly once.
+* ``labeling_leases``: the question each labeler is working on, with an expiry (``lease_seconds``,
+  10 minutes by default). A labeler holds at most one lease; a question is leased to at most as many
+  labelers as it still wants answers (one, for most), so nobody else is served it meanwhile. An answer,
+  skip or flag ends the lease; an expired lease frees its slot at the next request. Leases live in the
+  file, so they survive a crash and restart like the answers do.
 * labelers, tokens and sessions: see :mod:`rewards.labeling.sessions`.
 * ``evaluation_questions``: the pairwise questions of human evaluations (see
   :mod:`rewards.labeling.evaluation`).
 
 Duplicates for agreement (PAPER.md §1.7: 5 % of questions answered 5 times): a question whose id hashes
 into the first ``duplicate_share`` of the range stays open (``labeling_open``, a small table) until
-``duplicate_answers`` labelers have answered it; any other question closes after one answer. Finding the
-next question is an index lookup, not a scan of the answered ones.
+``duplicate_answers`` different labelers have answered it; any other question closes after one answer.
+An answer is taken only from the lease holder or while the question has a free slot (a wanted answer
+neither given nor leased to someone else); otherwise a :class:`Conflict` says why (answered already,
+closed, leased to someone else, another task). Finding the next question is an index lookup, not a scan of
+the answered ones.
 """
 
 from __future__ import annotations
@@ -45,6 +53,14 @@ CREATE TABLE IF NOT EXISTS labeling_open (
     task TEXT NOT NULL,
     remaining INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS labeling_leases (
+    question_id TEXT NOT NULL,
+    comparison_id INTEGER NOT NULL,
+    labeler TEXT NOT NULL UNIQUE,
+    expires REAL NOT NULL,
+    PRIMARY KEY (question_id, labeler)
+);
+CREATE INDEX IF NOT EXISTS labeling_leases_expires ON labeling_leases(expires);
 CREATE INDEX IF NOT EXISTS comparisons_pending ON comparisons(id) WHERE label IS NULL;
 CREATE TABLE IF NOT EXISTS evaluation_questions (
     question_id TEXT PRIMARY KEY,
@@ -94,6 +110,8 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
         self.conn.executescript(_SCHEMA)
         self.duplicate_share, self.duplicate_answers, self.task = duplicate_share, duplicate_answers, task
         self.lease_seconds = float(lease_seconds)
+        self.clock = time.time  # injectable (tests move time forward to expire leases)
+        self.conn.create_function("textenv_wanted", 1, self.wanted_answers, deterministic=True)
         self._init_labelers()
 
     def close(self) -> None:
@@ -111,22 +129,82 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
         return self.duplicate_answers if h < self.duplicate_share else 1
 
     def next_question(self, labeler: str) -> Comparison | None:
-        """An open duplicate question this labeler has not seen, else the oldest unanswered one they
-        have not skipped or flagged (task-filtered)."""
+        """Lease a question to ``labeler`` for :attr:`lease_seconds` and return it (None when nothing is
+        left for them). A labeler who still holds a lease gets that question again (with a fresh expiry),
+        so a labeler holds at most one lease. Otherwise: an open duplicate or evaluation question that
+        still has a free slot and that they have not answered, skipped or flagged, else the oldest
+        unanswered question with a free slot (task-filtered). A slot is one wanted answer not yet given
+        and not leased to another labeler; expired leases free their slot."""
+        now = self.clock()
+        with self.comparisons._transaction() as conn:
+            conn.execute("DELETE FROM labeling_leases WHERE expires <= ?", (now,))
+            held = conn.execute(
+                "SELECT comparison_id FROM labeling_leases WHERE labeler = ?", (labeler,)
+            ).fetchone()
+            if held is not None:
+                conn.execute(
+                    "UPDATE labeling_leases SET expires = ? WHERE labeler = ?",
+                    (now + self.lease_seconds, labeler),
+                )
+                return self.comparisons.get(held[0])
+            row = self._free_question(conn, labeler)
+            if row is None:
+                return None
+            conn.execute(
+                "INSERT INTO labeling_leases (question_id, comparison_id, labeler, expires) VALUES (?,?,?,?)",
+                (row[1], row[0], labeler, now + self.lease_seconds),
+            )
+        return self.comparisons.get(row[0])
+
+    def _free_question(self, conn: sqlite3.Connection, labeler: str) -> tuple[int, str] | None:
+        """(comparison id, question id) of the question to serve ``labeler`` next (expired leases are
+        gone already)."""
         task_clause, params = (" AND task = ?", [self.task]) if self.task else ("", [])
         unseen = "NOT EXISTS (SELECT 1 FROM labeling_events e WHERE e.question_id = {q} AND e.labeler = ?)"
-        row = self.conn.execute(
-            f"SELECT comparison_id FROM labeling_open WHERE {unseen.format(q='labeling_open.question_id')}"
-            f"{task_clause} ORDER BY comparison_id LIMIT 1",
+        leases = "(SELECT COUNT(*) FROM labeling_leases l WHERE l.question_id = {q})"
+        # open duplicates and evaluation questions first, so that they fill up (their `remaining` counts
+        # the answers still wanted; leases held by others take slots)
+        row = conn.execute(
+            f"SELECT comparison_id, question_id FROM labeling_open WHERE "
+            f"{unseen.format(q='labeling_open.question_id')} AND remaining > "
+            f"{leases.format(q='labeling_open.question_id')}{task_clause} ORDER BY comparison_id LIMIT 1",
             (labeler, *params),
         ).fetchone()
-        if row is None:
-            row = self.conn.execute(
-                f"SELECT id FROM comparisons INDEXED BY comparisons_pending WHERE label IS NULL{task_clause} "
-                f"AND {unseen.format(q='comparisons.question_id')} ORDER BY id LIMIT 1",
-                (*params, labeler),
-            ).fetchone()
-        return None if row is None else self.comparisons.get(row[0])
+        if row is not None:
+            return row
+        # then unanswered questions, oldest first: wanted(question) slots, less the leases on it
+        return conn.execute(
+            f"SELECT id, question_id FROM comparisons INDEXED BY comparisons_pending WHERE label IS NULL{task_clause} "
+            f"AND {unseen.format(q='comparisons.question_id')} "
+            "AND NOT EXISTS (SELECT 1 FROM labeling_open o WHERE o.question_id = comparisons.question_id) "
+            f"AND textenv_wanted(question_id) > {leases.format(q='comparisons.question_id')} ORDER BY id LIMIT 1",
+            (*params, labeler),
+        ).fetchone()
+
+    def lease_of(self, labeler: str) -> tuple[int, float] | None:
+        """(comparison id, expiry time) of the lease ``labeler`` holds, if any and not expired."""
+        row = self.conn.execute(
+            "SELECT comparison_id, expires FROM labeling_leases WHERE labeler = ? AND expires > ?",
+            (labeler, self.clock()),
+        ).fetchone()
+        return None if row is None else (int(row[0]), float(row[1]))
+
+    def remaining_answers(self, question: Comparison) -> int:
+        """Answers ``question`` still wants: its open count while it is open (a duplicate or evaluation
+        question), else ``wanted_answers`` while it is unanswered, else 0 (closed)."""
+        return self._remaining(self.conn, question)
+
+    def _remaining(self, conn: sqlite3.Connection, question: Comparison) -> int:
+        row = conn.execute(
+            "SELECT remaining FROM labeling_open WHERE question_id = ?", (question.question_id,)
+        ).fetchone()
+        if row is not None:
+            return max(int(row[0]), 0)
+        unanswered = conn.execute(
+            "SELECT 1 FROM comparisons WHERE question_id = ? AND label IS NULL LIMIT 1",
+            (question.question_id,),
+        ).fetchone()
+        return self.wanted_answers(question.question_id) if unanswered else 0
 
     def progress(self, labeler: str) -> dict:
         done = self.conn.execute(
@@ -142,10 +220,19 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
         return {"answered": int(done), "pending_questions": int(pending)}
 
     def answer(self, labeler: str, comparison_id: int, action: str, choice: int | None = None) -> dict:
-        """Record a choice, skip or flag, committed before this returns. Raises KeyError (no such
-        question), ValueError (bad choice / action) or :class:`AlreadyAnswered`."""
+        """Record a choice, skip or flag, committed before this returns; the labeler's lease on the
+        question (if any) ends with it. Accepted from the labeler who holds the question's lease, or from
+        any labeler while the question has a free slot (see :meth:`next_question`). Raises KeyError (no
+        such question), ValueError (bad choice / action) or a :class:`Conflict` that says why the question
+        is not theirs to answer (answered already, closed, leased to someone else, another task)."""
         if action not in ("choose", "skip", "flag"):
             raise ValueError(f"action={action!r}; use 'choose', 'skip' or 'flag'.")
+        if (
+            not isinstance(comparison_id, int)
+            or isinstance(comparison_id, bool)
+            or not 0 < comparison_id < 2**63
+        ):
+            raise KeyError(comparison_id)
         question = self.comparisons.get(comparison_id)  # KeyError when missing
         if question.label_type != "best_of_n":
             raise ValueError(
@@ -157,8 +244,17 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
                 raise ValueError(f"choice={choice!r} must be an integer in [0, {n}).")
         elif choice is not None:
             raise ValueError(f"a {action} carries no choice (got {choice!r}).")
+        if self.task and question.task != self.task:
+            raise Conflict(
+                f"question {comparison_id} belongs to task {question.task!r}; this server labels {self.task!r} "
+                "only. Ask /api/next for a question."
+            )
+        qid = question.question_id
+        now = self.clock()
         try:
             with self.comparisons._transaction() as conn:
+                conn.execute("DELETE FROM labeling_leases WHERE expires <= ?", (now,))
+                self._check_slot(conn, question, labeler, action)
                 judgement = None
                 if action == "choose":
                     judgement = self.comparisons.record_label_in(
@@ -168,13 +264,38 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
                 conn.execute(
                     "INSERT INTO labeling_events (question_id, comparison_id, judgement_id, labeler, action, choice, "
                     "created) VALUES (?,?,?,?,?,?,?)",
-                    (question.question_id, comparison_id, judgement, labeler, action, choice, time.time()),
+                    (qid, comparison_id, judgement, labeler, action, choice, now),
+                )
+                conn.execute(
+                    "DELETE FROM labeling_leases WHERE question_id = ? AND labeler = ?", (qid, labeler)
                 )
         except sqlite3.IntegrityError as exc:
-            raise AlreadyAnswered(
-                f"{labeler} already answered question {question.question_id}; it is recorded once."
-            ) from exc
-        return {"question_id": question.question_id, "judgement_id": judgement, "action": action}
+            raise AlreadyAnswered(f"{labeler} already answered question {qid}; it is recorded once.") from exc
+        return {"question_id": qid, "judgement_id": judgement, "action": action}
+
+    def _check_slot(self, conn: sqlite3.Connection, question: Comparison, labeler: str, action: str) -> None:
+        """Raise :class:`Conflict` unless ``labeler`` holds the question's lease or it has a free slot."""
+        qid = question.question_id
+        seen = conn.execute(
+            "SELECT action FROM labeling_events WHERE question_id = ? AND labeler = ?", (qid, labeler)
+        ).fetchone()
+        if seen is not None:
+            done = {"choose": "answered", "skip": "skipped", "flag": "flagged"}[seen[0]]
+            raise AlreadyAnswered(f"{labeler} already {done} question {qid}; it is recorded once.")
+        leases = conn.execute(
+            "SELECT labeler, expires FROM labeling_leases WHERE question_id = ?", (qid,)
+        ).fetchall()
+        if any(who == labeler for who, _ in leases) or action != "choose":
+            return  # the lease holder; a skip or flag takes no slot (it records that they passed on it)
+        remaining = self._remaining(conn, question)
+        if remaining == 0:
+            raise Conflict(f"question {qid} is closed: it has all its answers. Ask /api/next for another.")
+        if len(leases) >= remaining:
+            until = max(expires for _, expires in leases)
+            raise Conflict(
+                f"question {qid} is leased to another labeler for {max(until - self.clock(), 0):.0f} s more; "
+                "ask /api/next for another."
+            )
 
     def _count_answer(self, conn: sqlite3.Connection, question: Comparison) -> None:
         """Keep a duplicate (or multi-vote evaluation) question open until it has its answers."""
