@@ -4,8 +4,11 @@
 bearer token) against ``textenv serve-labeling`` started as a subprocess on 127.0.0.1. Half-way through,
 the server is killed and restarted on the same store. A client whose request fails (connection refused
 or reset while the server is down) retries the same answer until it gets a reply: 200 acknowledges it,
-409 means the earlier attempt had committed before the crash. Afterwards every acknowledged answer must
-be in the store exactly once, and the store must hold nothing else.
+409 "already answered" means the earlier attempt had committed before the crash (any other 409 fails
+the run). Afterwards every acknowledged answer must be in the store exactly once, the store must hold
+nothing else, and the coverage must be exact: the questions leases hand out (issue 15) get exactly their
+wanted number of answers (one; five for the 5 % duplicates, PAPER.md §1.7), never more, with no question
+skipped over; only duplicates still collecting answers when the run stops may have fewer.
 
     python -m benchmarks.bench_labeling [--labelers 20] [--answers 500]
 """
@@ -95,7 +98,7 @@ def _label(port_box: list, token: str, answers: int, acked: list, stats: dict, s
             break
         if status == 200:
             acked.append((reply["question_id"], body["choice"]))
-        elif status == 409:  # committed before the connection broke: acknowledged now
+        elif status == 409 and "already answered" in str(reply):  # committed before the connection broke
             stats["acked_after_crash"] += 1
             acked.append((q["question_id"], body["choice"]))
         else:
@@ -171,6 +174,36 @@ def load_test(args, store_path: Path, tokens: list[str]) -> tuple[list[list], di
     return acked, stats, seconds, restart_seconds
 
 
+def coverage(store_path: Path, labelers: int) -> dict:
+    """Answers per question against the number each question wants (the app's defaults: 5 % of questions
+    answered 5 times). Exact: no question over-answered, none skipped over (unanswered below the newest
+    answered one), and only duplicates still open at the end (at most one per labeler) short of answers."""
+    from rewards.labeling.store import LabelingStore
+
+    with LabelingStore(store_path) as store:
+        rows = store.conn.execute(
+            "SELECT c.question_id, MIN(c.id), COUNT(c.label) FROM comparisons c GROUP BY c.question_id"
+        ).fetchall()
+        wanted = {qid: store.wanted_answers(qid) for qid, _, _ in rows}
+    newest = max((first for _, first, n in rows if n), default=0)
+    histogram: dict[str, int] = {}
+    for _, _, n in rows:
+        if n:
+            histogram[str(n)] = histogram.get(str(n), 0) + 1
+    over = sum(n > wanted[q] for q, _, n in rows)
+    gaps = sum(n == 0 and first < newest for q, first, n in rows)
+    short = sum(0 < n < wanted[q] for q, _, n in rows)
+    return {
+        "questions_answered": sum(n > 0 for _, _, n in rows),
+        "answers_per_question": dict(sorted(histogram.items(), key=lambda kv: int(kv[0]))),
+        "duplicate_questions_complete": sum(n == wanted[q] > 1 for q, _, n in rows),
+        "over_answered_questions": over,
+        "skipped_over_questions": gaps,
+        "duplicates_still_open": short,
+        "coverage_exact": over == 0 and gaps == 0 and short <= labelers,
+    }
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     from rewards.comparisons import ComparisonStore
@@ -182,6 +215,7 @@ def main(argv=None) -> None:
         rows = [(c.question_id, c.labeler, c.label["best"]) for c in store.labelled()]
     expected = sorted((qid, f"l{i}", choice) for i, a in enumerate(acked) for qid, choice in a)
     exactly_once = sorted(rows) == expected and len(set(rows)) == len(rows)
+    cover = coverage(store_path, args.labelers)
     result = {
         "benchmark": "labeling",
         "labelers": args.labelers,
@@ -189,6 +223,9 @@ def main(argv=None) -> None:
         "acknowledged": len(expected),
         "rows_in_store": len(rows),
         "exactly_once": exactly_once,
+        "lost_answers": len(set(expected) - set(rows)),
+        "extra_answers": len(rows) - len(set(rows) & set(expected)),
+        **cover,
         "answers_per_s": len(expected) / seconds,
         "seconds": seconds,
         "restart_seconds": restart_seconds,
@@ -198,6 +235,8 @@ def main(argv=None) -> None:
     emit(result, out_path(args.out))
     if not exactly_once:
         raise SystemExit("FAILED: the store does not hold every acknowledged answer exactly once.")
+    if not cover["coverage_exact"]:
+        raise SystemExit(f"FAILED: inexact coverage {cover}.")
     if stats["errors"] or len(expected) != args.labelers * args.answers:
         raise SystemExit(
             f"FAILED: {len(expected)} of {args.labelers * args.answers} answers acknowledged; "
