@@ -1,7 +1,9 @@
 """Headless Chromium labels three questions (one by click, two by keyboard); the rows are in the store.
 
 Needs the Debian ``chromium`` and ``chromium-driver`` packages and ``selenium`` (the dev extra); skipped
-with the reason otherwise. The screenshot goes to ``$TEXTENV_ARTIFACTS`` (default ``runs/artifacts``).
+with the reason otherwise, except under CI (the ``CI`` environment variable set, as ``.ci/run`` does,
+which installs them): there a missing browser fails the tests instead of skipping them. The screenshot
+goes to ``$TEXTENV_ARTIFACTS`` (default ``runs/artifacts``).
 """
 
 import os
@@ -16,17 +18,37 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-webdriver = pytest.importorskip("selenium.webdriver")
 
-from rewards.comparisons import ComparisonStore  # noqa: E402
-from rewards.labeling.store import LabelingStore  # noqa: E402
-from tests.test_labeling_app import XSS, fill  # noqa: E402
+from rewards.comparisons import ComparisonStore
+from rewards.labeling.store import LabelingStore
+from tests.test_labeling_app import XSS, fill
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER), reason="needs headless Chromium: apt-get install chromium chromium-driver"
-)
+try:
+    from selenium import webdriver
+except ImportError:  # the dev extra is missing
+    webdriver = None
+
+
+def missing_browser() -> str | None:
+    """Why the browser tests cannot run here (None when they can)."""
+    if webdriver is None:
+        return "needs selenium (pip install -e '.[dev]')"
+    if not (CHROMIUM and DRIVER):
+        return "needs headless Chromium: apt-get install chromium chromium-driver (.ci/run installs them)"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def browser_available():
+    """Skip without a browser, but fail under CI, where .ci/run installed one: a CI run must not pass
+    because its browser tests quietly skipped."""
+    reason = missing_browser()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"CI is set but the browser tests cannot run: {reason}")
+    if reason:
+        pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -166,3 +188,32 @@ def test_a_person_judges_a_human_evaluation_in_chromium(tmp_path):
         wait.until(lambda d: not d.find_element(By.ID, "done").get_attribute("hidden"))
     policy = human_results(path, "browser")["systems"]["policy"]
     assert (policy["complete"], policy["win_rate"]) == (2, 1.0)
+
+
+def test_an_ended_session_shows_the_login_form_again_in_chromium(server):
+    """Logout elsewhere, expiry or a revoked token: the next click answers 401, the page asks for the
+    token again (saying why) and, logged in again, goes on where it was; nothing was stored twice."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, token, path = server
+    with chromium() as driver:
+        wait = WebDriverWait(driver, 20)
+        log_in(driver, wait, url, token)
+        wait.until(question_shows("context 0"))
+        driver.find_elements(By.CSS_SELECTOR, "button.sample")[1].click()
+        wait.until(question_shows("context 1"))
+        with LabelingStore(path) as store:
+            assert store.end_sessions("alice") == 1  # the page's session, ended on the server
+        driver.find_elements(By.CSS_SELECTOR, "button.sample")[0].click()
+        error = wait.until(ec.visibility_of_element_located((By.ID, "login-error")))
+        assert "log in again" in error.text and "session expired or was ended" in error.text
+        assert driver.find_element(By.ID, "work").get_attribute("hidden")
+        log_in(driver, wait, url, token)
+        wait.until(question_shows("context 1"))  # the refused answer was not stored
+        driver.find_elements(By.CSS_SELECTOR, "button.sample")[3].click()
+        wait.until(question_shows("context 2"))
+    with ComparisonStore(path) as store:
+        labelled = store.labelled()
+    assert [(c.query_text, c.label["best"]) for c in labelled] == [("context 0", 1), ("context 1", 3)]

@@ -2,8 +2,14 @@
 :class:`rewards.labeling.store.LabelingStore`, in the same SQLite file.
 
 * ``labelers``: one row per labeler, with the SHA-256 of their access token (the token itself is shown
-  once, by ``textenv labelers add``) and an admin flag.
-* ``labeling_secret``: a random key for signing session cookies and CSRF tokens (kept across restarts).
+  once, by ``textenv labelers add`` or ``rotate``), an admin flag and ``revoked`` (when the token was
+  revoked; NULL while it works).
+* ``labeling_sessions``: one row per login, server-side: the SHA-256 of the random session id (the cookie
+  carries the id itself), the labeler, when it was created and when it expires, and whether it was
+  revoked (logout, ``labelers revoke``/``rotate``). A session works only while it is unrevoked, unexpired
+  and its labeler's token is not revoked.
+* ``labeling_secret``: a random key for signing CSRF tokens (kept across restarts). The CSRF token is the
+  HMAC of the session id, so it dies with its session.
 """
 
 from __future__ import annotations
@@ -22,33 +28,58 @@ CREATE TABLE IF NOT EXISTS labelers (
     name TEXT PRIMARY KEY,
     token_hash TEXT NOT NULL UNIQUE,
     admin INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    revoked REAL
 );
 CREATE TABLE IF NOT EXISTS labeling_secret (id INTEGER PRIMARY KEY CHECK (id = 1), secret TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS labeling_sessions (
+    id_hash TEXT PRIMARY KEY,
+    labeler TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS labeling_sessions_labeler ON labeling_sessions(labeler);
 """
+
+DEFAULT_SESSION_SECONDS = 12 * 3600.0
 
 
 @dataclass
 class Labeler:
     name: str
     admin: bool
+    revoked: bool = False
 
 
 def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class LabelerMixin:
-    """Labelers, tokens, session cookies and CSRF tokens (needs ``self.conn`` and ``self.comparisons``)."""
+    """Labelers, tokens, server-side sessions and CSRF tokens (needs ``self.conn`` and ``self.comparisons``).
+
+    ``session_seconds`` is the lifetime of a new session (the app sets it from ``create_app``)."""
+
+    session_seconds: float = DEFAULT_SESSION_SECONDS
+
+    def _session_now(self) -> float:
+        """The store's injectable ``clock`` (tests move it forward), else the wall clock."""
+        clock = getattr(self, "clock", None)
+        return clock() if clock is not None else time.time()
 
     def _init_labelers(self) -> None:
         self.conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(labelers)")}
         with self.comparisons._transaction() as conn:
+            if "revoked" not in columns:  # a store made before tokens could be revoked
+                conn.execute("ALTER TABLE labelers ADD COLUMN revoked REAL")
             conn.execute(
                 "INSERT OR IGNORE INTO labeling_secret (id, secret) VALUES (1, ?)", (secrets.token_hex(32),)
             )
         self.secret = self.conn.execute("SELECT secret FROM labeling_secret").fetchone()[0].encode()
 
+    # ------------------------------------------------------------------------------ labelers
     def add_labeler(self, name: str, admin: bool = False) -> str:
         """Create a labeler; returns their access token (only its hash is stored)."""
         if not name or len(name) > 64 or not set(name) <= NAME_CHARS:
@@ -64,32 +95,96 @@ class LabelerMixin:
             raise ValueError(f"a labeler named {name!r} exists already; pick another name.") from exc
         return token
 
-    def labelers(self) -> list[Labeler]:
-        rows = self.conn.execute("SELECT name, admin FROM labelers ORDER BY name").fetchall()
-        return [Labeler(n, bool(a)) for n, a in rows]
+    def labelers(self, include_revoked: bool = False) -> list[Labeler]:
+        """The labelers (those whose token works; all of them with ``include_revoked``), by name."""
+        where = "" if include_revoked else " WHERE revoked IS NULL"
+        rows = self.conn.execute(f"SELECT name, admin, revoked FROM labelers{where} ORDER BY name").fetchall()
+        return [Labeler(n, bool(a), r is not None) for n, a, r in rows]
+
+    def _require_labeler(self, conn: sqlite3.Connection, name: str) -> None:
+        if conn.execute("SELECT 1 FROM labelers WHERE name=?", (name,)).fetchone() is None:
+            raise KeyError(f"no labeler named {name!r} in this store; `textenv labelers list` shows them.")
+
+    def revoke_labeler(self, name: str) -> int:
+        """Revoke ``name``'s token and end all their sessions at once (their answers stay). Returns the
+        number of sessions ended. Raises KeyError for an unknown name."""
+        with self.comparisons._transaction() as conn:
+            self._require_labeler(conn, name)
+            conn.execute(
+                "UPDATE labelers SET revoked=? WHERE name=? AND revoked IS NULL", (time.time(), name)
+            )
+            return self._end_sessions_in(conn, name)
+
+    def rotate_token(self, name: str) -> str:
+        """A new access token for ``name`` (returned once; a revoked labeler is active again with it); the
+        old token and all their sessions stop working at once. Raises KeyError for an unknown name."""
+        token = secrets.token_urlsafe(24)
+        with self.comparisons._transaction() as conn:
+            self._require_labeler(conn, name)
+            conn.execute("UPDATE labelers SET token_hash=?, revoked=NULL WHERE name=?", (_hash(token), name))
+            self._end_sessions_in(conn, name)
+        return token
 
     def authenticate(self, token: str | None) -> Labeler | None:
+        """The labeler whose (unrevoked) access token this is, else None."""
         if not token:
             return None
         row = self.conn.execute(
-            "SELECT name, admin FROM labelers WHERE token_hash=?", (_hash(token),)
+            "SELECT name, admin FROM labelers WHERE token_hash=? AND revoked IS NULL", (_hash(token),)
         ).fetchone()
         return Labeler(row[0], bool(row[1])) if row else None
+
+    # ------------------------------------------------------------------------------ sessions
+    def open_session(self, name: str) -> str:
+        """A new session for ``name``, valid for ``session_seconds``; returns its random id (the cookie
+        value; only its hash is stored). Sessions that have expired or were revoked are deleted here."""
+        if not 0 < self.session_seconds < float("inf"):
+            raise ValueError(f"session_seconds={self.session_seconds} must be a positive number of seconds.")
+        session_id = secrets.token_urlsafe(32)
+        now = self._session_now()
+        with self.comparisons._transaction() as conn:
+            conn.execute("DELETE FROM labeling_sessions WHERE expires <= ? OR revoked", (now,))
+            conn.execute(
+                "INSERT INTO labeling_sessions (id_hash, labeler, created, expires) VALUES (?,?,?,?)",
+                (_hash(session_id), name, now, now + self.session_seconds),
+            )
+        return session_id
+
+    def session_labeler(self, session_id: str | None) -> Labeler | None:
+        """The labeler of a live session (unrevoked, unexpired, token not revoked), else None."""
+        if not session_id:
+            return None
+        row = self.conn.execute(
+            "SELECT l.name, l.admin FROM labeling_sessions s JOIN labelers l ON l.name = s.labeler "
+            "WHERE s.id_hash=? AND NOT s.revoked AND s.expires > ? AND l.revoked IS NULL",
+            (_hash(session_id), self._session_now()),
+        ).fetchone()
+        return Labeler(row[0], bool(row[1])) if row else None
+
+    def end_session(self, session_id: str) -> None:
+        """Revoke one session (logout): its cookie and CSRF token stop working."""
+        with self.comparisons._transaction() as conn:
+            conn.execute("UPDATE labeling_sessions SET revoked=1 WHERE id_hash=?", (_hash(session_id),))
+
+    def end_sessions(self, name: str) -> int:
+        """Revoke every session of ``name`` (log out everywhere; the token keeps working). Returns the count."""
+        with self.comparisons._transaction() as conn:
+            return self._end_sessions_in(conn, name)
+
+    @staticmethod
+    def _end_sessions_in(conn: sqlite3.Connection, name: str) -> int:
+        return conn.execute(
+            "UPDATE labeling_sessions SET revoked=1 WHERE labeler=? AND NOT revoked", (name,)
+        ).rowcount
 
     def sign(self, message: str) -> str:
         return hmac.new(self.secret, message.encode(), hashlib.sha256).hexdigest()
 
-    def session_cookie(self, name: str) -> str:
-        return f"{name}:{self.sign('session:' + name)}"
+    def csrf_token(self, session_id: str) -> str:
+        """The CSRF token of a session: bound to it, useless once it ends."""
+        return self.sign("csrf:" + _hash(session_id))
 
-    def labeler_from_cookie(self, cookie: str | None) -> Labeler | None:
-        if not cookie or ":" not in cookie:
-            return None
-        name, sig = cookie.rsplit(":", 1)
-        if not hmac.compare_digest(sig, self.sign("session:" + name)):
-            return None
-        row = self.conn.execute("SELECT name, admin FROM labelers WHERE name=?", (name,)).fetchone()
-        return Labeler(row[0], bool(row[1])) if row else None
-
-    def csrf_token(self, name: str) -> str:
-        return self.sign("csrf:" + name)
+    def check_csrf(self, session_id: str, token: str | None) -> bool:
+        """Whether ``token`` is the CSRF token of this session (compared in constant time)."""
+        expected = self.csrf_token(session_id).encode()
+        return bool(token) and hmac.compare_digest(token.encode("utf-8", "surrogatepass"), expected)

@@ -41,6 +41,17 @@ function render(q) {
   show("work");
 }
 
+// The session expired, was ended (logout elsewhere) or the token was revoked: ask for the token again.
+function sessionEnded(message) {
+  csrf = null;
+  current = null;
+  $("who").textContent = "";
+  $("progress").textContent = "";
+  $("login-error").textContent = `Please log in again (${message})`;
+  show("login");
+  $("token").focus();
+}
+
 async function loadNext() {
   const q = await api("GET", "/api/next");
   if (q.done) { current = null; show("done"); return; }
@@ -57,6 +68,7 @@ async function submit(action, choice) {
     await api("POST", "/api/answers", body);   // acknowledged only after the commit
     await loadNext();
   } catch (err) {
+    if (err.status === 401) { sessionEnded(err.message); return; }
     $("status").textContent = `not saved: ${err.message}`;
     if (err.status === 409) await loadNext();
   } finally { busy = false; }
@@ -80,8 +92,12 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("flag").addEventListener("click", () => submit("flag"));
   $("login-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    try { await start(await api("POST", "/api/login", { token: $("token").value })); }
-    catch (err) { $("login-error").textContent = err.message; }
+    try {
+      const me = await api("POST", "/api/login", { token: $("token").value });
+      $("token").value = "";
+      $("login-error").textContent = "";
+      await start(me);
+    } catch (err) { $("login-error").textContent = err.message; }
   });
   try { await start(await api("GET", "/api/me")); } catch (err) { show("login"); }
 });
