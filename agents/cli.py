@@ -15,6 +15,9 @@ def build_parser():
     from rewards import cli as rewards_cli
 
     commands.update(rewards_cli.add_parsers(sub))
+    from rewards import labels_cli
+
+    commands.update(labels_cli.add_parsers(sub))
     from agents import train as train_mod
 
     commands.update(train_mod.add_parser(sub))

@@ -107,7 +107,7 @@ def test_jsonl_roundtrip_and_atomic_import(tmp_path):
         bad = json.loads(lines[1])
         bad["samples"] = [[1]]
         (tmp_path / "bad.jsonl").write_text(lines[0] + "\n" + json.dumps(bad) + "\n")
-        with pytest.raises(LabelFileError, match=r"bad.jsonl:2: best_of_n needs at least 2 samples"):
+        with pytest.raises(LabelFileError, match=r"bad.jsonl:2: a best_of_n row needs at least 2 samples"):
             b.import_jsonl(tmp_path / "bad.jsonl")
         assert b.count() == 2  # nothing half-imported
 
@@ -135,8 +135,8 @@ def test_openai_schema_import_remaps_pad_and_is_atomic(tmp_path):
         ({"query": [1], "sample0": [2], "best": 0}, "needs sample0 and sample1"),
         ({"query": [1], "sample0": [2], "sample1": [3], "best": 2}, r"best=2 is not an index in \[0, 2\)"),
         ({"query": "abc", "sample0": [2], "sample1": [3], "best": 0}, "query must be a list of token ids"),
-        ({"sample0": [2], "sample1": [3], "best": 0}, "missing 'query' or 'best'"),
-        ([1, 2], "expected an object"),
+        ({"sample0": [2], "sample1": [3], "best": 0}, "missing key 'query'"),
+        ([1, 2], "expected a JSON object, got an array"),
     ],
 )
 def test_openai_schema_malformed_rows(tmp_path, row, match):
@@ -150,7 +150,7 @@ def test_openai_schema_malformed_rows(tmp_path, row, match):
     (tmp_path / "broken.json").write_text('[{"query": [1],\n oops]')
     with (
         ComparisonStore(tmp_path / "s.db") as store,
-        pytest.raises(LabelFileError, match=r"broken.json:2: invalid JSON"),
+        pytest.raises(LabelFileError, match=r"broken.json:2: not valid JSON"),
     ):
         store.import_openai(tmp_path / "broken.json", task="t")
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -102,6 +104,144 @@ def _select(records: Iterable[Record], split: str) -> list[Record]:
 
 
 # ------------------------------------------------------------------------------------- file readers
+class _NotFinite(ValueError):
+    """A JSON number that is not finite (``NaN``, ``Infinity``, ``1e400``)."""
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NotFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
+STRICT_JSON = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+"""A decoder that refuses ``NaN``, ``Infinity`` and numbers too large for a float (``json.loads`` takes them)."""
+
+
+def json_kind(value: object) -> str:
+    """How JSON names a decoded value's type, for messages ("got null", "got an array")."""
+    if value is None or value is True or value is False:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+@contextmanager
+def _explained(where: str, error: type[Exception], suffix: str, path: object = None) -> Iterator[None]:
+    """Turn a JSON decoding failure into ``error("{where}: <reason>{suffix}")`` (``{path}:{line of the
+    syntax error}`` instead of ``where`` when ``path`` is given)."""
+    try:
+        yield
+    except _NotFinite as e:
+        raise error(
+            f"{where}: {e} is not a finite number: JSON here takes finite numbers only{suffix}"
+        ) from None
+    except json.JSONDecodeError as e:
+        where = where if path is None else f"{path}:{e.lineno}"
+        raise error(f"{where}: not valid JSON ({e.msg} at column {e.colno}){suffix}") from None
+    except RecursionError:
+        raise error(f"{where}: not valid JSON (nested too deeply){suffix}") from None
+    except ValueError:  # an integer literal beyond Python's digit limit (4300)
+        raise error(f"{where}: not valid JSON (a number with too many digits){suffix}") from None
+
+
+def decode_json(text: str, where: str, error: type[Exception] = DataSchemaError, suffix: str = "") -> object:
+    """``text`` decoded with :data:`STRICT_JSON`; any failure raises ``error("{where}: <reason>{suffix}")``."""
+    with _explained(where, error, suffix):
+        return STRICT_JSON.decode(text)
+
+
+def read_text_lines(
+    path: str | Path, error: type[Exception] = DataSchemaError, suffix: str = ""
+) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file (a leading BOM dropped); a binary file (gzip, NUL bytes,
+    bytes that are not UTF-8) raises ``error("{path}: not a UTF-8 text file (...)")``."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if n == 1 and raw.startswith(b"\x1f\x8b"):
+                raise error(
+                    f"{path}: not a UTF-8 text file: it is gzip-compressed; decompress it first "
+                    f"(zcat {path} > labels.jsonl){suffix}"
+                )
+            bad = raw.find(b"\x00")
+            if bad < 0:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    bad = e.start
+                else:
+                    yield n, (line.removeprefix("\ufeff") if n == 1 else line)
+                    continue
+            raise error(
+                f"{path}: not a UTF-8 text file (byte 0x{raw[bad]:02x} on line {n}, column {bad + 1}); "
+                f"give a UTF-8 text file{suffix}"
+            )
+
+
+def iter_json_objects(
+    path: str | Path, error: type[Exception] = DataSchemaError, suffix: str = ""
+) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` of each non-blank line of a JSON Lines file, decoded strictly (no NaN or
+    infinity); every problem raises ``error`` naming ``FILE:LINE`` (``suffix`` ends each message)."""
+    for n, line in read_text_lines(path, error, suffix):
+        if not line.strip():
+            continue
+        row = decode_json(line, f"{path}:{n}", error, suffix)
+        if not isinstance(row, dict):
+            raise error(f"{path}:{n}: expected a JSON object, got {json_kind(row)}{suffix}")
+        yield n, row
+
+
+def iter_json_list(
+    path: str | Path, error: type[Exception] = DataSchemaError, suffix: str = ""
+) -> Iterator[tuple[int, int, object]]:
+    """``(line, item number, value)`` of each item of a file holding one JSON list, decoded strictly (no NaN
+    or infinity); ``line`` is where the item starts. Every problem raises ``error`` naming ``FILE:LINE``."""
+    text = "".join(line for _, line in read_text_lines(path, error, suffix))
+    i, line, counted = 0, 1, 0
+
+    def skip(i: int) -> int:
+        while i < len(text) and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    def line_at(i: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, i)
+        counted = i
+        return line
+
+    i = skip(0)
+    if text[i : i + 1] != "[":
+        raise error(f"{path}:{line_at(i)}: expected a JSON list ('['){suffix}")
+    i, k = skip(i + 1), 0
+    if text[i : i + 1] == "]":
+        i = skip(i + 1)
+    else:
+        while True:
+            k += 1
+            at = f"{path}:{line_at(i)}"
+            with _explained(at, error, suffix, path):
+                value, i = STRICT_JSON.raw_decode(text, i)
+            yield line, k, value
+            i = skip(i)
+            if text[i : i + 1] == ",":
+                i = skip(i + 1)
+                continue
+            if text[i : i + 1] == "]":
+                i = skip(i + 1)
+                break
+            raise error(f"{path}:{line_at(i)}: not valid JSON (expected ',' or ']' after item {k}){suffix}")
+    if i < len(text):
+        raise error(f"{path}:{line_at(i)}: not valid JSON (extra data after the list){suffix}")
+
+
 def read_records(path: str | Path) -> list[dict]:
     """Rows of a ``.jsonl``, ``.json`` (a list of objects), ``.csv`` or ``.parquet`` file as dicts."""
     path = Path(path).expanduser()
@@ -109,19 +249,7 @@ def read_records(path: str | Path) -> list[dict]:
         raise FileNotFoundError(f"Data file {path} does not exist.")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataSchemaError(f"{path}:{n}: not valid JSON ({e.msg}).") from e
-                if not isinstance(row, dict):
-                    raise DataSchemaError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}.")
-                rows.append(row)
-        return rows
+        return [row for _, row in iter_json_objects(path, DataSchemaError, ".")]
     if suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
