@@ -68,7 +68,7 @@ def gae_loop(r, v, gamma, lam):
 
 
 @pytest.mark.parametrize("gamma, lam", [(0.9, 0.95), (0.5, 0.8), (0.99, 1.0)])
-@pytest.mark.parametrize("length", [1, 2, 6])
+@pytest.mark.parametrize("length", [1, 2, 6, 300])  # 300: past CPython's small-int cache (`is` vs `<`)
 def test_gae_with_gamma_below_one_and_short_responses_matches_a_loop(gamma, lam, length):
     g = torch.Generator().manual_seed(length)
     r, v = (
@@ -79,6 +79,13 @@ def test_gae_with_gamma_below_one_and_short_responses_matches_a_loop(gamma, lam,
     ref = gae_loop(r.numpy(), v.numpy(), gamma, lam)
     np.testing.assert_allclose(adv.numpy(), ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ret.numpy(), ref + v.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_gae_refuses_shapes_that_differ_either_way():
+    r = torch.zeros(2, 4)
+    for values in (torch.zeros(2, 3), torch.zeros(2, 5), torch.zeros(3, 4), torch.zeros(1, 4)):
+        with pytest.raises(ValueError, match=r"rewards \(2, 4\) and values .* must have the same shape"):
+            compute_gae(r, values)
 
 
 def test_gae_defaults_are_gamma_1_and_lam_095():
