@@ -5,7 +5,8 @@ other work in the tree and its tests stay untouched), and every mutant runs the 
 Mutants inside type annotations (``torch.Tensor | None``) are skipped: with ``from __future__ import
 annotations`` the annotations are never evaluated, so every such mutant is equivalent.
 
-Usage: ``python tools/mutate.py [MODULE ...] [--all-operators] [--workdir DIR] [--fresh]``. Prints a
+Usage: ``python tools/mutate.py [MODULE ...] [--all-operators] [--workdir DIR] [--fresh | --recheck]``
+(``--recheck``: the survivors of the last session run again, against the tests as they are now). Prints a
 per-module table (killed / survived / score) and writes every survivor's diff to
 ``<workdir>/survivors-<module>.txt``; exits 1 when a module scores under ``--fail-under``.
 """
@@ -147,6 +148,11 @@ def run_module(module: str, tests: list[str], cfg: dict, args, tree: Path, workd
         db.unlink(missing_ok=True)
         subprocess.run([*cr, "init", str(workdir / f"{slug}.toml"), str(db)], cwd=tree, check=True)
         skip(db, module, [] if args.all_operators else cfg.get("exclude-operators", []))
+    elif args.recheck:  # the survivors run again, against the tests as they are now
+        con = sqlite3.connect(db)
+        con.execute("DELETE FROM work_results WHERE worker_outcome = 'NORMAL' AND test_outcome = 'SURVIVED'")
+        con.commit()
+        con.close()
     baseline = subprocess.run(command.split(), cwd=tree, capture_output=True, text=True)
     if baseline.returncode != 0:
         print(baseline.stdout[-3000:], baseline.stderr[-3000:])
@@ -167,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming a session")
     parser.add_argument(
         "--report", action="store_true", help="print the table of the sessions so far, run nothing"
+    )
+    parser.add_argument(
+        "--recheck", action="store_true", help="run the survivors of a session again (after new tests)"
     )
     parser.add_argument("--config", type=Path, default=CONFIG, help="default: tools/mutate.toml")
     parser.add_argument("--fail-under", type=float, default=0.0, help="exit 1 below this score (%%)")
