@@ -153,3 +153,133 @@ def test_duplicate_share_follows_the_hash():
     wanted = [store.wanted_answers(f"q{i}") for i in range(4000)]
     share = sum(w == 5 for w in wanted) / len(wanted)
     assert 0.04 < share < 0.06 and set(wanted) == {1, 5}
+
+
+# ------------------------------------------------------------------------------------ HTTP hardening
+HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+def hardened(response) -> bool:
+    return (
+        all(response.headers.get(k) == v for k, v in HEADERS.items())
+        and "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"id": 2**70, "choice": 0}, "id: Input should be less than 9223372036854775808"),
+        ({"id": 0, "choice": 0}, "id: Input should be greater than or equal to 1"),
+        ({"id": 1, "choice": 2**40}, "choice: Input should be less than or equal to 2147483647"),
+        ({"id": True, "choice": 0}, "id: Input should be a valid integer (got True)"),
+        ({"id": 1.0, "choice": 0}, "id: Input should be a valid integer (got 1.0)"),
+        ({"id": 1, "choice": "1"}, "choice: Input should be a valid integer (got '1')"),
+        ({"id": None}, "id: Input should be a valid integer (got None)"),
+        ({"choice": 1}, "id: Field required"),
+        ({"id": 1, "action": "delete"}, "action: Input should be 'choose', 'skip' or 'flag'"),
+        ({"id": 1, "choice": 0, "labeler": "bob"}, "labeler: Extra inputs are not permitted"),
+        ([1, 2], "body: Input should be a valid dictionary or object"),
+        (42, "body: Input should be a valid dictionary or object"),
+        ("x", "body: Input should be a valid dictionary or object"),
+        (None, "body: Field required"),
+    ],
+)
+def test_malformed_answers_are_422s_that_name_the_field(app_env, body, message):
+    app, tokens, _ = app_env
+    r = TestClient(app).post("/api/answers", json=body, headers=bearer(tokens["ann"]))
+    assert r.status_code == 422, r.json()
+    assert message in r.json()["detail"] and 'send {"id": <id from /api/next>' in r.json()["detail"]
+    assert hardened(r)
+
+
+def test_error_bodies_never_echo_unbounded_input(app_env):
+    app, tokens, _ = app_env
+    client = TestClient(app)
+    long = "9" * 60_000
+    for body in ({"id": long}, {long: 1}, {"id": 1, "action": long}):
+        r = client.post("/api/answers", json=body, headers=bearer(tokens["ann"]))
+        assert r.status_code == 422 and len(r.text) < 1000, r.text[:200]
+        assert "... (6000" in r.json()["detail"] and " characters)" in r.json()["detail"]
+    r = client.post("/api/login", json={"token": long})
+    assert r.status_code == 422 and len(r.text) < 1000
+    assert "token: String should have at most 256 characters" in r.json()["detail"]
+    many = {f"field{i}": i for i in range(500)}
+    r = client.post("/api/answers", json=many, headers=bearer(tokens["ann"]))
+    assert r.status_code == 422 and len(r.text) < 1000 and "and 496 more" in r.json()["detail"]
+
+
+def test_bad_json_and_bad_encodings_are_4xx(app_env):
+    app, tokens, _ = app_env
+    client = TestClient(app)
+    json_type = {**bearer(tokens["ann"]), "content-type": "application/json"}
+    r = client.post("/api/answers", content=b'{"id": 1,', headers=json_type)
+    assert r.status_code == 422 and "invalid JSON at character 9" in r.json()["detail"]
+    r = client.post("/api/answers", content=b'{"id": "\xff"}', headers=json_type)
+    assert r.status_code == 400 and r.json()["detail"] == "There was an error parsing the body"
+    r = client.post(
+        "/api/login", content=rb'{"token": "\ud800"}', headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422 and "token: Input should be a valid string" in r.json()["detail"]
+    r = client.get("/api/next", headers={"Authorization": "Bearer \xe9t\xe9".encode("latin-1")})
+    assert r.status_code == 401 and "unknown or revoked access token" in r.json()["detail"]
+    r = client.post("/api/answers", content=b"x", headers={**bearer(tokens["ann"]), "content-length": "x"})
+    assert r.status_code == 400 and r.json()["detail"] == "Content-Length must be a whole number of bytes."
+
+
+def test_request_bodies_over_the_limit_are_413s(app_env):
+    app, tokens, path = app_env
+    client = TestClient(app)
+    json_type = {**bearer(tokens["ann"]), "content-type": "application/json"}
+    over = b'{"id": 1, "pad": "' + b"x" * 70_000 + b'"}'
+    message = "request body over 65536 bytes; answers and logins are small JSON objects."
+    r = client.post("/api/answers", content=over, headers=json_type)  # says its Content-Length
+    assert (r.status_code, r.json()["detail"]) == (413, message) and hardened(r)
+
+    def chunks():  # chunked: no Content-Length, the bytes are counted as they arrive
+        for _ in range(100):
+            yield b"x" * 1000
+
+    r = client.post("/api/login", content=chunks(), headers={"content-type": "application/json"})
+    assert r.request.headers.get("transfer-encoding") == "chunked"
+    assert (r.status_code, r.json()["detail"]) == (413, message) and hardened(r)
+    small = TestClient(create_app(path, max_body_bytes=100))
+    r = small.post("/api/login", json={"token": "t" * 200})
+    assert r.status_code == 413 and r.json()["detail"].startswith("request body over 100 bytes")
+    assert small.post("/api/login", json={"token": "t" * 20}).status_code == 401  # under: goes through
+    with pytest.raises(ValueError, match="max_body_bytes=0 must be a positive integer"):
+        create_app(path, max_body_bytes=0)
+
+
+def test_security_headers_are_on_every_response(app_env):
+    app, tokens, _ = app_env
+    client = TestClient(app)
+    responses = [
+        client.get("/"),
+        client.get("/static/app.js"),
+        client.get("/api/openapi.json"),
+        client.get("/api/next"),  # 401
+        client.get("/api/admin/stats", headers=bearer(tokens["ann"])),  # 403
+        client.get("/nowhere"),  # 404
+        client.delete("/api/next", headers=bearer(tokens["ann"])),  # 405
+        client.post("/api/answers", json={"id": 99999, "choice": 0}, headers=bearer(tokens["ann"])),  # 404
+        client.post("/api/answers", json={}, headers=bearer(tokens["ann"])),  # 422
+        client.post("/api/login", content=b"x" * 70_000),  # 413
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200, 401, 403, 404, 405, 404, 422, 413]
+    assert all(hardened(r) for r in responses)
+
+
+def test_the_api_schema_is_served_without_the_docs_pages(app_env):
+    app, _, _ = app_env
+    client = TestClient(app)
+    schema = client.get("/api/openapi.json").json()
+    assert {"/api/login", "/api/logout", "/api/me", "/api/next", "/api/answers"} <= set(schema["paths"])
+    answer = schema["components"]["schemas"]["AnswerIn"]
+    assert answer["additionalProperties"] is False and answer["properties"]["id"]["exclusiveMaximum"] == 2**63
+    assert "413" in schema["paths"]["/api/answers"]["post"]["responses"]
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404

@@ -46,7 +46,7 @@ from rewards.labeling.store import Conflict, Labeler, LabelingStore
 COOKIE = "textenv_session"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_SESSION_SECONDS = 12 * 3600.0
-MAX_SQLITE_INT = 2**63 - 1
+SQLITE_INT_END = 2**63  # SQLite integers are < 2**63 (a bound exact in the float the OpenAPI schema holds)
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; frame-ancestors 'none'"
@@ -90,7 +90,7 @@ class LoginIn(BaseModel):
 
 class AnswerIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    id: int = Field(ge=1, le=MAX_SQLITE_INT, description="the id from /api/next")
+    id: int = Field(ge=1, lt=SQLITE_INT_END, description="the id from /api/next")
     action: Literal["choose", "skip", "flag"] = "choose"
     choice: int | None = Field(default=None, ge=0, le=2**31 - 1, description="0-based sample index (choose)")
 
