@@ -250,7 +250,7 @@ session cookies cross the network in clear unless a TLS reverse proxy sits in fr
     labels.example.org {{
         reverse_proxy 127.0.0.1:{port}
         request_body {{
-            max_size 64KB
+            max_size {kib}KiB
         }}
     }}
 
@@ -261,7 +261,7 @@ or nginx:
         server_name labels.example.org;
         ssl_certificate     /etc/letsencrypt/live/labels.example.org/fullchain.pem;
         ssl_certificate_key /etc/letsencrypt/live/labels.example.org/privkey.pem;
-        client_max_body_size 64k;
+        client_max_body_size {kib}k;
         location / {{
             proxy_pass http://127.0.0.1:{port};
             proxy_set_header Host $host;
@@ -294,7 +294,10 @@ def cmd_serve_labeling(args: argparse.Namespace) -> int:
             return 2
     if not is_loopback(args.host):
         secure = "are Secure" if args.secure_cookies else "are NOT Secure"
-        print(REVERSE_PROXY_ADVICE.format(host=args.host, port=args.port, secure=secure), file=sys.stderr)
+        print(
+            REVERSE_PROXY_ADVICE.format(host=args.host, port=args.port, secure=secure, kib=args.max_body_kib),
+            file=sys.stderr,
+        )
     from rewards.labeling.app import serve
 
     print(

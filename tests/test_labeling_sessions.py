@@ -272,6 +272,7 @@ def test_serve_labeling_with_allow_remote_prints_the_tls_proxy_advice(served, ca
     err = capsys.readouterr().err
     assert "TLS reverse proxy" in err and "reverse_proxy 127.0.0.1:9000" in err
     assert "proxy_pass http://127.0.0.1:9000;" in err and "cookies are Secure now" in err
+    assert "client_max_body_size 8k;" in err and "max_size 8KiB" in err
     kw = served[0]
     assert (kw["lease_seconds"], kw["session_seconds"], kw["max_body_bytes"], kw["secure_cookies"]) == (
         120.0,
