@@ -28,40 +28,58 @@ def add_parsers(sub) -> dict:
     imp = actions.add_parser(
         "import", help="add the rows of a label file to a store (all or nothing; fresh question ids)"
     )
-    imp.add_argument("file", help="the label file (JSONL in the store's schema, or OpenAI's)")
-    imp.add_argument("--store", required=True, help="SQLite file of the comparison store (created if new)")
+    imp.add_argument("file", metavar="FILE", help="the label file (JSONL in the store's schema, or OpenAI's)")
+    imp.add_argument(
+        "--store", metavar="DB", required=True, help="SQLite file of the comparison store (created if new)"
+    )
     imp.add_argument(
         "--format",
         choices=["jsonl", "openai"],
         default="jsonl",
         help="jsonl: the store's own schema (labels export); openai: OpenAI's best_of_N files",
     )
-    imp.add_argument("--task", default=None, help="the task the labels are for (needed with --format openai)")
-    imp.add_argument("--labeler", default="openai", help="labeler name for --format openai rows")
+    imp.add_argument(
+        "--task",
+        metavar="TASK",
+        default=None,
+        help="the task the labels are for (needed with --format openai)",
+    )
+    imp.add_argument(
+        "--labeler", metavar="NAME", default="openai", help="labeler name for --format openai rows"
+    )
     vocab = imp.add_mutually_exclusive_group()
     vocab.add_argument(
         "--tokenizer",
+        metavar="SPEC",
         default=None,
         help="check token ids against this tokenizer's vocabulary (any model spec)",
     )
-    vocab.add_argument("--vocab-size", type=int, default=None, help="check token ids are < N")
+    vocab.add_argument("--vocab-size", metavar="N", type=int, default=None, help="check token ids are < N")
 
     exp = actions.add_parser("export", help="write a store's rows to a file")
-    exp.add_argument("--store", required=True, help="SQLite file of the comparison store")
-    exp.add_argument("--out", required=True, help="the file to write (replaced whole)")
+    exp.add_argument("--store", metavar="DB", required=True, help="SQLite file of the comparison store")
+    exp.add_argument("--out", metavar="FILE", required=True, help="the file to write (replaced whole)")
     exp.add_argument(
         "--format",
         choices=["jsonl", "openai"],
         default="jsonl",
         help="jsonl: every row in the store's schema; openai: labelled best_of_n rows, padded with 50259",
     )
-    exp.add_argument("--task", default=None, help="only rows of this task")
+    exp.add_argument("--task", metavar="TASK", default=None, help="only rows of this task")
     exp.add_argument("--labelled-only", action="store_true", help="only labelled rows (jsonl; openai always)")
     exp.add_argument(
-        "--query-length", type=int, default=None, help="openai: pad queries to N (default: longest)"
+        "--query-length",
+        metavar="N",
+        type=int,
+        default=None,
+        help="openai: pad queries to N (default: longest)",
     )
     exp.add_argument(
-        "--response-length", type=int, default=None, help="openai: pad samples to N (default: longest)"
+        "--response-length",
+        metavar="N",
+        type=int,
+        default=None,
+        help="openai: pad samples to N (default: longest)",
     )
     return {"labels": cmd_labels}
 
