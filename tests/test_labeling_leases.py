@@ -118,6 +118,14 @@ def test_skip_releases_the_lease_and_the_skipper_is_not_served_it_again(store):
     assert store.next_question("ann").id != q.id
 
 
+def test_revoking_a_labeler_frees_the_question_they_held(store):
+    store.add_labeler("ann")
+    q = store.next_question("ann")
+    store.revoke_labeler("ann")
+    assert store.lease_of("ann") is None
+    assert store.next_question("bob").id == q.id
+
+
 def test_leases_survive_a_restart(tmp_path, store):
     q = store.next_question("ann")
     clock = store.clock

@@ -106,13 +106,15 @@ class LabelerMixin:
             raise KeyError(f"no labeler named {name!r} in this store; `textenv labelers list` shows them.")
 
     def revoke_labeler(self, name: str) -> int:
-        """Revoke ``name``'s token and end all their sessions at once (their answers stay). Returns the
-        number of sessions ended. Raises KeyError for an unknown name."""
+        """Revoke ``name``'s token and end all their sessions at once (their answers stay; the question
+        they held a lease on goes back to the pool). Returns the number of sessions ended. Raises KeyError
+        for an unknown name."""
         with self.comparisons._transaction() as conn:
             self._require_labeler(conn, name)
             conn.execute(
                 "UPDATE labelers SET revoked=? WHERE name=? AND revoked IS NULL", (time.time(), name)
             )
+            conn.execute("DELETE FROM labeling_leases WHERE labeler=?", (name,))
             return self._end_sessions_in(conn, name)
 
     def rotate_token(self, name: str) -> str:
