@@ -46,7 +46,8 @@ def shaped_rewards(
 
     Args:
         scores: (B,) scores of the truncated responses (penalty already applied by the env).
-        logprobs, ref_logprobs: (B, L) tempered log-probs of the sampled tokens under pi and rho.
+        logprobs: (B, L) tempered log-probs of the sampled tokens under pi.
+        ref_logprobs: (B, L) the same under rho.
         kl_coef: beta.
 
     Returns:
