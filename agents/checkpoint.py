@@ -158,6 +158,14 @@ def _clean_leftovers(path: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def recover(ckpt_dir: Path, rank: int) -> None:
+    """Put back the checkpoints of ``rank`` that a kill caught while they were being replaced (renamed
+    away, the new one not yet in place), and remove that rank's killed writers' temporary folders. Call
+    it only while no writer of ``rank`` runs (before resuming)."""
+    if Path(ckpt_dir).is_dir():
+        _clean_leftovers(checkpoint_path(ckpt_dir, 0, rank))
+
+
 def save_state(path: Path, state: dict) -> Path:
     """Write ``state`` as the checkpoint folder ``path`` atomically (replacing one there); return it."""
     path = Path(path)

@@ -17,12 +17,30 @@ Schedule, with N_pi the run's episodes, N_r0 the initial and N_r the final numbe
 ``mode="batched"`` is the paper's alternative: no requests run ahead; at each retrain point PPO stops,
 exactly the labels up to that point are collected from the current policy, the reward model is
 retrained, and PPO continues until the schedule asks for more than that point.
+
+Normalisation (§1.3, ``normalize``): by default, as the reference code, every retrain normalises the fresh
+reward model on samples of rho *before* training and again *after* it, each time on fresh samples (their
+seed derives from the run's seed, the retrain's index and before/after); ``normalize = "after"``
+normalises after training only.
+
+Resume (``train-policy --online --resume``, after a kill -9 anywhere): the loop's state
+(:meth:`OnlineLoop.state_dict`: the run id, the retrain points done, the retrain count and log, the
+reward model now swapped in, the mock labeler's RNG) is saved in every checkpoint beside the agent's,
+and a checkpoint is also written right after each retrain. The store itself is the record of what was
+asked and answered: every request is round ``r`` of iteration ``i`` of this run, its questions are named
+``online-<run id>-i<i>-r<r>-q<j>`` (``v<j>`` for validation questions) and drawn with a seed derived
+from (seed, i, r), and the number to ask is always counted from the store (labelled + pending); so a
+resumed run re-asks nothing already in the store, completes a request a kill cut short with exactly the
+questions it would have asked, counts the questions still unanswered as outstanding, and uses the
+answers that came in while it was down. On the CPU, with the mock labeler, a resumed run's metrics and
+weights equal an uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
 import time
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -32,7 +50,7 @@ from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
 from rewards.comparisons import ComparisonStore
-from rewards.train import RewardTrainConfig
+from rewards.train import RewardTrainConfig, normalization_seed
 
 
 def labels_needed(n: float, initial: int, final: int, total_episodes: int) -> float:
@@ -74,7 +92,9 @@ class OnlineConfig:
             ``top_blocks`` unset trains the whole model). Given keys replace these defaults: lr 5e-5, batch
             8, one epoch. Its ``seed`` plus the retrain's index seeds each training.
         pool: the reward head's pooling, ``last`` (the paper) or ``mean`` (over the response).
-        normalize_samples: samples of rho for the normalisation (§1.3).
+        normalize_samples: samples of rho for each normalisation (§1.3).
+        normalize: ``before_and_after`` (the paper's: a fresh reward model is normalised on samples of rho
+            before training and again after, on fresh samples each time) or ``after`` (after only).
         poll_s, max_wait_s: how often to look for new labels, and how long PPO may wait (0: forever).
         seed: sampling seed (requests, the mock labeler, the reward model's initialisation).
     """
@@ -93,6 +113,7 @@ class OnlineConfig:
     reward: RewardTrainConfig = dataclasses.field(default_factory=lambda: ONLINE_REWARD_DEFAULTS)
     pool: Literal["last", "mean"] = "last"
     normalize_samples: int = Field(256, gt=0)
+    normalize: Literal["before_and_after", "after"] = "before_and_after"
     poll_s: float = Field(0.2, gt=0)
     max_wait_s: float = Field(0.0, ge=0)
     seed: int = Field(0, ge=0)
@@ -146,6 +167,26 @@ def _as_lm(model):
         yield model.lm
 
 
+def derived_seed(seed: int, *path: int) -> int:
+    """A 31-bit seed for the request, normalisation, ... at ``path`` (e.g. iteration, round) of a run with
+    ``seed``: a pure function, so a resumed run draws exactly what the killed one would have."""
+    return int(np.random.SeedSequence([int(seed), *map(int, path)]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _count_ids(store: ComparisonStore, task: str, prefix: str) -> int:
+    """Distinct questions of ``task`` whose id starts with ``prefix`` (hex, digits, letters and dashes:
+    no GLOB wildcards), counted in SQL."""
+    row = store._conn.execute(
+        "SELECT COUNT(DISTINCT question_id) FROM comparisons WHERE task=? AND question_id GLOB ?",
+        (task, prefix + "*"),
+    ).fetchone()
+    return int(row[0])
+
+
+STATE_VERSION = 1
+_REQUEST, _VALIDATION = 1, 2  # derived_seed paths
+
+
 class OnlineLoop:
     """Drives label requests, waiting and reward-model retraining around a built-in agent's iterations.
 
@@ -156,6 +197,8 @@ class OnlineLoop:
         total_episodes: N_pi, the episodes of the whole run.
         model_spec: the reward model's base (the initial policy rho's spec).
         labeler: a labeler object for mock labelling (default: ``make_labeler(config.labeler)``).
+        run_id: names this run's questions in the store (default: random; a resumed run takes its
+            checkpoint's, :meth:`load_state_dict`).
     """
 
     def __init__(
@@ -169,6 +212,7 @@ class OnlineLoop:
         model_spec: str,
         store_path: str,
         labeler=None,
+        run_id: str | None = None,
     ) -> None:
         from rewards.labelers import make_labeler
 
@@ -178,10 +222,12 @@ class OnlineLoop:
         self.human = config.labeler == "human"
         self.labeler = None if self.human else (labeler or make_labeler(config.labeler, seed=config.seed))
         self.points = retrain_points(config.initial_labels, config.final_labels, config.retrains)
+        self.run_id = run_id or secrets.token_hex(6)
         self.next_point = 0  # index into points
         self.retrains = 0
-        self.requests = 0
-        self.rng = np.random.default_rng(config.seed)
+        self.retrain_log: list[dict] = []  # one entry per retrain: iteration, labels, loss, normalisation
+        self.round = 0  # request rounds so far in the current before_iteration
+        self.checkpoint_due = False  # set by a retrain: the caller saves a checkpoint (train_policy does)
         self.tokenizer = agent.policy.tokenizer
         self.reward_model = None
         self.reward = SwappableReward()
@@ -204,6 +250,23 @@ class OnlineLoop:
         )
 
     # ----------------------------------------------------------------------------- counting
+    @property
+    def id_prefix(self) -> str:
+        """The question ids of this run start with this."""
+        return f"online-{self.run_id}-"
+
+    def request_tag(self, iteration: int, round_: int) -> str:
+        """The id prefix of request round ``round_`` before iteration ``iteration + 1``."""
+        return f"{self.id_prefix}i{int(iteration)}-r{int(round_)}-"
+
+    def is_validation(self, question_id: str) -> bool:
+        return question_id.startswith(self.id_prefix) and question_id.rsplit("-", 1)[-1].startswith("v")
+
+    @property
+    def requests(self) -> int:
+        """Questions this run has asked (counted in the store, so a resumed run counts the killed one's)."""
+        return _count_ids(self.store, self.task, self.id_prefix)
+
     def counts(self) -> tuple[int, int]:
         """(labelled questions, pending questions) of this task in the store."""
         labelled = self.store.count_questions(task=self.task, labelled=True)  # polled: a count, not a read
@@ -216,34 +279,51 @@ class OnlineLoop:
         )
 
     # ------------------------------------------------------------------------------ requests
-    def request(self, n: int) -> None:
-        """Ask ``n`` new questions: ``samples`` samples of the current policy, or, for a constant share,
-        validation questions (half from rho, half from pi)."""
+    def request(self, n: int) -> int:
+        """Ask ``n`` new questions as the next request round of this iteration: ``samples`` samples of the
+        current policy, or, for a constant share, validation questions (half from rho, half from pi).
+        Returns the questions stored.
+
+        Idempotent across a kill: the round's questions are named by :meth:`request_tag` and drawn with a
+        seed derived from (seed, iteration, round). When the store already holds some of them (a killed
+        run stored them after its last checkpoint), the callers' ``n``, counted from the store, no longer
+        includes them: the round is redrawn whole (``n`` + those) and only the missing ones are stored.
+        """
+        iteration, round_ = int(self.agent.iteration), self.round
+        self.round += 1
         if n <= 0:
-            return
-        n_val = int(self.rng.binomial(n, self.config.validation_share)) if self.config.validation_share else 0
-        seed = int(self.rng.integers(2**31))
-        version = int(self.agent.iteration)
-        if n - n_val:
+            return 0
+        tag = self.request_tag(iteration, round_)
+        have_q = _count_ids(self.store, self.task, tag + "q")
+        have_v = _count_ids(self.store, self.task, tag + "v")
+        total = n + have_q + have_v
+        seed = derived_seed(self.config.seed, _REQUEST, iteration, round_)
+        share = self.config.validation_share
+        n_val = int(np.random.default_rng(seed).binomial(total, share)) if share else 0
+        stored = 0
+        if total - n_val > have_q:
             from rewards.pipeline import sample_questions
 
             with _as_lm(self.agent.policy) as lm:
-                sample_questions(
+                stored += sample_questions(
                     self.store,
                     self.task,
                     lm,
                     self.tokenizer,
-                    n_queries=n - n_val,
+                    n_queries=total - n_val,
                     n_samples=self.config.samples,
                     seed=seed,
-                    policy_version=version,
+                    policy_version=iteration,
+                    question_id_prefix=tag + "q",
+                    skip=have_q,
                     **self.overrides,
-                )
-        if n_val:
-            self._validation_questions(n_val, seed + 1, version)
-        self.requests += n
+                )["questions"]
+        if n_val and not have_v:  # validation questions are stored in one transaction: all or none
+            seed_v = derived_seed(self.config.seed, _VALIDATION, iteration, round_)
+            stored += self._validation_questions(n_val, seed_v, iteration, tag + "v")
+        return stored
 
-    def _validation_questions(self, n: int, seed: int, version: int) -> None:
+    def _validation_questions(self, n: int, seed: int, version: int, prefix: str) -> int:
         """``n`` questions whose samples come half from rho (the reference policy), half from the policy."""
         from rewards.pipeline import make_question
         from textenv.models.sampling import hf_sample_fn
@@ -261,12 +341,11 @@ class OnlineLoop:
             k = self.config.samples - half
             from_pi = sample_for_prompts(task, prompts, sample_fn, k=k, seed=seed + 1).per_prompt()
         questions = [
-            make_question(
-                task, p, [*from_ref[i], *from_pi[i]], version, question_id=f"val-{version}-{seed}-{i}"
-            )
+            make_question(task, p, [*from_ref[i], *from_pi[i]], version, question_id=f"{prefix}{i}")
             for i, p in enumerate(prompts)
         ]
         self.store.add(questions)
+        return len(questions)
 
     # ------------------------------------------------------------------------------- labels
     def label_due(self) -> int:
@@ -283,6 +362,10 @@ class OnlineLoop:
             )
             done += 1
         return done
+
+    def pause(self) -> None:
+        """Wait ``poll_s`` before looking for labels again."""
+        time.sleep(self.config.poll_s)
 
     def wait_for(self, target: int) -> float:
         """Block until ``target`` questions are labelled; returns the seconds waited."""
@@ -301,32 +384,47 @@ class OnlineLoop:
                     f"waited {waited:.0f} s for labels: {labelled} of {target} arrived ({pending} pending). "
                     "Label in the app (textenv serve-labeling) or raise online.max_wait_s."
                 )
-            time.sleep(self.config.poll_s)
+            self.pause()
 
     # ---------------------------------------------------------------------------- retraining
     def retrain(self) -> dict:
-        """A fresh reward model on rho, one pass over every label so far, normalised on rho's samples,
-        swapped into the env (§1.7)."""
+        """A fresh reward model on rho, normalised on fresh samples of rho (before training too, by
+        default), one pass over every label so far, normalised again on other fresh samples, swapped into
+        the env (§1.3, §1.7). Asks the caller for a checkpoint (:attr:`checkpoint_due`)."""
         from rewards.model import RewardModel
-        from rewards.train import normalize, policy_samples, train_reward_model
+        from rewards.train import normalize_on_policy, train_reward_model
 
-        c = self.config
+        c, index = self.config, self.retrains
         items = self.store.labelled(task=self.task, label_type="best_of_n")
-        rm = RewardModel.from_spec(self.model_spec, seed=c.seed + self.retrains, pool=c.pool)
+        rm = RewardModel.from_spec(self.model_spec, seed=c.seed + index, pool=c.pool)
         rm = rm.to(self.agent.device)
+
+        def normalize(phase: str) -> dict:
+            seed = normalization_seed(c.seed, index, phase)
+            with _as_lm(self.agent.reference) as ref_lm:
+                return normalize_on_policy(
+                    rm, self.task, ref_lm, self.tokenizer, c.normalize_samples, seed=seed, **self.overrides
+                )
+
+        norm = {"before": normalize("before")} if c.normalize == "before_and_after" else {}
         cfg = dataclasses.replace(
-            c.reward, batch_size=min(c.reward.batch_size, len(items)), seed=c.reward.seed + self.retrains
+            c.reward, batch_size=min(c.reward.batch_size, len(items)), seed=c.reward.seed + index
         )
         metrics = train_reward_model(rm, items, cfg)
-        with _as_lm(self.agent.reference) as ref_lm:
-            q, r = policy_samples(
-                self.task, ref_lm, self.tokenizer, c.normalize_samples, seed=c.seed, **self.overrides
-            )
-        normalize(rm, q, r)
+        norm["after"] = normalize("after")
         self.reward.set(rm.as_reward_fn())
         self.reward_model = rm
         self.retrains += 1
-        return {"labels": len(items), "loss_last": metrics["train/loss_last_10pct"]}
+        out = {
+            "retrain": index,
+            "iteration": int(self.agent.iteration),
+            "labels": len(items),
+            "loss_last": metrics["train/loss_last_10pct"],
+            "normalize": norm,
+        }
+        self.retrain_log.append(out)
+        self.checkpoint_due = True
+        return out
 
     # --------------------------------------------------------------------------- the hook
     def before_iteration(self) -> dict:
@@ -337,6 +435,7 @@ class OnlineLoop:
         way, retrain once the schedule has passed the next retrain point.
         """
         c = self.config
+        self.round = 0
         n = self.agent.iteration * self.agent.config.batch_size  # episodes done so far
         need = self.needed(n)
         due = [k for k in range(self.next_point, len(self.points)) if self.points[k] <= need]
@@ -352,6 +451,8 @@ class OnlineLoop:
         if due:
             retrain = self.retrain()
             self.next_point = due[-1] + 1
+        elif self.retrain_log and self.retrain_log[-1]["iteration"] == self.agent.iteration:
+            retrain = self.retrain_log[-1]  # resumed from the checkpoint written right after this retrain
         labelled, pending = self.counts()
         stats = {
             "online/labels": labelled,
@@ -368,10 +469,10 @@ class OnlineLoop:
         return stats
 
     def validation_stats(self) -> dict:
-        """How often a pi sample (indices >= samples // 2) wins a validation question."""
+        """How often a pi sample (indices >= samples // 2) wins one of this run's validation questions."""
         half = self.config.samples // 2
         wins = [
-            c.best >= half for c in self.store.labelled(task=self.task) if c.question_id.startswith("val-")
+            c.best >= half for c in self.store.labelled(task=self.task) if self.is_validation(c.question_id)
         ]
         return {
             "online/validation_questions": len(wins),
@@ -384,8 +485,106 @@ class OnlineLoop:
             return None
         return float(np.mean(self.labeler.scores("", texts)))
 
+    # ---------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        """What a resumed run needs beyond the agent's state (saved in the same checkpoint, JSON and
+        safetensors): the run id (its questions' names), the retrain points done, the retrain count and
+        log, the mock labeler's RNG, and the reward model now scoring the env.
+
+        The reward model's weights are saved (its trained tensors, the frozen rest being rho's, and the
+        gain/bias of its normalisation) rather than retrained from the store on resume: retraining would
+        repeat the most expensive step of the loop (on the full model, §1.3) on every resume, would give
+        other weights on a GPU (non-deterministic kernels), and would need the exact label set of that
+        retrain, while the store keeps growing (answers arrive while the run is down). The counts below
+        are derived from the store, which is the record of what was asked and answered, and are kept for
+        reading only.
+        """
+        rm = self.reward_model
+        saved_rm = None
+        if rm is not None:
+            trunk = {f"lm.{n}": p for n, p in rm.lm.named_parameters() if p.requires_grad}
+            tensors = {
+                "head.weight": rm.head.weight,
+                "head.bias": rm.head.bias,
+                "gain": rm.gain,
+                "bias": rm.bias,
+            }
+            saved_rm = {
+                "seed": rm.seed,
+                "pool": rm.pool,
+                "top_blocks": rm.top_blocks,
+                "tensors": {k: v.detach().cpu().clone() for k, v in {**tensors, **trunk}.items()},
+            }
+        rng = getattr(self.labeler, "rng", None)
+        labelled, pending = self.counts()
+        return {
+            "version": STATE_VERSION,
+            "run_id": self.run_id,
+            "iteration": int(self.agent.iteration),
+            "next_point": self.next_point,
+            "retrains": self.retrains,
+            "retrain_log": self.retrain_log,
+            "reward_model": saved_rm,
+            "labeler_rng": rng.bit_generator.state if isinstance(rng, np.random.Generator) else None,
+            "counts": {
+                "labels": labelled,
+                "pending": pending,
+                "requests": self.requests,
+                **self.validation_stats(),
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` (after the agent's own state is loaded): the same run id, so
+        the questions the killed run asked count as asked; the reward model swapped back in."""
+        from rewards.model import RewardModel
+
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"online-loop state version {state.get('version')!r}; this code reads {STATE_VERSION}."
+            )
+        if int(state["iteration"]) != int(self.agent.iteration):
+            raise ValueError(
+                f"the online-loop state is of iteration {state['iteration']}, the agent's of {self.agent.iteration}."
+            )
+        self.run_id = str(state["run_id"])
+        self.next_point, self.retrains = int(state["next_point"]), int(state["retrains"])
+        self.retrain_log = list(state["retrain_log"])
+        saved = state["reward_model"]
+        if saved is not None:
+            rm = RewardModel.from_spec(self.model_spec, seed=int(saved["seed"]), pool=saved["pool"])
+            tensors = dict(saved["tensors"])
+            import torch
+
+            with torch.no_grad():
+                for name in ("head.weight", "head.bias", "gain", "bias"):
+                    rm.get_parameter(name).copy_(tensors.pop(name))
+                params = dict(rm.lm.named_parameters())
+                unknown = [n for n in tensors if n.removeprefix("lm.") not in params]
+                if unknown:
+                    raise ValueError(
+                        f"reward-model tensors {unknown[:3]} are not in a {self.model_spec} model."
+                    )
+                for name, value in tensors.items():
+                    params[name.removeprefix("lm.")].copy_(value)
+            rm.set_trainable(saved["top_blocks"])
+            rm = rm.to(self.agent.device).eval()
+            self.reward.set(rm.as_reward_fn())
+            self.reward_model = rm
+        rng = getattr(self.labeler, "rng", None)
+        if state.get("labeler_rng") is not None and isinstance(rng, np.random.Generator):
+            rng.bit_generator.state = state["labeler_rng"]
+        self.checkpoint_due = False
+
     def close(self) -> None:
         self.store.close()
 
 
-__all__ = ["OnlineConfig", "OnlineLoop", "SwappableReward", "labels_needed", "retrain_points"]
+__all__ = [
+    "OnlineConfig",
+    "OnlineLoop",
+    "SwappableReward",
+    "derived_seed",
+    "labels_needed",
+    "retrain_points",
+]

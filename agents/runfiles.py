@@ -6,7 +6,9 @@ Layout of ``run.out_dir``::
     metrics.jsonl                    one line per iteration (the reference code's keys)
     samples.jsonl                    decoded samples every ``sample_every`` iterations
     tensorboard/                     TensorBoard events
-    checkpoints/iter-0000010.rank0/  state.safetensors + state.json + manifest.json (agents.checkpoint)
+    checkpoints/iter-0000010.rank0/  state.safetensors + state.json + manifest.json (agents.checkpoint);
+                                     an online run's also hold the online loop's state and reward model
+    labels.db                        an online run's comparison store (unless online.store says otherwise)
     curves.png                       the learning curves (the algorithm's, from the registry)
     halt.json                        why the andon cord stopped the run, when it did
 
@@ -76,8 +78,12 @@ class RunFiles:
     def checkpoint_path(self, iteration: int) -> Path:
         return ckpt.checkpoint_path(self.ckpt_dir, iteration, self.rank)
 
-    def save_checkpoint(self, agent) -> Path:
+    def save_checkpoint(self, agent, online=None) -> Path:
+        """The agent's state (and the online loop's, :meth:`agents.online.OnlineLoop.state_dict`) as the
+        checkpoint of its iteration (replacing one there: an online run re-saves after a retrain)."""
         state = {"state": agent.state_dict(), "config": self.cfg.to_dict()}
+        if online is not None:
+            state["online"] = online.state_dict()
         path = ckpt.save_state(self.checkpoint_path(agent.iteration), state)
         if self.cfg.run.keep_checkpoints:
             ckpt.prune(self.ckpt_dir, self.rank, self.cfg.run.keep_checkpoints, spare=path)  # no re-hash
@@ -92,9 +98,11 @@ class RunFiles:
             self.ckpt_dir.glob("iter-*.pt")
         )
 
-    def resume(self, agent) -> int:
-        """Load the newest intact checkpoint into ``agent`` (saying which newer ones are damaged); refuses
-        a config that differs outside ``[run]``. Returns the iteration it resumes after."""
+    def resume(self, agent, online=None) -> int:
+        """Load the newest intact checkpoint into ``agent`` and ``online`` (an
+        :class:`agents.online.OnlineLoop`; saying which newer checkpoints are damaged); refuses a config
+        that differs outside ``[run]``. Returns the iteration it resumes after."""
+        ckpt.recover(self.ckpt_dir, self.rank)  # a checkpoint a kill caught while it was being replaced
         path, damaged = ckpt.latest_intact(self.ckpt_dir, self.rank)
         for bad, reason in damaged:
             print(
@@ -115,7 +123,14 @@ class RunFiles:
             print(f"[train-policy] resuming from {path.name}.", file=sys.stderr)
         saved = ckpt.load_state(path)
         _check_resumable(self.cfg.to_dict(), saved["config"])
+        if online is not None and "online" not in saved:
+            raise ConfigError(
+                f"--resume: {path} holds no online-loop state (written by a textenv that could not resume "
+                "online runs); start a new run with online.store pointing at the same store."
+            )
         agent.load_state_dict(saved["state"])
+        if online is not None:
+            online.load_state_dict(saved["online"])
         return agent.iteration
 
     def close(self) -> None:
@@ -123,8 +138,9 @@ class RunFiles:
             self.tb.close()
 
 
-# What may differ on --resume: where and how often to write, and the remedies the andon cord suggests
-# (the halt rule and the learning rate); everything else would silently make another run.
+# What may differ on --resume: where and how often to write, the remedies the andon cord suggests (the
+# halt rule and the learning rate), and how often and how long the online loop waits for labels;
+# everything else would silently make another run.
 RESUMABLE = {
     ("run", key)
     for key in (
@@ -138,7 +154,7 @@ RESUMABLE = {
         "plot",
         "device",
     )
-}
+} | {("online", "poll_s"), ("online", "max_wait_s")}
 
 
 def _check_resumable(mine: dict, theirs: dict) -> None:
@@ -154,7 +170,7 @@ def _check_resumable(mine: dict, theirs: dict) -> None:
     if changed:
         raise ConfigError(
             f"--resume: the config differs from the checkpoint's in {changed}; only [run] (but run.algo), "
-            "[halt] and optim.lr may change on resume."
+            "[halt], optim.lr, online.poll_s and online.max_wait_s may change on resume."
         )
     moved = [
         f"{t}.{k}"

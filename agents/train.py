@@ -8,6 +8,12 @@ name is unique, or names a setting of the algorithm that runs). ``--resume`` con
 intact checkpoint exactly: on CPU with the same seed the metrics equal an uninterrupted run's bit for bit
 (tested with ``kill -9``).
 
+``--online --resume`` continues an online run (:mod:`agents.online`) killed anywhere, while waiting for
+labels, in a reward-model retrain or mid-PPO: the checkpoints also hold the loop's state and the reward
+model in use (an online run also checkpoints before its first iteration and after every retrain, when
+``run.checkpoint_every`` is not 0), and the store is the record of what was asked and answered: nothing
+already asked is asked again, and the answers that came in while the run was down are used.
+
 The andon cord (:class:`agents.loop.TrainingHalted`): a NaN/inf or a KL runaway stops the run with the
 diagnostic in ``halt.json`` and on stderr, and a checkpoint to ``--resume`` from (exit status 3). A bad
 config value prints one line per problem and exits with status 2.
@@ -36,15 +42,17 @@ def _progress_bar(total: int, start: int, algo: str):
     return tqdm(total=total, initial=start, desc=algo.upper(), unit="it", file=sys.stderr)
 
 
-def _halt(files: RunFiles, agent, exc: TrainingHalted) -> None:
-    saved = files.save_checkpoint(agent) if exc.phase == "rollout" else files.latest_checkpoint()
+def _halt(files: RunFiles, agent, exc: TrainingHalted, online: OnlineLoop | None) -> None:
+    saved = files.save_checkpoint(agent, online) if exc.phase == "rollout" else files.latest_checkpoint()
     report = {"iteration": agent.iteration + 1, "reason": str(exc), "resume_from": str(saved)}
     if files.rank == 0:
         (files.dir / "halt.json").write_text(json.dumps(report, indent=1))
     print(f"[train-policy] HALTED: {exc}\n  resumable checkpoint: {saved}", file=sys.stderr)
 
 
-def _after_iteration(cfg: TrainConfig, files: RunFiles, agent, metrics: dict, bar) -> None:
+def _after_iteration(
+    cfg: TrainConfig, files: RunFiles, agent, metrics: dict, bar, online: OnlineLoop | None
+) -> None:
     files.log(metrics)
     if bar is not None:
         bar.update(1)
@@ -60,7 +68,21 @@ def _after_iteration(cfg: TrainConfig, files: RunFiles, agent, metrics: dict, ba
             for row in rows[:2]:
                 bar.write(f"  [{agent.iteration}] {row['score']:+.2f} | {row['response']!r}")
     if cfg.run.checkpoint_every and agent.iteration % cfg.run.checkpoint_every == 0:
-        files.save_checkpoint(agent)
+        files.save_checkpoint(agent, online)
+
+
+def _before_iteration(cfg: TrainConfig, files: RunFiles, agent, online: OnlineLoop | None) -> dict:
+    """The online loop's requests, waiting and retraining; a checkpoint right after a retrain (the agent
+    unchanged, the loop with its new reward model), so that a kill in the PPO iteration that follows does
+    not redo the retrain."""
+    if online is None:
+        return {}
+    stats = online.before_iteration()
+    if online.checkpoint_due:
+        online.checkpoint_due = False
+        if cfg.run.checkpoint_every:
+            files.save_checkpoint(agent, online)
+    return stats
 
 
 def _plot(cfg: TrainConfig, files: RunFiles) -> Path | None:
@@ -74,11 +96,8 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
     """Run ``run.algo`` as ``cfg`` says; returns a summary (first/last metrics of this invocation, the
     iteration it started from, the folder, the agent)."""
     rank, world = D.init_from_env()
-    if cfg.online.enabled and (resume or world > 1):
-        raise ConfigError(
-            "--online runs in one process and cannot --resume yet (the labels stay in the store: start a new "
-            "run with online.store pointing at it)."
-        )
+    if cfg.online.enabled and world > 1:
+        raise ConfigError("--online runs in one process (it is the one that asks for labels).")
     files = RunFiles(cfg.run.out_dir, cfg, rank)
     if not resume and files.has_checkpoints():
         raise FileExistsError(
@@ -90,28 +109,30 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
         if cfg.online.enabled
         else None
     )
-    start = files.resume(agent) if resume else 0
+    start = files.resume(agent, online) if resume else 0
     files.write_config()
     files.open_logs(start)
+    if online is not None and not resume and cfg.run.checkpoint_every:
+        files.save_checkpoint(agent, online)  # iteration 0: a kill while the first labels come in resumes
     bar = _progress_bar(cfg.iterations, start, cfg.run.algo) if progress and rank == 0 else None
     history: list[dict] = []
     t_start = time.perf_counter()
     try:
         while agent.iteration < cfg.iterations:
             try:
-                online_stats = online.before_iteration() if online is not None else {}
+                online_stats = _before_iteration(cfg, files, agent, online)
                 metrics = agent.step()
             except TrainingHalted as exc:
-                _halt(files, agent, exc)
+                _halt(files, agent, exc, online)
                 raise
             if online is not None:
                 metrics.update(
                     online_stats, **{"online/labeler_score": online.labeler_score(agent.last_batch.texts)}
                 )
-            _after_iteration(cfg, files, agent, metrics, bar)
+            _after_iteration(cfg, files, agent, metrics, bar, online)
             history.append(metrics)
         if not files.checkpoint_path(agent.iteration).is_dir():  # the last iteration not saved yet
-            files.save_checkpoint(agent)
+            files.save_checkpoint(agent, online)
     finally:
         if bar is not None:
             bar.close()
@@ -146,7 +167,11 @@ def add_parser(sub) -> dict:
         help="the algorithm (default: the config's run.algo, ppo): "
         + "; ".join(f"{name}: {a.summary}" for name, a in ALGOS.items()),
     )
-    p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest intact checkpoint (with --online: the online loop too)",
+    )
     p.add_argument("--online", action="store_true", help="collect labels while training (the [online] table)")
     p.add_argument("--no-progress", action="store_true")
     return {"train-policy": cli_train_policy}

@@ -37,6 +37,8 @@ def sample_questions(
     max_rounds: int = 10,
     policy_version: int = 0,
     progress: Callable[[int], None] | None = None,
+    question_id_prefix: str = "",
+    skip: int = 0,
     **task_overrides,
 ) -> dict:
     """Store ``n_queries`` questions of ``n_samples`` truncated samples each; returns statistics.
@@ -48,6 +50,11 @@ def sample_questions(
         batch_size: sequences per ``generate`` call.
         require_valid: reject and resample invalid samples (the paper's behaviour).
         max_rounds: resampling rounds before a query that keeps producing invalid samples is skipped.
+        question_id_prefix: name the questions ``<prefix><j>`` (j = 0, 1, ... in the order they are made)
+            instead of the store's ``q<row id>``.
+        skip: make the first ``skip`` questions but do not store them (they count in ``n_queries``): a
+            resumed request redraws, with the same seed, what a killed one had already stored, and
+            stores only the rest (``stats["questions"]`` counts the stored ones).
     """
     from textenv.models.sampling import hf_sample_fn
     from textenv.task import make_task
@@ -59,14 +66,18 @@ def sample_questions(
     rng = np.random.default_rng(seed)
     stats = {"questions": 0, "sampled": 0, "valid": 0, "skipped_queries": 0}
     per_batch = max(1, batch_size // n_samples)
-    call = 0
-    while stats["questions"] + stats["skipped_queries"] < n_queries:
-        todo = min(per_batch, n_queries - stats["questions"] - stats["skipped_queries"])
+    call = made = 0  # made: questions made so far, stored or (the first ``skip``) not
+    while made + stats["skipped_queries"] < n_queries:
+        todo = min(per_batch, n_queries - made - stats["skipped_queries"])
         prompts = task.draw_prompts(todo, rng)
         kept, call = _sample_kept(
             task, prompts, sample_fn, stats, n_samples, require_valid, max_rounds, seed, call
         )
         questions = _full_questions(task, prompts, kept, n_samples, policy_version, stats)
+        if question_id_prefix:
+            for j, q in enumerate(questions, made):
+                q.question_id = f"{question_id_prefix}{j}"
+        questions, made = questions[max(0, skip - made) :], made + len(questions)
         store.add(questions)
         stats["questions"] += len(questions)
         if progress is not None:
@@ -196,6 +207,7 @@ def mock_reward_model(
     epochs: int = 10,
     lr: float = 1e-3,
     normalize_samples: int = 256,
+    normalize: str = "before_and_after",
     seed: int = 0,
     require_valid: bool = True,
     **task_overrides,
@@ -205,9 +217,16 @@ def mock_reward_model(
     ``pool``; several epochs: named deviations that suit small label counts on a CPU), normalise on fresh
     samples of rho (§1.3) and save to ``out_dir/reward_model``. ``require_valid=False`` keeps samples that
     break the task's truncation rule (the paper resamples them). Returns ``(reward_model, metrics)``.
-    """
-    from rewards.train import normalize, policy_samples
 
+    ``normalize``: ``"before_and_after"`` (the paper's and the reference code's: gain/bias set on fresh
+    samples of rho before training, seed ``seed + 12``, and again after it on other fresh samples, seed
+    ``seed + 11``; the moments are returned as ``before/norm/*`` and ``norm/*``) or ``"after"`` (after
+    training only, on the seed ``seed + 11`` samples: the behaviour before the option existed).
+    """
+    from rewards.model import RewardModel
+    from rewards.train import check_normalize_when, normalize_on_policy
+
+    check_normalize_when(normalize)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sets = _mock_labelled_sets(
@@ -222,11 +241,14 @@ def mock_reward_model(
         require_valid=require_valid,
         **task_overrides,
     )
-    rm, metrics = _train_mock_head(model_spec, sets, pool=pool, epochs=epochs, lr=lr, seed=seed)
-    q, r = policy_samples(
-        task, lm, tokenizer, normalize_samples, seed=seed + 11, batch_size=128, **task_overrides
-    )
-    metrics.update(normalize(rm, q, r, batch_size=64))
+    norm = {"sample_batch_size": 128, "score_batch_size": 64, **task_overrides}
+    rm = RewardModel.from_spec(model_spec, seed=seed, pool=pool)
+    before = {}
+    if normalize == "before_and_after":
+        before = normalize_on_policy(rm, task, lm, tokenizer, normalize_samples, seed=seed + 12, **norm)
+    metrics = _train_mock_head(rm, sets, epochs=epochs, lr=lr, seed=seed)
+    metrics.update({f"before/{k}": v for k, v in before.items()})
+    metrics.update(normalize_on_policy(rm, task, lm, tokenizer, normalize_samples, seed=seed + 11, **norm))
     metrics.update({"questions/train": len(sets["train"]), "questions/heldout": len(sets["heldout"])})
     rm.save(out / "reward_model")
     return rm, metrics
@@ -276,19 +298,15 @@ def _mock_labelled_sets(
     return sets
 
 
-def _train_mock_head(
-    model_spec: str, sets: dict[str, list[Comparison]], *, pool: str, epochs: int, lr: float, seed: int
-) -> tuple:
-    """A reward model from ``model_spec`` whose head alone is trained on ``sets["train"]`` (cached trunk
-    features, batches of 16), evaluated on ``sets["heldout"]``; returns ``(reward_model, metrics)``."""
-    from rewards.model import RewardModel
+def _train_mock_head(rm, sets: dict[str, list[Comparison]], *, epochs: int, lr: float, seed: int) -> dict:
+    """Train the head of the reward model ``rm`` alone on ``sets["train"]`` (cached trunk features, batches
+    of 16) and evaluate it on ``sets["heldout"]``; returns the metrics."""
     from rewards.train import RewardTrainConfig, cache_features, train_reward_model
 
-    rm = RewardModel.from_spec(model_spec, seed=seed, pool=pool)
     rm.set_trainable(0)
     feats = cache_features(rm, sets["train"], batch_size=32)
     held = cache_features(rm, sets["heldout"], batch_size=32) if sets["heldout"] else None
-    metrics = train_reward_model(
+    return train_reward_model(
         rm,
         sets["train"],
         RewardTrainConfig(lr=lr, batch_size=16, epochs=epochs, top_blocks=0, seed=seed),
@@ -296,4 +314,3 @@ def _train_mock_head(
         features=feats,
         eval_features=held,
     )
-    return rm, metrics

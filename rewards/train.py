@@ -343,6 +343,47 @@ def policy_samples(
     return queries, [[int(x) for x in r] for r in drawn.responses]
 
 
+NormalizeWhen = Literal["before_and_after", "after"]
+NORMALIZE_WHEN: tuple[str, ...] = ("before_and_after", "after")
+
+
+def normalization_seed(seed: int, index: int = 0, phase: str = "after") -> int:
+    """A seed for one normalisation's samples, distinct for every (run seed, retrain ``index``, ``phase``
+    "before"/"after"): each normalisation draws fresh prompts and samples of rho (§1.3, as the reference
+    code's ``train_reward`` samples anew before and after training)."""
+    if phase not in ("before", "after"):
+        raise ValueError(f"phase must be 'before' or 'after', got {phase!r}.")
+    entropy = [int(seed), 0x6E6F726D, int(index), 0 if phase == "before" else 1]  # 0x6E6F726D: "norm"
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def normalize_on_policy(
+    rm: RewardModel,
+    task: str,
+    model,
+    tokenizer,
+    n: int,
+    *,
+    seed: int,
+    sample_batch_size: int = 64,
+    score_batch_size: int = 32,
+    **overrides,
+) -> dict:
+    """:func:`normalize` ``rm`` on ``n`` fresh samples of the policy ``model`` (rho) drawn with ``seed``
+    (:func:`policy_samples`); returns :func:`normalize`'s moments and the seed."""
+    q, r = policy_samples(task, model, tokenizer, n, seed=seed, batch_size=sample_batch_size, **overrides)
+    return {**normalize(rm, q, r, batch_size=score_batch_size), "norm/seed": seed}
+
+
+def check_normalize_when(value: str) -> str:
+    if value not in NORMALIZE_WHEN:
+        raise ValueError(
+            f"normalize={value!r}: use 'before_and_after' (the paper's: before and after training, fresh "
+            "samples each time) or 'after' (after training only)."
+        )
+    return value
+
+
 def split_holdout(items: Sequence[Comparison], fraction: float) -> tuple[list[Comparison], list[Comparison]]:
     """Deterministic split by a hash of the question id (duplicates of a question stay together)."""
     from textenv.data import split_of
@@ -373,17 +414,18 @@ def cli_train_reward(args) -> int:
     rm = RewardModel.from_spec(args.model, seed=args.seed, device=args.device)
     rm.set_trainable(config.top_blocks)
     metrics: dict = {"store": str(args.store), "train_n": len(train_items), "holdout_n": len(held)}
-    norm_pairs = None
-    if args.normalize_samples > 0:
+    lm = tok = None
+    if args.normalize_samples > 0:  # before and after training, on fresh samples of rho each time (§1.3)
         lm, tok = load_causal_lm(args.model, device=args.device)
-        norm_pairs = policy_samples(args.task, lm, tok, args.normalize_samples, seed=args.seed + 1)
-        metrics.update({f"before/{k}": v for k, v in normalize(rm, *norm_pairs).items()})
+        before = normalize_on_policy(rm, args.task, lm, tok, args.normalize_samples, seed=args.seed + 1)
+        metrics.update({f"before/{k}": v for k, v in before.items()})
     with tqdm(
         total=len(train_items) * config.epochs, desc="training reward model", unit="q", file=sys.stderr
     ) as bar:
         out = train_reward_model(rm, train_items, config, eval_items=held or None, progress=bar.update)
-    if norm_pairs is not None:
-        metrics.update({f"after/{k}": v for k, v in normalize(rm, *norm_pairs).items()})
+    if lm is not None:
+        after = normalize_on_policy(rm, args.task, lm, tok, args.normalize_samples, seed=args.seed + 2)
+        metrics.update({f"after/{k}": v for k, v in after.items()})
     rm.save(args.out)
     metrics.update({k: v for k, v in out.items() if k not in ("losses", "lrs", "eval/scores")})
     print(json.dumps(metrics, default=float))

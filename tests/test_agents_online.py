@@ -3,6 +3,7 @@ reward model into the running env, validation questions, the batched mode, and a
 
 import itertools
 import json
+import re
 import threading
 import time
 
@@ -96,7 +97,12 @@ def test_online_run_retrains_on_schedule_and_swaps_the_reward(tmp_path):
     assert got == [min(e, 4) for e in expected] and got[-1] == 4
     assert rows[-1]["online/validation_questions"] > 0
     with ComparisonStore(tmp_path / "run" / "labels.db") as store:
-        assert any(c.question_id.startswith("val-") for c in store.labelled())
+        ids = [c.question_id for c in store.all()]
+        # every question is named by the run, the iteration, the request round and its kind
+        assert all(re.fullmatch(r"online-[0-9a-f]{12}-i\d+-r\d+-[qv]\d+", q) for q in ids), ids[:3]
+        assert len(set(ids)) == len(ids) and any(
+            re.search(r"-v\d+$", c.question_id) for c in store.labelled()
+        )
         versions = {c.policy_version for c in store.all()}
     assert len(versions) > 1  # questions were sampled from the policy as it trained
 
@@ -222,3 +228,66 @@ def test_mock_labeler_latency_delays_the_answers(tmp_path):
         lags = [c.labeled - c.created for c in store.labelled()]
     assert min(lags) >= 0.5 and time.time() - t0 >= 0.5
     loop.close()
+
+
+def spy_normalisation(monkeypatch):
+    """Record, in order, each normalisation's samples (seed, queries, responses) and each training."""
+    import rewards.train
+
+    events = []
+    samples, train = rewards.train.policy_samples, rewards.train.train_reward_model
+
+    def spy_samples(task, model, tokenizer, n, *, seed=0, **kw):
+        q, r = samples(task, model, tokenizer, n, seed=seed, **kw)
+        events.append(("normalize", seed, q, r))
+        return q, r
+
+    def spy_train(*args, **kw):
+        events.append(("train",))
+        return train(*args, **kw)
+
+    monkeypatch.setattr(rewards.train, "policy_samples", spy_samples)
+    monkeypatch.setattr(rewards.train, "train_reward_model", spy_train)
+    return events
+
+
+def test_each_retrain_normalises_before_and_after_training_on_fresh_samples(tmp_path, monkeypatch):
+    events = spy_normalisation(monkeypatch)
+    cfg = tiny_online(tmp_path, "--online.outstanding=0", "--online.validation_share=0")
+    assert cfg.online.normalize == "before_and_after"  # the paper's, the default
+    agent = build_agent(cfg)
+    loop = OnlineLoop.from_config(agent, cfg, str(tmp_path / "labels.db"))
+    loop.before_iteration()  # retrain 0
+    loop.retrain()  # retrain 1
+    assert [e[0] for e in events] == ["normalize", "train", "normalize"] * 2
+    norms = [e for e in events if e[0] == "normalize"]
+    seeds = [e[1] for e in norms]
+    assert len(set(seeds)) == 4  # a seed per (retrain, before/after)
+    pairs = [tuple(map(tuple, e[2] + e[3])) for e in norms]
+    assert len(set(pairs)) == 4  # never the same prompts and samples twice
+    # after training, rho's samples of the "after" normalisation score mean 0, std 1 (population std, §1.3)
+    _, _, q, r = norms[-1]
+    scores = loop.reward_model.score(q, r)
+    assert abs(scores.mean()) < 1e-5 and abs(scores.std() - 1.0) < 1e-4
+    log = loop.retrain_log
+    assert [set(e["normalize"]) for e in log] == [{"before", "after"}] * 2
+    assert log[1]["normalize"]["after"]["norm/seed"] == seeds[3]
+    loop.close()
+
+
+def test_normalize_after_only_is_a_named_option(tmp_path, monkeypatch):
+    events = spy_normalisation(monkeypatch)
+    cfg = tiny_online(
+        tmp_path, "--online.normalize=after", "--online.outstanding=0", "--online.validation_share=0"
+    )
+    agent = build_agent(cfg)
+    loop = OnlineLoop.from_config(agent, cfg, str(tmp_path / "labels.db"))
+    loop.before_iteration()
+    loop.retrain()
+    assert [e[0] for e in events] == ["train", "normalize"] * 2
+    assert events[1][1] != events[3][1]  # fresh samples at every retrain
+    loop.close()
+    from agents.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"online\.normalize"):
+        tiny_online(tmp_path, "--online.normalize=before")

@@ -141,3 +141,59 @@ def test_cli_train_reward_without_labels_fails_clearly(tmp_path):
                 "0",
             ]
         )
+
+
+def test_sample_questions_names_them_and_skips_what_a_killed_request_stored(tmp_path):
+    _, tok = load_causal_lm("tiny-gpt2")
+    model = PeriodModel([20, None, 5, 18])
+    kw = dict(n_queries=5, n_samples=4, batch_size=8, seed=3, question_id_prefix="run-r0-q")  # 2 per batch
+    with ComparisonStore(tmp_path / "full.db") as store:
+        sample_questions(store, "BookSentiment-v0", PeriodModel([20, None, 5, 18]), tok, **kw)
+        full = [(c.question_id, c.query, c.samples) for c in store.all()]
+    assert [q[0] for q in full] == [f"run-r0-q{j}" for j in range(5)]
+    with ComparisonStore(tmp_path / "resumed.db") as store:
+        stats = sample_questions(store, "BookSentiment-v0", model, tok, skip=3, **kw)
+        assert stats["questions"] == 2  # the first 3 made again, not stored
+        assert [(c.question_id, c.query, c.samples) for c in store.all()] == full[3:]
+
+
+def test_mock_reward_model_normalises_before_and_after_on_fresh_samples(tmp_path, monkeypatch):
+    import rewards.train
+    from rewards.labelers import make_labeler
+    from rewards.pipeline import mock_reward_model
+
+    events = []
+    samples, train = rewards.train.policy_samples, rewards.train.train_reward_model
+
+    def spy_samples(task, model, tokenizer, n, *, seed=0, **kw):
+        q, r = samples(task, model, tokenizer, n, seed=seed, **kw)
+        events.append(("normalize", seed, q, r))
+        return q, r
+
+    def spy_train(*args, **kw):
+        events.append(("train",))
+        return train(*args, **kw)
+
+    monkeypatch.setattr(rewards.train, "policy_samples", spy_samples)
+    monkeypatch.setattr(rewards.train, "train_reward_model", spy_train)
+    lm, tok = load_causal_lm("tiny-gpt2")
+    overrides = dict(
+        query_length=8, response_length=4, min_query_length=4, truncate_token=None, truncate_after=0
+    )
+    kw = dict(model_spec="tiny-gpt2", questions=4, epochs=1, normalize_samples=8, seed=5, **overrides)
+    labeler = make_labeler("sentiment")
+    rm, metrics = mock_reward_model("BookSentiment-v0", lm, tok, labeler, out_dir=tmp_path / "a", **kw)
+    assert [e[0] for e in events] == ["normalize", "train", "normalize"]
+    (_, seed_before, qb, rb), (_, seed_after, qa, ra) = events[0], events[2]
+    assert (seed_before, seed_after) == (17, 16) and (qb, rb) != (qa, ra)  # fresh samples each time
+    assert metrics["before/norm/seed"] == 17 and metrics["norm/seed"] == 16
+    scores = rm.score(qa, ra)  # after training, on the "after" samples: mean 0, std 1 (§1.3)
+    assert abs(scores.mean()) < 1e-5 and abs(scores.std() - 1.0) < 1e-4
+    events.clear()
+    rm2, metrics = mock_reward_model(
+        "BookSentiment-v0", lm, tok, labeler, out_dir=tmp_path / "b", normalize="after", **kw
+    )
+    assert [e[0] for e in events] == ["train", "normalize"] and events[1][1] == 16  # the old behaviour
+    assert not any(k.startswith("before/") for k in metrics)
+    with pytest.raises(ValueError, match="before_and_after"):
+        mock_reward_model("BookSentiment-v0", lm, tok, labeler, out_dir=tmp_path / "c", normalize="x", **kw)
