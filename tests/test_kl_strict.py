@@ -119,3 +119,11 @@ def test_adaptive_controller_state_round_trip_with_non_default_settings():
     b.load_state_dict(h.state_dict())
     assert b.state_dict() == h.state_dict() and b.form == "horizon"
     assert b.update(2.7, 64) == h.update(2.7, 64)
+
+
+@pytest.mark.parametrize("name", ["a", "k0", "k1 ", "k2", "k4", "z", "K1"])
+def test_every_unknown_estimator_is_refused(name):
+    # names on both sides of "k1" and "k3" in string order: a comparison that is not an equality fails here
+    lp = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match=f"Unknown KL estimator {name!r}"):
+        kl_per_token(lp, lp, name)
