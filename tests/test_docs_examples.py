@@ -141,10 +141,11 @@ def test_kl_example_runs(capsys):
 def test_task_api_example_runs(capsys):
     b = block(TASK_API)
     code = b.code.replace('"smollm2-135m"', '"tiny-gpt2"')
-    assert "tiny-gpt2" in code
+    code = code.replace("response_length=24)", "response_length=6, truncate_after=2)")
+    assert "tiny-gpt2" in code and "response_length=6" in code
     ns = run(b, code)
-    assert ns["contexts"].shape[0] == 4 and ns["drawn"].responses.shape == (8, 24)
-    assert len(ns["out"]["reward"]) == 8 and capsys.readouterr().out
+    assert ns["contexts"].shape[0] == 4 and ns["drawn"].responses.shape == (8, 6)
+    assert len(ns["out"]["reward"]) == 8 and capsys.readouterr().out.startswith("[")
 
 
 def test_reward_model_example_runs(tmp_path, monkeypatch):

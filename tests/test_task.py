@@ -175,19 +175,6 @@ def test_sample_responses_leaves_the_global_rng_alone(tiny_gpt2):
     assert np.array_equal(a, ref[:, 4:].numpy())
 
 
-def test_the_readme_task_api_example_runs(capsys):
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    (code,) = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "make_task" in b]
-    code = code.replace('"smollm2-135m"', '"tiny-gpt2"').replace("response_length=24", "response_length=6")
-    code = code.replace("response_length=6)", "response_length=6, truncate_after=2)")
-    assert "tiny-gpt2" in code
-    exec(compile(code, "README:task", "exec"), {})
-    assert capsys.readouterr().out.startswith("[")
-
-
 def test_a_new_data_family_is_one_registry_entry(monkeypatch, gpt2_tokenizer):
     """A family module's FAMILY (record type, to_prompt, load) is all a task of that family needs."""
     import dataclasses as dc
