@@ -32,8 +32,9 @@ asked and answered: every request is round ``r`` of iteration ``i`` of this run,
 from (seed, i, r), and the number to ask is always counted from the store (labelled + pending); so a
 resumed run re-asks nothing already in the store, completes a request a kill cut short with exactly the
 questions it would have asked, counts the questions still unanswered as outstanding, and uses the
-answers that came in while it was down. On the CPU, with the mock labeler, a resumed run's metrics and
-weights equal an uninterrupted run's.
+answers that came in while it was down. On the CPU, given the same answers (the mock labeler with
+``latency_s = 0``, or people answering the same), a resumed run's metrics and weights equal an
+uninterrupted run's (tests/test_online_resume.py).
 """
 
 from __future__ import annotations
@@ -286,7 +287,7 @@ class OnlineLoop:
 
         Idempotent across a kill: the round's questions are named by :meth:`request_tag` and drawn with a
         seed derived from (seed, iteration, round). When the store already holds some of them (a killed
-        run stored them after its last checkpoint), the callers' ``n``, counted from the store, no longer
+        run stored them after its last checkpoint), the caller's ``n``, counted from the store, no longer
         includes them: the round is redrawn whole (``n`` + those) and only the missing ones are stored.
         """
         iteration, round_ = int(self.agent.iteration), self.round
@@ -495,9 +496,10 @@ class OnlineLoop:
         gain/bias of its normalisation) rather than retrained from the store on resume: retraining would
         repeat the most expensive step of the loop (on the full model, §1.3) on every resume, would give
         other weights on a GPU (non-deterministic kernels), and would need the exact label set of that
-        retrain, while the store keeps growing (answers arrive while the run is down). The counts below
-        are derived from the store, which is the record of what was asked and answered, and are kept for
-        reading only.
+        retrain, while the store keeps growing (answers arrive while the run is down). The price: every
+        checkpoint also holds the reward model's trained tensors (with the default ``top_blocks`` unset,
+        the whole model: about the size of the policy's tensors again). The counts below are derived from
+        the store, which is the record of what was asked and answered, and are kept for reading only.
         """
         rm = self.reward_model
         saved_rm = None

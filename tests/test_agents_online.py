@@ -251,43 +251,24 @@ def spy_normalisation(monkeypatch):
     return events
 
 
-def test_each_retrain_normalises_before_and_after_training_on_fresh_samples(tmp_path, monkeypatch):
-    events = spy_normalisation(monkeypatch)
-    cfg = tiny_online(tmp_path, "--online.outstanding=0", "--online.validation_share=0")
-    assert cfg.online.normalize == "before_and_after"  # the paper's, the default
-    agent = build_agent(cfg)
-    loop = OnlineLoop.from_config(agent, cfg, str(tmp_path / "labels.db"))
-    loop.before_iteration()  # retrain 0
-    loop.retrain()  # retrain 1
-    assert [e[0] for e in events] == ["normalize", "train", "normalize"] * 2
-    norms = [e for e in events if e[0] == "normalize"]
-    seeds = [e[1] for e in norms]
-    assert len(set(seeds)) == 4  # a seed per (retrain, before/after)
-    pairs = [tuple(map(tuple, e[2] + e[3])) for e in norms]
-    assert len(set(pairs)) == 4  # never the same prompts and samples twice
-    # after training, rho's samples of the "after" normalisation score mean 0, std 1 (population std, §1.3)
-    _, _, q, r = norms[-1]
-    scores = loop.reward_model.score(q, r)
-    assert abs(scores.mean()) < 1e-5 and abs(scores.std() - 1.0) < 1e-4
-    log = loop.retrain_log
-    assert [set(e["normalize"]) for e in log] == [{"before", "after"}] * 2
-    assert log[1]["normalize"]["after"]["norm/seed"] == seeds[3]
-    loop.close()
-
-
 def test_normalize_after_only_is_a_named_option(tmp_path, monkeypatch):
-    events = spy_normalisation(monkeypatch)
-    cfg = tiny_online(
-        tmp_path, "--online.normalize=after", "--online.outstanding=0", "--online.validation_share=0"
-    )
-    agent = build_agent(cfg)
-    loop = OnlineLoop.from_config(agent, cfg, str(tmp_path / "labels.db"))
-    loop.before_iteration()
-    loop.retrain()
-    assert [e[0] for e in events] == ["train", "normalize"] * 2
-    assert events[1][1] != events[3][1]  # fresh samples at every retrain
-    loop.close()
+    """``online.normalize = "after"``: one normalisation per retrain, after training, still on fresh
+    samples each time (the default, before and after, is tested on a whole run in test_online_resume)."""
     from agents.config import ConfigError
 
+    assert load_config("tiny_toy").online.normalize == "before_and_after"  # the paper's, the default
     with pytest.raises(ConfigError, match=r"online\.normalize"):
         tiny_online(tmp_path, "--online.normalize=before")
+    events = spy_normalisation(monkeypatch)
+    cfg = tiny_online(tmp_path, "--online.normalize=after", "--online.validation_share=0")
+    agent = build_agent(cfg)
+    loop = OnlineLoop.from_config(agent, cfg, str(tmp_path / "labels.db"))
+    loop.request(4)
+    loop.label_due()
+    loop.retrain()
+    loop.retrain()
+    assert [e[0] for e in events] == ["train", "normalize"] * 2
+    assert events[1][1] != events[3][1] and events[1][2:] != events[3][2:]  # fresh samples at every retrain
+    scores = loop.reward_model.score(*events[3][2:])
+    assert abs(scores.mean()) < 1e-5 and abs(scores.std() - 1.0) < 1e-4
+    loop.close()

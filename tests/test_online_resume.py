@@ -2,12 +2,13 @@
 (while waiting for labels, inside a reward-model retrain, between two PPO minibatches) resumes from its
 last checkpoint and ends exactly as an uninterrupted run given the same answers: the same questions asked
 once each, the same labels used by each retrain, the retrain count continued, the same metrics and
-weights. The kills are simulated in process (a ``Killed`` raised from a hook, which no ``except Exception``
-catches); one test kills a real process with SIGKILL.
+weights. The first kill is a real SIGKILL of ``textenv train-policy --online``; the others are simulated
+in process (a ``Killed`` raised from a hook, which no ``except Exception`` catches).
 
 Labels come from a scripted person (``labeler = "human"``): whenever the loop pauses for labels, every
 pending question is answered by the mock sentiment labeler (deterministic), as people answering in the
-labeling app would, so the killed, resumed and uninterrupted runs see the same answers.
+labeling app would, so the killed, resumed and uninterrupted runs see the same answers. The uninterrupted
+run also shows the normalisation before and after each retrain, on fresh samples (PAPER.md §1.3).
 """
 
 import json
@@ -79,17 +80,14 @@ def answer_all(store_path: Path, name: str = "person") -> int:
 
 @pytest.fixture
 def person(monkeypatch):
-    """Whenever the loop pauses for labels, the person answers everything pending. ``person.kill_at``:
-    the pause (0-based count) at which the process is killed instead."""
+    """Whenever the loop pauses for labels, the person answers everything pending; ``person.at``: the
+    iterations (before which) the loop paused."""
 
     class Person:
-        pauses = 0
-        kill_at: int | None = None
+        at: list[int] = []
 
     def pause(self):
-        n, Person.pauses = Person.pauses, Person.pauses + 1
-        if n == Person.kill_at:
-            raise Killed(f"killed while waiting for labels (pause {n})")
+        Person.at.append(self.agent.iteration)
         answer_all(self.store.path)
 
     monkeypatch.setattr(OnlineLoop, "pause", pause)
@@ -120,12 +118,33 @@ def run(out: Path, resume: bool = False) -> dict:
     return train_policy(config(out), resume=resume, progress=False)
 
 
+REFERENCE_EVENTS: list[tuple] = []  # ("normalize", seed, queries, responses) and ("train", reward model)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The uninterrupted run (its own person: pauses answered, never killed)."""
+    """The uninterrupted run (its own person: pauses answered, never killed), with the normalisations and
+    trainings of its reward models recorded in order (:data:`REFERENCE_EVENTS`)."""
+    import rewards.train
+
     out = tmp_path_factory.mktemp("reference") / "run"
+    events = REFERENCE_EVENTS
+    events.clear()
+    samples, train = rewards.train.policy_samples, rewards.train.train_reward_model
+
+    def spy_samples(task, model, tokenizer, n, *, seed=0, **kw):
+        q, r = samples(task, model, tokenizer, n, seed=seed, **kw)
+        events.append(("normalize", seed, q, r))
+        return q, r
+
+    def spy_train(rm, *args, **kw):
+        events.append(("train", rm))
+        return train(rm, *args, **kw)
+
     mp = pytest.MonkeyPatch()
     mp.setattr(OnlineLoop, "pause", lambda self: answer_all(self.store.path))
+    mp.setattr(rewards.train, "policy_samples", spy_samples)
+    mp.setattr(rewards.train, "train_reward_model", spy_train)
     try:
         run(out)
     finally:
@@ -164,76 +183,95 @@ def test_reference_run_shape(reference):
     assert names == ["iter-0000002.rank0", "iter-0000003.rank0"]  # keep_checkpoints = 2
 
 
-def test_kill_while_waiting_for_labels_then_answers_arrive_while_down(tmp_path, person, reference):
-    out = tmp_path / "run"
-    person.kill_at = 1  # the second pause: before iteration 2, its questions asked, none answered yet
-    with pytest.raises(Killed, match="waiting for labels"):
-        run(out)
-    with ComparisonStore(out / "labels.db") as store:
-        asked = store.count()
-        pending = store.count(labelled=False)
-    assert pending > 0
-    # people answer in the labeling app while the run is down
-    assert answer_all(out / "labels.db", name="while-down") == pending
-    pauses = person.pauses
-    run(out, resume=True)
-    assert person.pauses == pauses  # the labels were there: the resumed run did not wait
-    log = final_state(out)["online"]["retrain_log"]
-    assert log[1]["iteration"] == 1 and log[1]["labels"] == asked  # the answers given while down, used
-    with ComparisonStore(out / "labels.db") as store:
-        assert sum(c.labeler == "while-down" for c in store.labelled()) == pending
-    assert_same_run(out, reference)
+def test_each_retrain_normalises_before_and_after_training_on_fresh_samples(reference):
+    events = REFERENCE_EVENTS
+    assert [e[0] for e in events] == ["normalize", "train", "normalize"] * 2  # two retrains
+    norms = [e for e in events if e[0] == "normalize"]
+    assert len({e[1] for e in norms}) == 4  # a seed per (retrain, before/after)
+    assert len({repr((e[2], e[3])) for e in norms}) == 4  # never the same prompts and samples twice
+    log = final_state(reference)["online"]["retrain_log"]
+    assert [(r["normalize"]["before"]["norm/seed"], r["normalize"]["after"]["norm/seed"]) for r in log] == [
+        (norms[0][1], norms[1][1]),
+        (norms[2][1], norms[3][1]),
+    ]
+    # after training, each reward model scores its "after" samples of rho with mean 0 and std 1 (§1.3)
+    for (_, rm), (_, _, q, r) in zip(events[1::3], events[2::3]):
+        scores = rm.score(q, r)
+        assert abs(scores.mean()) < 1e-5 and abs(scores.std() - 1.0) < 1e-4
 
 
-def test_kill_inside_a_reward_model_retrain(tmp_path, person, monkeypatch, reference):
-    import rewards.train
-
-    out, calls = tmp_path / "run", []
-    train = rewards.train.train_reward_model
-
-    def killing_train(rm, items, cfg, **kw):
-        calls.append(len(items))
-        if len(calls) == 2:  # retrain 1, before iteration 2: halfway through, say
-            raise Killed("killed inside the reward-model retrain")
-        return train(rm, items, cfg, **kw)
-
-    monkeypatch.setattr(rewards.train, "train_reward_model", killing_train)
-    with pytest.raises(Killed, match="retrain"):
-        run(out)
-    assert final_state(out)["online"]["retrains"] == 1  # the newest checkpoint: iteration 1, one retrain
-    asked = len(questions(out))
-    run(out, resume=True)
-    # retrain 1 redone on the same labels (none asked twice, the store the killed run left); not restarted
-    assert calls == [calls[0], calls[1], calls[1]] and calls[1] == asked
-    assert [r["retrain"] for r in final_state(out)["online"]["retrain_log"]] == [0, 1]
-    assert_same_run(out, reference)
-
-
-def test_kill_between_ppo_minibatches(tmp_path, person, monkeypatch, reference):
+def test_killed_at_each_point_and_resumed_ends_as_the_uninterrupted_run(
+    tmp_path, person, monkeypatch, reference
+):
+    """One run killed three times and resumed after each (each resume redoes what the kill cut short):
+    a real kill -9 while it waits for its first labels, then, in process, inside the reward-model retrain
+    before iteration 2, then between the two PPO minibatches of iteration 2."""
     import agents.ppo
     import rewards.train
 
-    out, steps, trainings = tmp_path / "run", [], []
-    grad_norm, train = agents.ppo.checked_grad_norm, rewards.train.train_reward_model
+    out, trainings, steps, kill = tmp_path / "run", [], [], {"retrain": 0, "ppo": 0}
 
-    def killing_grad_norm(params, iteration, loss):
+    # 1. kill -9 while waiting for the first labels (nobody answers the subprocess), after its questions
+    first = sum("-i0-" in q[0] for q in questions(reference))
+    flags = [f"--run.out_dir={out}", *(f for f in TINY if f != "--online.enabled=true")]
+    threads = str(torch.get_num_threads())  # the same float arithmetic as this process's runs
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    cmd = [sys.executable, "-m", "agents.cli", "train-policy", "--config", "tiny_toy", "--online"]
+    with open(tmp_path / "stderr.txt", "wb") as err:
+        proc = subprocess.Popen([*cmd, "--no-progress", *flags], env=env, cwd=ROOT, stdout=err, stderr=err)
+        deadline, asked = time.time() + 120, 0
+        while asked < first and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+            if (out / "labels.db").exists():
+                with ComparisonStore(out / "labels.db") as store:
+                    asked = store.count()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text()[-2000:]
+    with ComparisonStore(out / "labels.db") as store:
+        assert store.count() == store.count(labelled=False) == first  # asked, none answered
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["iter-0000000.rank0"]  # before iteration 1
+    assert answer_all(out / "labels.db", name="while-down") == first  # people answer while it is down
+
+    train, grad_norm = rewards.train.train_reward_model, agents.ppo.checked_grad_norm
+
+    def train_hook(rm, items, cfg, **kw):
+        trainings.append(len(items))
+        if len(trainings) == kill["retrain"]:
+            raise Killed("killed inside the reward-model retrain")
+        return train(rm, items, cfg, **kw)
+
+    def grad_norm_hook(params, iteration, loss):
         steps.append(iteration)
-        if len(steps) == 4:  # iteration 2, after its first minibatch's optimiser step
+        if len(steps) == kill["ppo"]:
             raise Killed("killed between PPO minibatches")
         return grad_norm(params, iteration, loss)
 
-    def counting_train(*args, **kw):
-        trainings.append(1)
-        return train(*args, **kw)
+    monkeypatch.setattr(rewards.train, "train_reward_model", train_hook)
+    monkeypatch.setattr(agents.ppo, "checked_grad_norm", grad_norm_hook)
 
-    monkeypatch.setattr(agents.ppo, "checked_grad_norm", killing_grad_norm)
-    monkeypatch.setattr(rewards.train, "train_reward_model", counting_train)
+    # 2. resumed in process; killed inside retrain 1, before iteration 2
+    kill["retrain"] = 2
+    with pytest.raises(Killed, match="retrain"):
+        run(out, resume=True)
+    assert person.at == [1]  # the first labels were there: no wait before iteration 1
+    assert trainings[0] == first  # retrain 0 used the answers that came in while the run was down
+    assert steps == [0, 0] and final_state(out)["online"]["retrains"] == 1
+
+    # 3. resumed: retrain 1 redone on the same labels (the count continued, not restarted); killed between
+    # the two minibatches of iteration 2
+    kill["ppo"] = 4
     with pytest.raises(Killed, match="PPO"):
-        run(out)
-    assert steps == [0, 0, 1, 1] and len(trainings) == 2
+        run(out, resume=True)
+    assert trainings[2] == trainings[1] and steps == [0, 0, 1, 1]
+    state = final_state(out)["online"]  # the checkpoint written right after the retrain
+    assert state["retrains"] == 2 and [r["retrain"] for r in state["retrain_log"]] == [0, 1]
+
+    # 4. resumed to the end: the retrain is not redone
     run(out, resume=True)
-    # resumed from the checkpoint written right after retrain 1: the retrain is not redone
-    assert len(trainings) == 2 and steps[4:] == [1, 1, 2, 2]
+    assert len(trainings) == 3 and steps[4:] == [1, 1, 2, 2]
+    with ComparisonStore(out / "labels.db") as store:
+        assert sum(c.labeler == "while-down" for c in store.labelled()) == first
     assert_same_run(out, reference)
 
 
@@ -275,40 +313,29 @@ def test_a_request_cut_short_is_completed_not_repeated(tmp_path, monkeypatch):
     resumed.close()
 
 
-def test_sigkill_then_resume(tmp_path):
-    """A real kill -9 of ``textenv train-policy --online`` (the mock labeler answering) after its second
-    checkpoint, then ``--resume``: the run finishes, asks nothing twice, and continues the retrains."""
+def test_resume_refuses_a_checkpoint_without_online_state(tmp_path, reference):
+    """A checkpoint of an online run written before online resume existed has no loop state."""
+    from agents.config import ConfigError
+
+    path, _ = ckpt.latest_intact(reference / "checkpoints", 0)
+    state = ckpt.load_state(path)
+    del state["online"]
     out = tmp_path / "run"
-    flags = [f"--run.out_dir={out}", *TINY, "--online.labeler=sentiment"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "agents.cli",
-        "train-policy",
-        "--config",
-        "tiny_toy",
-        "--no-progress",
-        *flags,
-    ]
-    with open(tmp_path / "stderr.txt", "wb") as err:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
-        target = out / "checkpoints" / "iter-0000001.rank0"
-        deadline = time.time() + 120
-        while not target.is_dir() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text()[-2000:]
-    done = sorted(p.name for p in (out / "checkpoints").glob("iter-*"))
-    assert "iter-0000003.rank0" not in done, f"the run finished before the kill ({done}); nothing was tested"
-    before = questions(out)
-    cfg = load_config("tiny_toy", [*flags])
-    summary = train_policy(cfg, resume=True, progress=False)
-    assert summary["iterations"] == 3 and summary["start"] >= 1
-    after = questions(out)
-    ids = [q[0] for q in after]
-    assert len(set(ids)) == len(ids) and after[: len(before)] == before
-    state = final_state(out)["online"]
-    assert state["retrains"] == 2 and [r["retrain"] for r in state["retrain_log"]] == [0, 1]
-    assert state["counts"]["requests"] == len(after)
+    ckpt.save_state(out / "checkpoints" / path.name, state)
+    with pytest.raises(ConfigError, match="holds no online-loop state"):
+        run(out, resume=True)
+
+
+def test_recover_puts_back_a_checkpoint_a_kill_caught_while_it_was_replaced(tmp_path):
+    """An online run re-saves a checkpoint after a retrain: a kill between moving the old folder away and
+    renaming the new one into place leaves only the old one, under a temporary name; resume puts it back."""
+    d = tmp_path / "checkpoints"
+    path = ckpt.save_state(ckpt.checkpoint_path(d, 3, 0), {"x": torch.ones(2)})
+    path.rename(d / ".iter-0000003.rank0.old-0123456789ab")
+    (d / ".iter-0000003.rank0.tmp-0123456789ab").mkdir()  # the new one, half written
+    other = d / ".iter-0000003.rank1.old-0123456789ab"  # another rank's: not ours to touch
+    other.mkdir()
+    assert ckpt.latest_intact(d, 0)[0] is None
+    ckpt.recover(d, 0)
+    assert ckpt.latest_intact(d, 0)[0] == path and torch.equal(ckpt.load_state(path)["x"], torch.ones(2))
+    assert sorted(p.name for p in d.iterdir()) == [other.name, path.name]
