@@ -127,3 +127,21 @@ def test_every_unknown_estimator_is_refused(name):
     lp = torch.zeros(1, 2)
     with pytest.raises(ValueError, match=f"Unknown KL estimator {name!r}"):
         kl_per_token(lp, lp, name)
+
+
+def test_shaped_rewards_score_checks_one_condition_at_a_time():
+    lp = torch.zeros(2, 5)
+    with pytest.raises(ValueError, match=r"scores must be \(B,\) with B = 2, got \(3,\)"):
+        shaped_rewards(torch.zeros(3), lp, lp, 0.1)  # B differs from L too: the message names B
+    with pytest.raises(ValueError, match=r"scores must be \(B,\) with B = 2, got \(\)"):
+        shaped_rewards(torch.tensor(1.0), lp, lp, 0.1)  # a 0-dim score
+    big = torch.zeros(300, 2)  # B past CPython's small-int cache: equal sizes that are not the same object
+    rewards, _ = shaped_rewards(torch.ones(300), big, big, 0.1)
+    assert rewards.shape == (300, 2) and float(rewards[:, -1].sum()) == 300.0
+
+
+def test_adaptive_controller_form_read_from_a_config_is_compared_by_value():
+    form = "".join(["hori", "zon"])  # built at run time, as a TOML value is: not the interned literal
+    a = AdaptiveKLController(0.2, target=6.0, horizon=100, form=form)
+    b = AdaptiveKLController(0.2, target=6.0, horizon=100, form="horizon")
+    assert a.update(12.0, 10) == b.update(12.0, 10) == pytest.approx(0.2 * (1 + 0.2 * 10 / 100))

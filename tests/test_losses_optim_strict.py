@@ -138,3 +138,18 @@ def test_linear_decay_boundaries():
     for total in (0, -3):
         with pytest.raises(ValueError, match=f"total must be > 0, got {total}"):
             linear_decay(1.0, 0, total)
+
+
+@pytest.mark.parametrize(
+    "betas", [(1.5, 0.999), (0.9, 1.5), (1.0, 0.999), (0.9, 1.0), (-0.1, 0.9), (0.9, -0.1)]
+)
+def test_adamtf_refuses_each_beta_out_of_range(betas):
+    with pytest.raises(ValueError, match=r"invalid AdamTF settings lr=1e-05, betas=\("):
+        AdamTF([torch.zeros(1, requires_grad=True)], betas=betas)
+
+
+def test_make_optimizer_kind_read_from_a_config_is_compared_by_value():
+    p = [torch.zeros(1, requires_grad=True)]
+    # built at run time, as a TOML value is: not the interned literal
+    assert type(make_optimizer(p, 1e-3, kind="".join(["tf_", "adam"]))) is AdamTF
+    assert type(make_optimizer(p, 1e-3, kind="".join(["torch_", "adam"]))) is torch.optim.Adam
