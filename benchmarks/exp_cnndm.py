@@ -42,6 +42,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-n", type=int, default=30, help="held-out articles (the test split has 30)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--rm-normalize",
+        choices=["before_and_after", "after"],
+        default="before_and_after",
+        help="reward-model normalisation (PAPER.md §1.3): before and after training on fresh samples (the "
+        "paper's), or after only (the runs recorded in BENCHMARKS.md before issue 15)",
+    )
+    p.add_argument(
         "--require-valid",
         action="store_true",
         help="label only samples that pass the truncation rule (the paper; few survive at small sizes)",
@@ -158,6 +165,7 @@ def main(argv=None) -> dict:
         heldout_questions=max(args.labels // 4, 4),
         seed=args.seed,
         normalize_samples=64,
+        normalize=args.rm_normalize,
         require_valid=args.require_valid,
         **overrides,
     )

@@ -49,6 +49,7 @@ def reward_for(args, name: str, n: int, lm, tok, labeler, out: Path, overrides: 
         out_dir=out / name,
         heldout_questions=args.heldout,
         seed=args.seed,
+        normalize=args.rm_normalize,
         **overrides,
     )
     return str(out / name / "reward_model"), metrics.get("eval/accuracy")
@@ -137,6 +138,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target-kl", type=float, default=3.0)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--rm-normalize",
+        choices=["before_and_after", "after"],
+        default="before_and_after",
+        help="reward-model normalisation (PAPER.md §1.3): before and after training on fresh samples (the "
+        "paper's), or after only (the runs recorded in BENCHMARKS.md before issue 15)",
+    )
     p.add_argument("--out-dir", default="runs/exp_mock_sentiment")
     p.add_argument("--plot", default=str(RESULTS / "exp_mock_sentiment.png"))
     p.add_argument("--out", default=str(RESULTS / "exp_mock_sentiment.jsonl"))
