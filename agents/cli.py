@@ -11,6 +11,9 @@ from textenv import cli as textenv_cli
 
 def build_parser():
     parser, sub = textenv_cli.build_parser(return_subparsers=True, with_demo=False)
+    parser.add_argument(
+        "--version", action="version", version=f"textenv {_version()}", help="print the version and exit"
+    )
     commands = {k: v for k, v in textenv_cli.COMMANDS.items() if k != "demo"}
     from rewards import cli as rewards_cli
 
@@ -33,7 +36,18 @@ def build_parser():
     return parser, commands
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's ``version``, through importlib.metadata)."""
+    import textenv
+
+    return textenv.__version__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--version"]:  # without building the parser, which imports every layer (torch)
+        print(f"textenv {_version()}")
+        return 0
     parser, commands = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "train-policy":

@@ -1,6 +1,6 @@
 """The ``train-policy`` configuration: typed, range-checked tables, ``--key=value`` overrides, TOML I/O.
 
-A config (TOML, see ``configs/*.toml``) has these tables::
+A config (TOML, see the presets in ``agents/configs/*.toml``) has these tables::
 
     [run]     algo (a name in agents.algos.ALGOS), iterations, out_dir, checkpoint_every, sample_every, ...
     [env]     task, reward ("builtin" or a reward-model folder), and [env.overrides] for the task
@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +34,14 @@ from agents.algos import ALGOS
 from agents.online import OnlineConfig
 from agents.sections import STRICT, AlgoConfig, HaltConfig, KLConfig, OptimConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The shipped presets are package data of ``agents`` (``agents/configs/*.toml``, in the wheel); the
+# top-level ``configs`` folder of the checkout is a symbolic link to the same files.
+PRESETS_DIR = Path(str(resources.files("agents") / "configs"))
+
+
+def preset_names() -> list[str]:
+    """The names of the shipped presets (``tiny_toy``, ``book_sentiment``, ...), found through the package."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
 
 
 class ConfigError(ValueError):
@@ -314,15 +322,17 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 # -------------------------------------------------------------------------------------- TOML files
 def resolve_config_path(path: str | Path) -> Path:
-    """A config file path, or the name of a shipped preset (``book_sentiment`` -> configs/book_sentiment.toml)."""
+    """A config file path, or the name of a shipped preset (``book_sentiment`` -> the package's
+    ``agents/configs/book_sentiment.toml``); an existing file at ``path`` comes first."""
     p = Path(path)
     if p.is_file():
         return p
-    shipped = CONFIG_DIR / (p.name if p.suffix == ".toml" else p.name + ".toml")
-    if shipped.exists():
+    shipped = PRESETS_DIR / (p.name if p.suffix == ".toml" else p.name + ".toml")
+    if shipped.is_file():
         return shipped
-    names = sorted(x.stem for x in CONFIG_DIR.glob("*.toml"))
-    raise FileNotFoundError(f"no config file {str(path)!r}; pass a path or one of the presets {names}.")
+    raise FileNotFoundError(
+        f"no config file {str(path)!r}; pass a path or one of the presets {preset_names()}."
+    )
 
 
 def read_toml(path: Path) -> dict:

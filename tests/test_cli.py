@@ -49,3 +49,20 @@ def test_float_options_refuse_nan_and_inf(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         full_main(argv)
     assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    import textenv
+    from agents.cli import build_parser as full_parser
+    from agents.cli import main as textenv_main
+
+    expected = f"textenv {version('textenv')}\n"
+    assert textenv.__version__ == version("textenv")
+    assert textenv_main(["--version"]) == 0
+    assert capsys.readouterr().out == expected
+    # the parser's own --version (shown in --help) says the same
+    with pytest.raises(SystemExit) as stop:
+        full_parser()[0].parse_args(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out == expected

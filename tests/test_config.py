@@ -9,12 +9,15 @@ import pytest
 
 from agents.algos import ALGOS
 from agents.config import (
+    PRESETS_DIR,
     ConfigError,
     TrainConfig,
     apply_overrides,
     dump_toml,
     load_config,
+    preset_names,
     read_toml,
+    resolve_config_path,
     table_names,
 )
 
@@ -103,7 +106,24 @@ def test_the_registry_drives_the_tables():
     assert type(cfg.algo_config) is ALGOS["grpo"].config and cfg.algo_config.kl is cfg.kl
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "configs").glob("*.toml")))
+def test_presets_are_package_data_of_agents(tmp_path, monkeypatch):
+    """The presets are found through the package (importlib.resources), in the folder that ships in the
+    wheel, whatever the working folder; the checkout's top-level configs/ is a link to the same files."""
+    from importlib import resources
+
+    assert PRESETS_DIR == Path(str(resources.files("agents") / "configs"))
+    assert {"tiny_toy", "demo", "book_sentiment"} <= set(preset_names())
+    assert (ROOT / "configs").resolve() == PRESETS_DIR.resolve()
+    monkeypatch.chdir(tmp_path)
+    for name in ("tiny_toy", "tiny_toy.toml", "configs/tiny_toy.toml"):
+        assert resolve_config_path(name) == PRESETS_DIR / "tiny_toy.toml"
+    (tmp_path / "tiny_toy.toml").write_text("[run]\niterations = 1\n")
+    assert resolve_config_path("tiny_toy.toml") == Path("tiny_toy.toml")  # a file given by path comes first
+    with pytest.raises(FileNotFoundError, match=r"one of the presets \[.*'tiny_toy'"):
+        resolve_config_path("no_such_preset")
+
+
+@pytest.mark.parametrize("preset", preset_names())
 def test_every_preset_round_trips_through_toml(preset, tmp_path):
     cfg = load_config(preset)
     path = tmp_path / "config.toml"

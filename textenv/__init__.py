@@ -17,8 +17,6 @@ from gymnasium.envs.registration import register, registry
 
 from textenv.tasks import TASKS, TaskConfig, get_task
 
-__version__ = "0.1.0"
-
 ENV_IDS: tuple[str, ...] = tuple(TASKS)
 
 for _id in ENV_IDS:
@@ -42,12 +40,24 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    # Lazy access to the env classes and the Task API keeps `import textenv` cheap.
+    # Lazy access to the env classes, the Task API and the version keeps `import textenv` cheap.
+    if name == "__version__":
+        return _installed_version()
     if name in _LAZY:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'textenv' has no attribute {name!r}")
+
+
+def _installed_version() -> str:
+    """The version of the installed distribution; its one source is ``version`` in pyproject.toml."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("textenv")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"
 
 
 __all__ = [

@@ -9,6 +9,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +18,8 @@ from textenv.assets import SETUP_COMMAND
 Split = Literal["train", "valid", "test"]
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
-FIXTURES = Path(__file__).parent.parent / "fixtures"
+# Package data of ``textenv`` (in the wheel): the TL;DR sample.
+FIXTURES = Path(str(resources.files("textenv") / "fixtures"))
 
 HUB_DEFAULTS = {
     "books": ("bookcorpus/bookcorpus", None),
