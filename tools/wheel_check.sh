@@ -31,7 +31,8 @@ PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 BIN="$(cd "$(dirname "$PYTHON")" && pwd)"  # absolute, not resolved: a venv's python links out of the venv
 PYTHON="$BIN/$(basename "$PYTHON")"
 WHEELHOUSE="${TEXTENV_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/textenv-wheelhouse}"
-export TEXTENV_CACHE="${TEXTENV_CACHE:-$HOME/.cache/textenv}"
+TEXTENV_CACHE="$(realpath -m -s "${TEXTENV_CACHE:-$HOME/.cache/textenv}")"  # absolute, as `textenv info` prints it
+export TEXTENV_CACHE
 
 T0=$(date +%s.%N)
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%5.1fs", b - a }'; }
@@ -85,6 +86,9 @@ WORK="$(cd "$WORK" && pwd -P)"
 trap 'rm -rf "$WORK"' EXIT
 case "$WORK/" in "$ROOT"/*) die "the temporary folder $WORK is inside the checkout; set TMPDIR elsewhere" ;; esac
 
+for folder in "$TEXTENV_CACHE" "$WHEELHOUSE"; do
+    case "$(realpath -m "$folder")/" in "$ROOT"/*) die "$folder is inside the checkout, which the check hides" ;; esac
+done
 build_and_check "$WORK/dist"
 WHEEL="$(echo "$WORK"/dist/textenv-*.whl)"
 VERSION="$("$PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$ROOT/pyproject.toml")"
