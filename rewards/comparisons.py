@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS comparisons (
     labeled REAL,
     source_id TEXT
 );
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS comparisons_task ON comparisons(task, label_type);
 CREATE INDEX IF NOT EXISTS comparisons_question ON comparisons(question_id);
 """
@@ -154,6 +155,25 @@ class ComparisonStore:
             with self._transaction() as conn:
                 if "source_id" not in self._columns():  # another process may have added it meanwhile
                     conn.execute("ALTER TABLE comparisons ADD COLUMN source_id TEXT")
+
+    @property
+    def vocab_size(self) -> int | None:
+        """The number of token ids of the models whose samples this store holds (recorded by
+        :func:`rewards.pipeline.sample_questions`; the largest when several wrote here), else None.
+        Imports check token ids against it when they are given no vocabulary size."""
+        row = self._conn.execute("SELECT value FROM store_meta WHERE key = 'vocab_size'").fetchone()
+        return None if row is None else int(row[0])
+
+    def record_vocab_size(self, n: int) -> None:
+        """Record that token ids below ``n`` are valid in this store (kept: the largest recorded)."""
+        if not _is_int(n) or n < 1:
+            raise ValueError(f"vocab_size={n!r} must be a positive integer (the tokenizer's size).")
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO store_meta (key, value) VALUES ('vocab_size', ?) ON CONFLICT(key) DO UPDATE SET "
+                "value = CAST(MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
+                (str(n),),
+            )
 
     def _columns(self) -> set[str]:
         return {r[1] for r in self._conn.execute("PRAGMA table_info(comparisons)")}
@@ -339,12 +359,13 @@ class ComparisonStore:
 
     def import_jsonl(self, path: str | Path, vocab_size: int | None = None) -> int:
         """Import a file in :meth:`export_jsonl`'s schema; all or nothing, every row checked first (see the
-        module docstring) and token ids checked against ``vocab_size`` when given. Questions get fresh ids;
+        module docstring) and token ids checked against ``vocab_size`` (default: the store's recorded
+        :attr:`vocab_size`, when it has one). Questions get fresh ids;
         the file's ``question_id`` is kept as ``source_id`` (and an exported ``source_id`` is replaced by
         it). An empty file is an error. Returns the number of rows imported."""
         from textenv.corpora.common import iter_json_objects
 
-        limit = _token_limit(vocab_size)
+        limit = _token_limit(self.vocab_size if vocab_size is None else vocab_size)
         items = [
             _jsonl_row(row, f"{path}:{n}", limit)
             for n, row in iter_json_objects(path, LabelFileError, NOTHING_IMPORTED)
@@ -395,7 +416,7 @@ class ComparisonStore:
 
         if not task:
             raise ValueError("import_openai needs the task the labels are for (task=...).")
-        limit = _token_limit(vocab_size)
+        limit = _token_limit(self.vocab_size if vocab_size is None else vocab_size)
         if _first_char(path) == "[":
             rows = [
                 (f"{path}:{line} (item {k})", row)

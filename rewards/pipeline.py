@@ -64,6 +64,9 @@ def sample_questions(
     task = make_task(task, tokenizer, **task_overrides)
     sample_fn = hf_sample_fn(model, task.pad_id, task.config.temperature)
     rng = np.random.default_rng(seed)
+    # the ids these samples can hold: imports into this store are checked against it
+    rows = getattr(getattr(model, "config", None), "vocab_size", None) or 0  # output rows, when known
+    store.record_vocab_size(max(len(tokenizer), int(rows)))
     stats = {"questions": 0, "sampled": 0, "valid": 0, "skipped_queries": 0}
     per_batch = max(1, batch_size // n_samples)
     call = made = 0  # made: questions made so far, stored or (the first ``skip``) not

@@ -190,6 +190,43 @@ def test_token_ids_are_checked_against_the_vocabulary_when_given(tmp_path, store
         store.import_jsonl(path, vocab_size=0)
 
 
+def test_the_store_remembers_its_vocabulary_and_imports_check_against_it(tmp_path, store, tiny_gpt2):
+    """`textenv sample` (sample_questions) records the model's vocabulary in the store; an import with no
+    vocabulary size given then refuses ids outside it (10**12 used to be accepted and fail much later in
+    train-reward with "index out of range")."""
+    from rewards.pipeline import sample_questions
+
+    model, tok = tiny_gpt2
+    assert store.vocab_size is None
+    sample_questions(
+        store,
+        "BookSentiment-v0",
+        model,
+        tok,
+        n_queries=1,
+        n_samples=2,
+        require_valid=False,
+        response_length=2,
+        truncate_after=0,
+        query_length=4,
+        min_query_length=1,
+    )
+    vocab = store.vocab_size
+    assert vocab == max(len(tok), model.config.vocab_size)
+    before = snapshot(store)
+    path = write(tmp_path / "v.jsonl", [row(question_id="a", samples=[[3], [10**12]])])
+    with pytest.raises(
+        LabelFileError,
+        match=rf"v.jsonl:1: samples\[1\]\[0\]=1000000000000 is outside the vocabulary of {vocab} token ids",
+    ):
+        store.import_jsonl(path)
+    assert snapshot(store) == before
+    store.record_vocab_size(10)  # a smaller tokenizer writing here later: the largest is kept
+    assert store.vocab_size == vocab
+    with pytest.raises(ValueError, match="vocab_size=0 must be a positive integer"):
+        store.record_vocab_size(0)
+
+
 def test_a_huge_line_is_handled_and_never_echoed(tmp_path, store):
     ok = row(query=list(range(200_000)))
     bad = row(query="x" * 5_000_000)
