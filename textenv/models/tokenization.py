@@ -83,6 +83,8 @@ def pad_sequences(
 
     Raises ValueError when a sequence is longer than ``length`` (nothing is silently cut).
     """
+    if side not in ("left", "right"):
+        raise ValueError(f"side={side!r}; pad on 'left' or 'right'.")
     longest = max((len(s) for s in sequences), default=0)
     length = longest if length is None else length
     if longest > length:
