@@ -169,3 +169,11 @@ def test_apply_penalty_replaces_only_invalid_scores():
     out = apply_penalty([0.5, 2, -3.0], [True, False, True], -1.5)
     assert out.tolist() == [0.5, -1.5, -3.0] and out.dtype == np.float64
     assert apply_penalty(np.array([1, 2]), np.array([False, False]), 0.0).tolist() == [0.0, 0.0]
+
+
+def test_truncation_matches_the_token_itself_not_larger_ids():
+    # ids above the truncate token (13) after truncate_after: not a match, the response stays whole
+    r = np.array([[5, 40, 50257, 40], [5, 40, 13, 99]])
+    assert truncation_mask(r, 13, 1).tolist() == [[True] * 4, [True, True, True, False]]
+    assert response_is_valid(r, 13, 1).tolist() == [False, True]
+    assert truncate_response(r, 13, 1, pad_id=0).tolist() == [[5, 40, 50257, 40], [5, 40, 13, 0]]
