@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from agents.grpo import GRPOAgent, GRPOConfig, grpo_loss
+from agents.grpo import GRPOAgent, GRPOConfig, group_relative_advantages, grpo_loss
 from agents.rloo import RLOOAgent, RLOOConfig, rloo_loss
 
 
@@ -88,3 +88,10 @@ def test_rloo_minibatch_loss_reports_its_metrics():
     ref_loss, clipfrac, approxkl = rloo_loss(lp, old, torch.tensor([1.0, -2.0]), 0.2)
     assert float(loss) == float(ref_loss) and set(m) == {"policy/clipfrac", "policy/approxkl"}
     assert float(m["policy/clipfrac"]) == float(clipfrac) and float(m["policy/approxkl"]) == float(approxkl)
+
+
+def test_group_relative_advantages_scale_by_default():
+    r = torch.tensor([1.0, 3.0, 0.0, 4.0])
+    scaled = group_relative_advantages(r, 2)
+    assert scaled.tolist() == group_relative_advantages(r, 2, scale=True).tolist()
+    assert scaled.tolist() != group_relative_advantages(r, 2, scale=False).tolist()

@@ -177,3 +177,9 @@ def test_truncation_matches_the_token_itself_not_larger_ids():
     assert truncation_mask(r, 13, 1).tolist() == [[True] * 4, [True, True, True, False]]
     assert response_is_valid(r, 13, 1).tolist() == [False, True]
     assert truncate_response(r, 13, 1, pad_id=0).tolist() == [[5, 40, 50257, 40], [5, 40, 13, 0]]
+
+
+def test_task_configs_are_frozen():
+    task = get_task("BookSentiment-v0")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        task.response_length = 3
