@@ -1,6 +1,7 @@
 """agents/grpo.py and agents/rloo.py: defaults pinned, config checks one condition at a time, metric values
 and the KL placement (issue 20: tests that kill every non-equivalent mutant)."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -35,7 +36,8 @@ def test_group_batch_must_split_into_prompts_and_minibatches(cls):
     with pytest.raises(ValueError, match="batch_size=10"):
         cls(batch_size=10, k=4)  # not prompts x k
     # 3 prompts do not split into 2 minibatches (though 12 episodes and 12 x 4 would)
-    with pytest.raises(ValueError, match="minibatches=2"):
+    message = "the 3 queries per batch must divide" if cls is RLOOConfig else "minibatches=2"
+    with pytest.raises(ValueError, match=message):
         cls(batch_size=12, k=4, minibatches=2)
     assert cls(batch_size=12, k=4, minibatches=3).minibatches == 3
 
@@ -95,3 +97,57 @@ def test_group_relative_advantages_scale_by_default():
     scaled = group_relative_advantages(r, 2)
     assert scaled.tolist() == group_relative_advantages(r, 2, scale=True).tolist()
     assert scaled.tolist() != group_relative_advantages(r, 2, scale=False).tolist()
+
+
+def clipped_loop(lp, old, adv, cliprange):
+    """Per token max(-A r, -A clip(r, 1 - eps, 1 + eps)), as a plain loop: (B, L) nested lists."""
+    out = []
+    for b in range(len(lp)):
+        row = []
+        for t in range(len(lp[b])):
+            r = math.exp(lp[b][t] - old[b][t])
+            clipped = min(max(r, 1 - cliprange), 1 + cliprange)
+            row.append(max(-adv[b] * r, -adv[b] * clipped))
+        out.append(row)
+    return out
+
+
+def test_rloo_and_grpo_losses_clip_both_ways_like_a_loop():
+    # ratios 0.5, 0.9, 1.1, 1.6 against advantages of both signs: every branch of the clip is taken
+    old = [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    lp = [[math.log(0.5), math.log(0.9), math.log(1.1), math.log(1.6)]] * 2
+    adv = [1.5, -0.5]
+    ref = clipped_loop(lp, old, adv, 0.2)
+    t = torch.tensor
+    loss, clipfrac, _ = rloo_loss(t(lp), t(old), t(adv), 0.2)
+    assert float(loss) == pytest.approx(sum(sum(r) for r in ref) / 2, rel=1e-6)  # summed over tokens
+    assert float(clipfrac) == pytest.approx(0.5)
+    g_loss, m = grpo_loss(t(lp), t(old), t(old), t(adv), 0.2)
+    assert float(g_loss) == pytest.approx(sum(sum(r) / 4 for r in ref) / 2, rel=1e-6)  # averaged over tokens
+    assert float(m["policy/clipfrac"]) == pytest.approx(0.5)
+
+
+def test_a_ratio_exactly_on_the_clip_boundary_is_not_counted_as_clipped():
+    lp = torch.zeros(1, 3)
+    _, clipfrac, _ = rloo_loss(lp, lp, torch.ones(1), cliprange=0.0)  # ratio 1: |r - 1| = 0, not > 0
+    _, m = grpo_loss(lp, lp, lp, torch.ones(1), cliprange=0.0)
+    assert float(clipfrac) == 0.0 and float(m["policy/clipfrac"]) == 0.0
+
+
+def test_grpo_sums_the_kl_into_the_reward_only_in_reward_mode():
+    lp = torch.tensor([[-1.0, -1.0], [-2.0, -1.0]])
+    samples = SimpleNamespace(scores=torch.tensor([1.0, 2.0]), logprobs=lp, ref_logprobs=lp - 0.25)
+    for kl_in, expected in (("reward", [1.0 - 0.5 * 0.5, 2.0 - 0.5 * 0.5]), ("loss", [1.0, 2.0])):
+        agent = object.__new__(GRPOAgent)
+        agent.config, agent.kl_ctl = GRPOConfig(batch_size=2, k=2, kl_in=kl_in), SimpleNamespace(value=0.5)
+        assert agent.sequence_rewards(samples).tolist() == pytest.approx(expected)
+
+
+def test_rloo_normalizes_advantages_only_when_asked():
+    r = torch.tensor([1.0, 3.0, 0.0, 4.0])
+    for normalize in (False, True):
+        agent = object.__new__(RLOOAgent)
+        agent.config = RLOOConfig(batch_size=4, k=2, normalize_advantages=normalize)
+        plain = torch.tensor([-2.0, 2.0, -4.0, 4.0])  # R_i - R_j within each pair of 2
+        expected = plain / plain.std(unbiased=False) if normalize else plain
+        assert agent.advantages(r).tolist() == pytest.approx(expected.tolist(), rel=1e-4)
