@@ -90,9 +90,7 @@ def pad_sequences(
     if longest > length:
         raise ValueError(f"A sequence has {longest} tokens, more than length={length}; truncate it first.")
     out = np.full((len(sequences), length), pad_id, dtype=np.int64)
-    for i, s in enumerate(sequences):
-        if len(s) == 0:
-            continue
+    for i, s in enumerate(sequences):  # an empty sequence assigns to an empty slice: the row stays pads
         if side == "left":
             out[i, length - len(s) :] = s
         else:
@@ -118,7 +116,7 @@ def padded_inputs(input_ids: torch.Tensor, pad_id: int) -> dict[str, torch.Tenso
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
     mask = (input_ids != pad_id).long()
-    position_ids = (torch.cumsum(mask, dim=1) - mask).clamp(min=0)  # exclusive cumsum
+    position_ids = torch.cumsum(mask, dim=1) - mask  # exclusive cumsum: >= 0, pads do not advance it
     return {
         "input_ids": torch.where(mask.bool(), input_ids, torch.zeros_like(input_ids)),
         "attention_mask": mask,
