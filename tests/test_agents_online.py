@@ -143,8 +143,12 @@ def test_the_loop_waits_for_human_labels(tmp_path):
     assert loop.reward_model is not None
     obs, _ = agent.envs.reset(seed=0)
     for _ in range(agent.envs.unwrapped.config.response_length):
-        _, reward, *_ = agent.envs.step(np.full(agent.envs.num_envs, 100))
-    assert np.isfinite(reward).all()  # the env now scores with the trained reward model
+        _, reward, _, _, info = agent.envs.step(np.full(agent.envs.num_envs, 100))
+    # the env now scores with the trained reward model: its scores are the model's on these episodes
+    envs = agent.envs.unwrapped
+    queries = np.stack([envs.task.query_row(p) for p in envs._prompts])
+    expected = loop.reward_model.score(queries, info["truncated_response"])
+    np.testing.assert_allclose(info["score"], expected, rtol=1e-5, atol=1e-6)
     loop.close()
     cfg2 = tiny_online(
         tmp_path / "b", "--online.labeler=human", "--online.poll_s=0.01", "--online.max_wait_s=0.2"
