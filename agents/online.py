@@ -174,16 +174,6 @@ def derived_seed(seed: int, *path: int) -> int:
     return int(np.random.SeedSequence([int(seed), *map(int, path)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _count_ids(store: ComparisonStore, task: str, prefix: str) -> int:
-    """Distinct questions of ``task`` whose id starts with ``prefix`` (hex, digits, letters and dashes:
-    no GLOB wildcards), counted in SQL."""
-    row = store._conn.execute(
-        "SELECT COUNT(DISTINCT question_id) FROM comparisons WHERE task=? AND question_id GLOB ?",
-        (task, prefix + "*"),
-    ).fetchone()
-    return int(row[0])
-
-
 STATE_VERSION = 1
 _REQUEST, _VALIDATION = 1, 2  # derived_seed paths
 
@@ -266,7 +256,7 @@ class OnlineLoop:
     @property
     def requests(self) -> int:
         """Questions this run has asked (counted in the store, so a resumed run counts the killed one's)."""
-        return _count_ids(self.store, self.task, self.id_prefix)
+        return self.store.count_questions(task=self.task, id_prefix=self.id_prefix)
 
     def counts(self) -> tuple[int, int]:
         """(labelled questions, pending questions) of this task in the store."""
@@ -295,8 +285,8 @@ class OnlineLoop:
         if n <= 0:
             return 0
         tag = self.request_tag(iteration, round_)
-        have_q = _count_ids(self.store, self.task, tag + "q")
-        have_v = _count_ids(self.store, self.task, tag + "v")
+        have_q = self.store.count_questions(task=self.task, id_prefix=tag + "q")
+        have_v = self.store.count_questions(task=self.task, id_prefix=tag + "v")
         total = n + have_q + have_v
         seed = derived_seed(self.config.seed, _REQUEST, iteration, round_)
         share = self.config.validation_share

@@ -341,10 +341,18 @@ class ComparisonStore:
         where, params = self._filter(task, None, labelled)
         return int(self._conn.execute(f"SELECT COUNT(*) FROM comparisons {where}", params).fetchone()[0])
 
-    def count_questions(self, task: str | None = None, labelled: bool | None = None) -> int:
-        """Distinct questions (a question judged twice counts once), with the same filters as :meth:`count`;
+    def count_questions(
+        self, task: str | None = None, labelled: bool | None = None, id_prefix: str | None = None
+    ) -> int:
+        """Distinct questions (a question judged twice counts once), with the same filters as :meth:`count`
+        and, with ``id_prefix``, only the ids that start with it (a literal prefix: ``*?[`` are refused);
         an indexed count, cheap enough to poll."""
         where, params = self._filter(task, None, labelled)
+        if id_prefix is not None:
+            if any(ch in id_prefix for ch in "*?["):
+                raise ValueError(f"id_prefix={id_prefix!r} must be a literal prefix (no '*', '?' or '[').")
+            where = (where + " AND" if where else "WHERE") + " question_id GLOB ?"
+            params = [*params, id_prefix + "*"]
         query = f"SELECT COUNT(DISTINCT question_id) FROM comparisons {where}"
         return int(self._conn.execute(query, params).fetchone()[0])
 

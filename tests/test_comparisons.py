@@ -172,3 +172,18 @@ def test_store_counts_questions_and_closes_as_a_context_manager(tmp_path):
         assert labeling.comparisons.count_questions(labelled=False) == 2
     with pytest.raises(sqlite3.ProgrammingError):
         labeling.comparisons.count()
+
+
+def test_count_questions_by_id_prefix(tmp_path):
+    from rewards.comparisons import Comparison, ComparisonStore
+
+    with ComparisonStore(tmp_path / "s.db") as store:
+        store.add(
+            Comparison(task="t", query=[1], samples=[[2], [3]], question_id=qid)
+            for qid in ("run-a-q0", "run-a-q1", "run-b-q0", "other")
+        )
+        assert store.count_questions(task="t", id_prefix="run-a-") == 2
+        assert store.count_questions(id_prefix="run-") == 3
+        assert store.count_questions(task="u", id_prefix="run-") == 0
+        with pytest.raises(ValueError, match=r"id_prefix='run\*' must be a literal prefix"):
+            store.count_questions(id_prefix="run*")
