@@ -51,7 +51,7 @@ from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
 from rewards.comparisons import ComparisonStore
-from rewards.train import RewardTrainConfig, normalization_seed
+from rewards.train import NormalizeWhen, RewardTrainConfig, normalization_seed
 
 
 def labels_needed(n: float, initial: int, final: int, total_episodes: int) -> float:
@@ -114,7 +114,7 @@ class OnlineConfig:
     reward: RewardTrainConfig = dataclasses.field(default_factory=lambda: ONLINE_REWARD_DEFAULTS)
     pool: Literal["last", "mean"] = "last"
     normalize_samples: int = Field(256, gt=0)
-    normalize: Literal["before_and_after", "after"] = "before_and_after"
+    normalize: NormalizeWhen = "before_and_after"
     poll_s: float = Field(0.2, gt=0)
     max_wait_s: float = Field(0.0, ge=0)
     seed: int = Field(0, ge=0)

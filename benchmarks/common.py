@@ -12,6 +12,19 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
+def add_rm_normalize_arg(p: argparse.ArgumentParser) -> None:
+    """``--rm-normalize``: when the experiments' reward models are normalised (PAPER.md §1.3)."""
+    from rewards.train import NORMALIZE_WHEN
+
+    p.add_argument(
+        "--rm-normalize",
+        choices=list(NORMALIZE_WHEN),
+        default="before_and_after",
+        help="reward-model normalisation (PAPER.md §1.3): before and after training on fresh samples (the "
+        "paper's), or after only (the runs recorded in BENCHMARKS.md before issue 15)",
+    )
+
+
 def arg_parser(doc: str | None) -> argparse.ArgumentParser:
     """A parser whose help starts with the module's docstring ``doc``, its line breaks kept."""
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

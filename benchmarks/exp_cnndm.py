@@ -23,7 +23,7 @@ import json
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, arg_parser, emit, metadata, out_path
+from benchmarks.common import RESULTS, add_rm_normalize_arg, arg_parser, emit, metadata, out_path
 from benchmarks.experiments import ppo_config, run_ppo
 
 TASK = "CNNDMSummarize-v0"
@@ -41,13 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--eval-n", type=int, default=30, help="held-out articles (the test split has 30)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--rm-normalize",
-        choices=["before_and_after", "after"],
-        default="before_and_after",
-        help="reward-model normalisation (PAPER.md §1.3): before and after training on fresh samples (the "
-        "paper's), or after only (the runs recorded in BENCHMARKS.md before issue 15)",
-    )
+    add_rm_normalize_arg(p)
     p.add_argument(
         "--require-valid",
         action="store_true",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, arg_parser, emit, metadata, out_path
+from benchmarks.common import RESULTS, add_rm_normalize_arg, arg_parser, emit, metadata, out_path
 from benchmarks.experiments import (
     fixed_length_overrides,
     plot,
@@ -138,13 +138,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target-kl", type=float, default=3.0)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--rm-normalize",
-        choices=["before_and_after", "after"],
-        default="before_and_after",
-        help="reward-model normalisation (PAPER.md §1.3): before and after training on fresh samples (the "
-        "paper's), or after only (the runs recorded in BENCHMARKS.md before issue 15)",
-    )
+    add_rm_normalize_arg(p)
     p.add_argument("--out-dir", default="runs/exp_mock_sentiment")
     p.add_argument("--plot", default=str(RESULTS / "exp_mock_sentiment.png"))
     p.add_argument("--out", default=str(RESULTS / "exp_mock_sentiment.jsonl"))

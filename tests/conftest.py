@@ -36,3 +36,26 @@ def empty_cache(tmp_path, monkeypatch):
     """Point TEXTENV_CACHE at an empty folder."""
     monkeypatch.setenv("TEXTENV_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def normalisation_events(monkeypatch):
+    """Record, in order, each reward-model normalisation's samples as ``("normalize", seed, queries,
+    responses)`` and each training as ``("train",)`` (spies on :mod:`rewards.train`)."""
+    import rewards.train
+
+    events = []
+    samples, train = rewards.train.policy_samples, rewards.train.train_reward_model
+
+    def spy_samples(task, model, tokenizer, n, *, seed=0, **kw):
+        q, r = samples(task, model, tokenizer, n, seed=seed, **kw)
+        events.append(("normalize", seed, q, r))
+        return q, r
+
+    def spy_train(*args, **kw):
+        events.append(("train",))
+        return train(*args, **kw)
+
+    monkeypatch.setattr(rewards.train, "policy_samples", spy_samples)
+    monkeypatch.setattr(rewards.train, "train_reward_model", spy_train)
+    return events

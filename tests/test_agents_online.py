@@ -234,28 +234,7 @@ def test_mock_labeler_latency_delays_the_answers(tmp_path):
     loop.close()
 
 
-def spy_normalisation(monkeypatch):
-    """Record, in order, each normalisation's samples (seed, queries, responses) and each training."""
-    import rewards.train
-
-    events = []
-    samples, train = rewards.train.policy_samples, rewards.train.train_reward_model
-
-    def spy_samples(task, model, tokenizer, n, *, seed=0, **kw):
-        q, r = samples(task, model, tokenizer, n, seed=seed, **kw)
-        events.append(("normalize", seed, q, r))
-        return q, r
-
-    def spy_train(*args, **kw):
-        events.append(("train",))
-        return train(*args, **kw)
-
-    monkeypatch.setattr(rewards.train, "policy_samples", spy_samples)
-    monkeypatch.setattr(rewards.train, "train_reward_model", spy_train)
-    return events
-
-
-def test_normalize_after_only_is_a_named_option(tmp_path, monkeypatch):
+def test_normalize_after_only_is_a_named_option(tmp_path, normalisation_events):
     """``online.normalize = "after"``: one normalisation per retrain, after training, still on fresh
     samples each time (the default, before and after, is tested on a whole run in test_online_resume)."""
     from agents.config import ConfigError
@@ -263,7 +242,7 @@ def test_normalize_after_only_is_a_named_option(tmp_path, monkeypatch):
     assert load_config("tiny_toy").online.normalize == "before_and_after"  # the paper's, the default
     with pytest.raises(ConfigError, match=r"online\.normalize"):
         tiny_online(tmp_path, "--online.normalize=before")
-    events = spy_normalisation(monkeypatch)
+    events = normalisation_events
     cfg = tiny_online(tmp_path, "--online.normalize=after", "--online.validation_share=0")
     agent = build_agent(cfg)
     loop = OnlineLoop.from_config(agent, cfg, str(tmp_path / "labels.db"))

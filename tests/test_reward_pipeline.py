@@ -157,25 +157,11 @@ def test_sample_questions_names_them_and_skips_what_a_killed_request_stored(tmp_
         assert [(c.question_id, c.query, c.samples) for c in store.all()] == full[3:]
 
 
-def test_mock_reward_model_normalises_before_and_after_on_fresh_samples(tmp_path, monkeypatch):
-    import rewards.train
+def test_mock_reward_model_normalises_before_and_after_on_fresh_samples(tmp_path, normalisation_events):
     from rewards.labelers import make_labeler
     from rewards.pipeline import mock_reward_model
 
-    events = []
-    samples, train = rewards.train.policy_samples, rewards.train.train_reward_model
-
-    def spy_samples(task, model, tokenizer, n, *, seed=0, **kw):
-        q, r = samples(task, model, tokenizer, n, seed=seed, **kw)
-        events.append(("normalize", seed, q, r))
-        return q, r
-
-    def spy_train(*args, **kw):
-        events.append(("train",))
-        return train(*args, **kw)
-
-    monkeypatch.setattr(rewards.train, "policy_samples", spy_samples)
-    monkeypatch.setattr(rewards.train, "train_reward_model", spy_train)
+    events = normalisation_events
     lm, tok = load_causal_lm("tiny-gpt2")
     overrides = dict(
         query_length=8, response_length=4, min_query_length=4, truncate_token=None, truncate_after=0
