@@ -70,7 +70,7 @@ def test_a_session_expires(env):
     assert "samesite=strict" in cookie_header.lower() and "Secure" not in cookie_header
     assert client.get("/api/me").json()["labeler"] == "ann"
     store = app.state.store
-    now = store._session_now()
+    now = store.clock()
     store.clock = lambda: now + 59
     assert client.get("/api/me").status_code == 200
     store.clock = lambda: now + 61

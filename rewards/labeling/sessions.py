@@ -57,16 +57,12 @@ def _hash(token: str) -> str:
 
 
 class LabelerMixin:
-    """Labelers, tokens, server-side sessions and CSRF tokens (needs ``self.conn`` and ``self.comparisons``).
+    """Labelers, tokens, server-side sessions and CSRF tokens (needs ``self.conn``, ``self.comparisons``
+    and ``self.clock``, the store's injectable clock: tests move it forward).
 
     ``session_seconds`` is the lifetime of a new session (the app sets it from ``create_app``)."""
 
     session_seconds: float = DEFAULT_SESSION_SECONDS
-
-    def _session_now(self) -> float:
-        """The store's injectable ``clock`` (tests move it forward), else the wall clock."""
-        clock = getattr(self, "clock", None)
-        return clock() if clock is not None else time.time()
 
     def _init_labelers(self) -> None:
         self.conn.executescript(_SCHEMA)
@@ -143,7 +139,7 @@ class LabelerMixin:
         if not 0 < self.session_seconds < float("inf"):
             raise ValueError(f"session_seconds={self.session_seconds} must be a positive number of seconds.")
         session_id = secrets.token_urlsafe(32)
-        now = self._session_now()
+        now = self.clock()
         with self.comparisons._transaction() as conn:
             conn.execute("DELETE FROM labeling_sessions WHERE expires <= ? OR revoked", (now,))
             conn.execute(
@@ -159,7 +155,7 @@ class LabelerMixin:
         row = self.conn.execute(
             "SELECT l.name, l.admin FROM labeling_sessions s JOIN labelers l ON l.name = s.labeler "
             "WHERE s.id_hash=? AND NOT s.revoked AND s.expires > ? AND l.revoked IS NULL",
-            (_hash(session_id), self._session_now()),
+            (_hash(session_id), self.clock()),
         ).fetchone()
         return Labeler(row[0], bool(row[1])) if row else None
 
