@@ -189,12 +189,9 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
         ).fetchone()
         return None if row is None else (int(row[0]), float(row[1]))
 
-    def remaining_answers(self, question: Comparison) -> int:
+    def _remaining(self, conn: sqlite3.Connection, question: Comparison) -> int:
         """Answers ``question`` still wants: its open count while it is open (a duplicate or evaluation
         question), else ``wanted_answers`` while it is unanswered, else 0 (closed)."""
-        return self._remaining(self.conn, question)
-
-    def _remaining(self, conn: sqlite3.Connection, question: Comparison) -> int:
         row = conn.execute(
             "SELECT remaining FROM labeling_open WHERE question_id = ?", (question.question_id,)
         ).fetchone()
