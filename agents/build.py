@@ -3,8 +3,6 @@ function, the vector env and the agent (the algorithm from the registry)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from agents import distributed as D
@@ -39,29 +37,30 @@ def build_policy(cfg: TrainConfig):
 
 
 def build_reward(cfg: TrainConfig, tokenizer):
-    """``None`` (the task's built-in score), a reward model's ``as_reward_fn``, or (online) an empty
-    :class:`agents.online.SwappableReward`, which refuses to score until a reward model is set."""
+    """``None`` (the task's built-in score), the reward function of ``env.reward`` resolved for the
+    policy's ``tokenizer`` by :func:`textenv.reward_plugins.resolve_reward` (a built-in score, a
+    reward-model folder, a sequence-classification checkpoint, a reward server's URL, module:function;
+    models on ``run.device``, ``env.reward_batch_size`` rows at a time, ``env.reward_options``), or
+    (online) an empty :class:`agents.online.SwappableReward`, which refuses to score until a reward model
+    is set."""
     if cfg.online.enabled:
         from agents.online import SwappableReward
 
         return SwappableReward()
     if cfg.env.reward == "builtin":
         return None
-    from rewards.model import RewardModel
+    from textenv.reward_plugins import RewardPluginError, RewardSpec, resolve_reward
 
-    folder = Path(cfg.env.reward)
-    if not (folder / "reward_model.json").exists():
-        raise ConfigError(
-            f"env.reward = {cfg.env.reward!r} is neither 'builtin' nor a reward-model folder (no "
-            "reward_model.json there); train one with `textenv train-reward --out FOLDER`."
+    try:
+        spec = RewardSpec.from_options(
+            cfg.env.reward,
+            cfg.env.reward_options,
+            device=cfg.run.device,
+            batch_size=cfg.env.reward_batch_size,
         )
-    rm = RewardModel.load(folder, device=cfg.run.device)
-    if rm.tokenizer.get_vocab() != tokenizer.get_vocab():
-        raise ConfigError(
-            f"the reward model in {folder} uses another tokenizer ({rm.base_spec!r}) than the policy "
-            f"({cfg.policy.model!r}); train the reward model on the policy's tokenizer."
-        )
-    return rm.as_reward_fn(batch_size=cfg.env.reward_batch_size)
+        return resolve_reward(spec, tokenizer)
+    except RewardPluginError as exc:
+        raise ConfigError(f"env.reward = {cfg.env.reward!r}: {exc}") from exc
 
 
 def _check_device(device: str) -> None:

@@ -3,7 +3,9 @@
 A config (TOML, see the presets in ``agents/configs/*.toml``) has these tables::
 
     [run]     algo (a name in agents.algos.ALGOS), iterations, out_dir, checkpoint_every, sample_every, ...
-    [env]     task, reward ("builtin" or a reward-model folder), and [env.overrides] for the task
+    [env]     task, reward ("builtin", a built-in score, a reward-model folder, a sequence-classification
+              folder or hub id, an http(s):// reward server, module:function), [env.reward_options]
+              (textenv.reward_plugins.RewardSpec's fields) and [env.overrides] for the task
     [policy]  model, temperature ("task": the task's), train ("full" | "top_blocks" | "lora"), ...
     [optim]   lr, lr_decay, optimizer, adam_eps                       (shared by every algorithm)
     [kl]      coef, adaptive, target, horizon, form, estimator        (shared; PAPER.md §1.4-1.5)
@@ -71,12 +73,33 @@ class RunSection:
 
 @dataclass(frozen=True, config=STRICT)
 class EnvSection:
-    """``[env]``: the task id, the reward ("builtin": the task's own score; else a reward-model folder)."""
+    """``[env]``: the task id and the reward. ``reward``: ``"builtin"`` (the task's own score) or any
+    reward spec of :mod:`textenv.reward_plugins`: a built-in score name, this project's reward-model
+    folder, an ``AutoModelForSequenceClassification`` folder or ``org/name`` hub id, an ``http(s)://``
+    endpoint of ``textenv serve-reward``, or ``package.module:function``. Models score
+    ``reward_batch_size`` rows at a time on ``run.device``; ``reward_options`` holds the other
+    :class:`textenv.reward_plugins.RewardSpec` fields (``input``, ``label``, ``max_length``, ``timeout``,
+    ``retries``, ``backoff``)."""
 
     task: str = "BookSentiment-v0"
     reward: str = "builtin"
     reward_batch_size: int = Field(64, gt=0)
+    reward_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @field_validator("reward_options")
+    @classmethod
+    def _reward_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from textenv.reward_plugins import OPTION_NAMES
+
+        allowed = [n for n in OPTION_NAMES if n not in ("device", "batch_size")]
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"unknown reward option(s) {unknown}; valid: {allowed} (the device is run.device, the batch "
+                "size env.reward_batch_size)"
+            )
+        return value
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -1,4 +1,5 @@
-"""``textenv`` subcommands of the reward-learning path: sample, label, train-reward, labelers, serve-labeling."""
+"""``textenv`` subcommands of the reward-learning path: sample, label, train-reward, labelers, serve-labeling,
+serve-reward."""
 
 from __future__ import annotations
 
@@ -86,12 +87,16 @@ def add_parsers(sub) -> dict:
     _add_label_parser(sub)
     _add_train_reward_parser(sub)
     _add_labeling_parsers(sub)
+    from rewards import serving
+
+    serving.add_parser(sub)
     return {
         "sample": cmd_sample,
         "label": cmd_label,
         "train-reward": cmd_train_reward,
         "labelers": cmd_labelers,
         "serve-labeling": cmd_serve_labeling,
+        "serve-reward": serving.cmd_serve_reward,
     }
 
 

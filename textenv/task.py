@@ -51,8 +51,10 @@ def make_task(
         id_or_config: a registered task id or a config; ``overrides`` change any of its fields
             (an unknown id or field raises, naming it and the valid ones).
         tokenizer: a Hugging Face tokenizer or a spec string (default: the task's).
-        reward_fn: ``(queries, responses) -> scores`` or a built-in score name; default: the task's
-            built-in score, built the first time :meth:`Task.score` needs it (drawing never does).
+        reward_fn: ``(queries, responses) -> scores``, a built-in score name, or a reward plug-in spec
+            (a sequence-classification folder or hub id, an ``http(s)://`` endpoint, ``module:function``,
+            a reward-model folder; :mod:`textenv.reward_plugins`); default: the task's built-in score,
+            built the first time :meth:`Task.score` needs it (drawing never does).
         prompts: strings or ``textenv.data`` records instead of the task's data.
     """
     return Task(get_task(id_or_config, **overrides), tokenizer, reward_fn, prompts)
@@ -138,21 +140,23 @@ class Task:
         return self._reward_fn
 
     @reward_fn.setter
-    def reward_fn(self, reward_fn: Callable | str) -> None:
+    def reward_fn(self, reward_fn: Callable | str | Any) -> None:
         self.set_reward_fn(reward_fn)
 
-    def set_reward_fn(self, reward_fn: Callable | str) -> None:
+    def set_reward_fn(self, reward_fn: Callable | str | Any) -> None:
         """Swap the reward function (the online loop's retrained reward model); the next batch is scored
-        by it. A string names a built-in score (:mod:`textenv.scorers`), built when first needed."""
-        if isinstance(reward_fn, str):
-            from textenv.scorers import BUILTIN_SCORES
+        by it. A built-in score name (:mod:`textenv.scorers`) is built when first needed; any other string
+        or a :class:`textenv.reward_plugins.RewardSpec` (a sequence-classification checkpoint, an
+        ``http(s)://`` reward endpoint, ``module:function``, a reward-model folder) is resolved now, for
+        this task's tokenizer, by :func:`textenv.reward_plugins.resolve_reward`."""
+        from textenv.reward_plugins import RewardSpec, resolve_reward
+        from textenv.scorers import BUILTIN_SCORES
 
-            if reward_fn not in BUILTIN_SCORES:
-                raise ValueError(
-                    f"Unknown built-in reward {reward_fn!r}; choose from {sorted(BUILTIN_SCORES)} or pass a "
-                    "callable."
-                )
+        if isinstance(reward_fn, str) and reward_fn in BUILTIN_SCORES:
             self._reward_fn, self._reward_name = None, reward_fn
+            return
+        if isinstance(reward_fn, (str, RewardSpec)):
+            self._reward_fn, self._reward_name = resolve_reward(reward_fn, self.tokenizer), None
             return
         if not callable(reward_fn):
             raise TypeError(
