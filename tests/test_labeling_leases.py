@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from rewards.comparisons import Comparison, ComparisonStore
+from rewards.labeling import counters
 from rewards.labeling.store import AlreadyAnswered, Conflict, LabelingStore
 
 
@@ -294,6 +295,12 @@ class LeaseMachine(RuleBasedStateMachine):
             "SELECT MAX(c) FROM (SELECT COUNT(*) c FROM labeling_leases GROUP BY labeler)"
         ).fetchone()
         assert most is None or most == 1
+
+    @invariant()
+    def counters_equal_a_recount(self):
+        """The trigger-kept counters (progress, dashboard) equal a count over the tables, at every step."""
+        if hasattr(self, "store"):
+            assert counters.live(self.store.conn) == counters.recount(self.store.conn)
 
     def _drain(self):
         """Every labeler answers whatever it is served until nothing is left: then each question has

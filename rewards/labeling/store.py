@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from rewards.comparisons import Comparison, ComparisonStore
+from rewards.labeling import counters
 from rewards.labeling.evaluation import EVAL_TASK_PREFIX as EVAL_TASK_PREFIX  # re-exported
 from rewards.labeling.evaluation import EvaluationMixin
 from rewards.labeling.sessions import Labeler as Labeler  # re-exported
@@ -51,7 +52,8 @@ CREATE TABLE IF NOT EXISTS labeling_open (
     question_id TEXT PRIMARY KEY,
     comparison_id INTEGER NOT NULL,
     task TEXT NOT NULL,
-    remaining INTEGER NOT NULL
+    remaining INTEGER NOT NULL,
+    seq INTEGER
 );
 CREATE TABLE IF NOT EXISTS labeling_leases (
     question_id TEXT NOT NULL,
@@ -62,6 +64,9 @@ CREATE TABLE IF NOT EXISTS labeling_leases (
 );
 CREATE INDEX IF NOT EXISTS labeling_leases_expires ON labeling_leases(expires);
 CREATE INDEX IF NOT EXISTS comparisons_pending ON comparisons(id) WHERE label IS NULL;
+CREATE INDEX IF NOT EXISTS comparisons_pending_task ON comparisons(task, id) WHERE label IS NULL;
+CREATE INDEX IF NOT EXISTS labeling_events_labeler ON labeling_events(labeler, id);
+CREATE INDEX IF NOT EXISTS labeling_events_flags ON labeling_events(id) WHERE action = 'flag';
 CREATE TABLE IF NOT EXISTS evaluation_questions (
     question_id TEXT PRIMARY KEY,
     eval_id TEXT NOT NULL,
@@ -108,6 +113,12 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
         self.comparisons = ComparisonStore(path)
         self.conn = self.comparisons._conn
         self.conn.executescript(_SCHEMA)
+        with self.comparisons._transaction() as conn:
+            if "seq" not in {row[1] for row in conn.execute("PRAGMA table_info(labeling_open)")}:
+                conn.execute("ALTER TABLE labeling_open ADD COLUMN seq INTEGER")  # a store made before it
+            conn.execute("CREATE INDEX IF NOT EXISTS labeling_open_seq ON labeling_open(seq)")
+            conn.execute("CREATE INDEX IF NOT EXISTS labeling_open_task_seq ON labeling_open(task, seq)")
+            counters.install(conn)
         self.duplicate_share, self.duplicate_answers, self.task = duplicate_share, duplicate_answers, task
         self.lease_seconds = float(lease_seconds)
         self.clock = time.time  # injectable (tests move time forward to expire leases)
@@ -158,28 +169,68 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
 
     def _free_question(self, conn: sqlite3.Connection, labeler: str) -> tuple[int, str] | None:
         """(comparison id, question id) of the question to serve ``labeler`` next (expired leases are
-        gone already)."""
-        task_clause, params = (" AND task = ?", [self.task]) if self.task else ("", [])
-        unseen = "NOT EXISTS (SELECT 1 FROM labeling_events e WHERE e.question_id = {q} AND e.labeler = ?)"
-        leases = "(SELECT COUNT(*) FROM labeling_leases l WHERE l.question_id = {q})"
-        # open duplicates and evaluation questions first, so that they fill up (their `remaining` counts
-        # the answers still wanted; leases held by others take slots)
+        gone already): an open question (a duplicate or evaluation question still collecting answers) in
+        the order they opened, so that they fill up, else the oldest unanswered question; either with a
+        free slot and not answered, skipped or flagged by ``labeler`` already.
+
+        Cost: O(log n) index probes plus the rows stepped over, which are few: each scan starts at the
+        labeler's cursor (``labeling_cursors``), below which every open question (by open order) and
+        every unanswered question (by id) is one the labeler has seen; a seen row moves the cursor past
+        it for good (each is stepped over once, amortised), and the rows stepped over without moving it
+        are questions whose slots are all leased (at most one per other labeler) and the labeler's own
+        skips made after such a question (for at most a lease period)."""
+        scope = "task:" + self.task if self.task else "all"
         row = conn.execute(
-            f"SELECT comparison_id, question_id FROM labeling_open WHERE "
-            f"{unseen.format(q='labeling_open.question_id')} AND remaining > "
-            f"{leases.format(q='labeling_open.question_id')}{task_clause} ORDER BY comparison_id LIMIT 1",
-            (labeler, *params),
+            "SELECT open_seq, pending_id FROM labeling_cursors WHERE labeler = ? AND scope = ?",
+            (labeler, scope),
         ).fetchone()
-        if row is not None:
-            return row
-        # then unanswered questions, oldest first: wanted(question) slots, less the leases on it
-        return conn.execute(
-            f"SELECT id, question_id FROM comparisons INDEXED BY comparisons_pending WHERE label IS NULL{task_clause} "
-            f"AND {unseen.format(q='comparisons.question_id')} "
-            "AND NOT EXISTS (SELECT 1 FROM labeling_open o WHERE o.question_id = comparisons.question_id) "
-            f"AND textenv_wanted(question_id) > {leases.format(q='comparisons.question_id')} ORDER BY id LIMIT 1",
-            (*params, labeler),
+        open_from, pending_from = row if row is not None else (0, 0)
+        task, params = (" AND task = ?", [self.task]) if self.task else ("", [])
+        unseen = "NOT EXISTS (SELECT 1 FROM labeling_events e WHERE e.question_id = {q}.question_id AND e.labeler = ?)"
+        leases = "(SELECT COUNT(*) FROM labeling_leases l WHERE l.question_id = {q}.question_id)"
+        # open questions: the first one the labeler has not seen is the new cursor; serve the first of
+        # those with a free slot (their `remaining` counts the answers still wanted; leases take slots)
+        o = unseen.format(q="o")
+        first = conn.execute(
+            f"SELECT seq FROM labeling_open o WHERE seq >= ?{task} AND {o} ORDER BY seq LIMIT 1",
+            (open_from, *params, labeler),
         ).fetchone()
+        new_open = first[0] if first else counters.get(conn, "open_seq") + 1
+        found = None
+        if first is not None:
+            found = conn.execute(
+                f"SELECT comparison_id, question_id FROM labeling_open o WHERE seq >= ?{task} AND {o} "
+                f"AND remaining > {leases.format(q='o')} ORDER BY seq LIMIT 1",
+                (new_open, *params, labeler),
+            ).fetchone()
+        # unanswered questions, oldest first, with wanted(question) slots less the leases on it
+        c = unseen.format(q="c")
+        index = "comparisons_pending_task" if self.task else "comparisons_pending"
+        first = conn.execute(
+            f"SELECT id FROM comparisons c INDEXED BY {index} WHERE label IS NULL{task} AND id >= ? AND {c} "
+            "ORDER BY id LIMIT 1",
+            (*params, pending_from, labeler),
+        ).fetchone()
+        if first is not None:
+            new_pending = first[0]
+        else:
+            new_pending = (conn.execute("SELECT MAX(id) FROM comparisons").fetchone()[0] or 0) + 1
+        if found is None and first is not None:
+            found = conn.execute(
+                f"SELECT id, question_id FROM comparisons c INDEXED BY {index} WHERE label IS NULL{task} "
+                f"AND id >= ? AND {c} "
+                "AND NOT EXISTS (SELECT 1 FROM labeling_open o WHERE o.question_id = c.question_id) "
+                f"AND textenv_wanted(question_id) > {leases.format(q='c')} ORDER BY id LIMIT 1",
+                (*params, new_pending, labeler),
+            ).fetchone()
+        if (new_open, new_pending) != (open_from, pending_from):
+            conn.execute(
+                "INSERT INTO labeling_cursors (labeler, scope, open_seq, pending_id) VALUES (?,?,?,?) "
+                "ON CONFLICT (labeler, scope) DO UPDATE SET open_seq = excluded.open_seq, "
+                "pending_id = excluded.pending_id",
+                (labeler, scope, new_open, new_pending),
+            )
+        return found
 
     def lease_of(self, labeler: str) -> tuple[int, float] | None:
         """(comparison id, expiry time) of the lease ``labeler`` holds, if any and not expired."""
@@ -204,17 +255,17 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
         return self.wanted_answers(question.question_id) if unanswered else 0
 
     def progress(self, labeler: str) -> dict:
-        done = self.conn.execute(
-            "SELECT COUNT(*) FROM labeling_events WHERE labeler=? AND action='choose'", (labeler,)
-        ).fetchone()[0]
-        clause, params = ("WHERE task=?", [self.task]) if self.task else ("", [])
-        pending = self.conn.execute(
-            f"SELECT COUNT(DISTINCT question_id) FROM comparisons {clause}"
-            + (" AND" if clause else " WHERE")
-            + " label IS NULL",
-            params,
-        ).fetchone()[0]
-        return {"answered": int(done), "pending_questions": int(pending)}
+        """The labeler's answers and the store's unanswered questions (of this server's task): two
+        counter reads (:mod:`rewards.labeling.counters`), not counts over the tables."""
+        row = self.conn.execute(
+            "SELECT choose FROM labeling_labeler_counts WHERE labeler = ?", (labeler,)
+        ).fetchone()
+        pending = (
+            counters.get(self.conn, "pending", self.task)
+            if self.task
+            else counters.get(self.conn, "pending_all")
+        )
+        return {"answered": int(row[0]) if row else 0, "pending_questions": pending}
 
     def answer(self, labeler: str, comparison_id: int, action: str, choice: int | None = None) -> dict:
         """Record a choice, skip or flag, committed before this returns; the labeler's lease on the
@@ -306,7 +357,9 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
             "UPDATE labeling_open SET remaining = remaining - 1 WHERE question_id = ?",
             (question.question_id,),
         )
-        conn.execute("DELETE FROM labeling_open WHERE remaining <= 0")
+        conn.execute(
+            "DELETE FROM labeling_open WHERE question_id = ? AND remaining <= 0", (question.question_id,)
+        )
 
     def my_answers(self, labeler: str) -> list[dict]:
         rows = self.conn.execute(
