@@ -141,6 +141,7 @@ def test_fetch_records_manifest_and_copies_the_terms(empty_cache, tmp_path, monk
     assert [p.name for p in empty_cache.iterdir() if p.name.startswith("tmp")] == []
     entry = assets.read_manifest()["gemma3-270m"]
     assert entry["gguf_sha256"] == G.GEMMA3_GGUF_SHA256 and entry["optional"] is True
+    assert entry["licence_file"] == "GEMMA_TERMS.html"
     assert "Gemma Terms of Use" in entry["licence"]
     assert set(entry["files"]) >= {"config.json", "GEMMA_TERMS.html"}
     assert assets.asset_ready("gemma3-270m")

@@ -119,7 +119,7 @@ def fetch_gemma3() -> Path:
         GEMMA3_LICENCE,
         out,
         gguf_sha256=GEMMA3_GGUF_SHA256,
-        licence_file=str(out / GEMMA3_TERMS_FILE),
+        licence_file=GEMMA3_TERMS_FILE,  # relative to the asset folder
         optional=True,
     )
     return out
