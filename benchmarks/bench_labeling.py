@@ -11,6 +11,15 @@ wanted number of answers (one; five for the 5 % duplicates, PAPER.md §1.7), nev
 skipped over; only duplicates still collecting answers when the run stops may have fewer.
 
     python -m benchmarks.bench_labeling [--labelers 20] [--answers 500]
+
+``--scaling 10000,100000,1000000`` measures instead how the cost of a request grows with the store (issue
+21): for each size, a synthetic store of that many questions (half of them answered by 20 synthetic
+labelers, with their answer events; built with ``executemany``, then opened once by the app, which
+counts its counters once) is served by ``textenv serve-labeling`` on loopback, and one labeler runs
+``--rounds`` rounds of ``GET /api/next`` then ``POST /api/answers`` (after 10 rounds of warm-up); the
+p50/p95 of each go to ``--out`` (default ``benchmarks/results/labeling_scaling.jsonl``), one row a size.
+
+    python -m benchmarks.bench_labeling --scaling 10000,100000,1000000 [--rounds 200]
 """
 
 from __future__ import annotations
@@ -111,8 +120,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--labelers", type=int, default=20)
     p.add_argument("--answers", type=int, default=500, help="answers per labeler")
     p.add_argument("--no-restart", action="store_true")
-    p.add_argument("--out", default=str(RESULTS / "labeling.jsonl"))
-    return p.parse_args(argv)
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON lines (default: results/labeling.jsonl or, with "
+        "--scaling, results/labeling_scaling.jsonl; '-' prints only)",
+    )
+    p.add_argument(
+        "--scaling", default=None, help="comma-separated store sizes (questions): latency per size"
+    )
+    p.add_argument("--rounds", type=int, default=200, help="next+answer rounds per size (--scaling)")
+    args = p.parse_args(argv)
+    if args.scaling is not None:
+        try:
+            args.sizes = [int(x) for x in args.scaling.split(",")]
+        except ValueError:
+            p.error(f"--scaling {args.scaling!r}: give store sizes as integers, e.g. 10000,100000,1000000.")
+        if not args.sizes or min(args.sizes) < 2 * (args.rounds + 10):
+            p.error(
+                f"--scaling {args.scaling!r}: each size must be >= {2 * (args.rounds + 10)} questions "
+                f"(twice --rounds {args.rounds} plus the warm-up), e.g. 10000."
+            )
+    if args.rounds < 1:
+        p.error(f"--rounds {args.rounds} must be >= 1.")
+    name = "labeling_scaling.jsonl" if args.scaling is not None else "labeling.jsonl"
+    args.out = args.out or str(RESULTS / name)
+    return args
 
 
 def seed_store(labelers: int, answers: int) -> tuple[Path, list[str]]:
@@ -204,8 +237,120 @@ def coverage(store_path: Path, labelers: int) -> dict:
     }
 
 
+def synthetic_store(path: Path, n: int, labelers: int = 20, answered: float = 0.5) -> float:
+    """A store of ``n`` questions, the first ``answered`` share of them answered (one judgement each, by
+    ``labelers`` synthetic labelers, with their answer events), built with ``executemany`` before the
+    labeling tables have their triggers (the first :class:`LabelingStore` counts them once). Returns the
+    seconds it took."""
+    import sqlite3
+
+    from rewards.comparisons import ComparisonStore
+    from rewards.labeling.store import SCHEMA
+
+    t0 = time.perf_counter()
+    ComparisonStore(path).close()  # the comparisons table and its indexes
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.executescript(SCHEMA)
+    done = int(n * answered)
+    start = 1_700_000_000.0
+    texts = json.dumps(["sample a", "sample b", "sample c", "sample d"])
+
+    def rows():
+        for i in range(1, n + 1):
+            label = json.dumps({"best": i % 4}) if i <= done else None
+            who = f"s{i % labelers}" if i <= done else None
+            when = start + i if i <= done else None
+            yield (
+                i,
+                f"q{i}",
+                "BookSentiment-v0",
+                "best_of_n",
+                "[1, 2]",
+                "[[3], [4], [5], [6]]",
+                f"context {i}",
+                texts,
+                label,
+                who,
+                start,
+                when,
+            )
+
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO comparisons (id, question_id, task, label_type, query, samples, query_text, sample_texts, "
+        "label, labeler, created, labeled) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows(),
+    )
+    conn.executemany(
+        "INSERT INTO labeling_events (question_id, comparison_id, judgement_id, labeler, action, choice, created) "
+        "VALUES (?,?,?,?,'choose',?,?)",
+        ((f"q{i}", i, i, f"s{i % labelers}", i % 4, start + i) for i in range(1, done + 1)),
+    )
+    conn.execute("COMMIT")
+    conn.close()
+    return time.perf_counter() - t0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def scaling(args) -> None:
+    """p50/p95 of /api/next and /api/answers against stores of each size (see the module docstring)."""
+    from rewards.labeling.store import LabelingStore
+
+    for n in args.sizes:
+        tmp = Path(tempfile.mkdtemp(prefix="bench_labeling_scaling_"))
+        path = tmp / "labels.db"
+        build_s = synthetic_store(path, n)
+        t0 = time.perf_counter()
+        with LabelingStore(path) as users:  # installs the counters (a one-time count over the store)
+            token = users.add_labeler("bench")
+        first_open_s = time.perf_counter() - t0
+        port = free_port()
+        server = start_server(path, port)
+        times: dict[str, list[float]] = {"next": [], "answer": []}
+        try:
+            for r in range(args.rounds + 10):
+                t = time.perf_counter()
+                status, q = request(port, "GET", "/api/next", token)
+                t_next = time.perf_counter() - t
+                if status != 200 or q.get("done"):
+                    raise RuntimeError(f"/api/next gave {status} {q}")
+                t = time.perf_counter()
+                status, reply = request(port, "POST", "/api/answers", token, {"id": q["id"], "choice": r % 4})
+                t_answer = time.perf_counter() - t
+                if status != 200:
+                    raise RuntimeError(f"/api/answers gave {status} {reply}")
+                if r >= 10:  # warm-up rounds not counted
+                    times["next"].append(t_next)
+                    times["answer"].append(t_answer)
+        finally:
+            server.terminate()
+            server.wait()
+        result = {
+            "benchmark": "labeling_scaling",
+            "questions": n,
+            "answered_in_store": int(n * 0.5),
+            "rounds": args.rounds,
+            "pending_questions_reported": q["progress"]["pending_questions"],
+            **{f"{k}_ms_p{p}": 1e3 * percentile(v, p / 100) for k, v in times.items() for p in (50, 95)},
+            "build_s": build_s,
+            "first_open_s": first_open_s,
+            **metadata(),
+        }
+        emit(result, out_path(args.out))
+        for f in tmp.iterdir():
+            f.unlink()
+        tmp.rmdir()
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.scaling is not None:
+        scaling(args)
+        return
     from rewards.comparisons import ComparisonStore
 
     store_path, tokens = seed_store(args.labelers, args.answers)

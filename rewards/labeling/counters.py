@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 1
+VERSION = 2
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS labeling_counts (
@@ -67,7 +67,10 @@ def _distinct_triggers(name: str, pred: str) -> str:
 
     def same(r: str, per_task: bool) -> str:  # rows of the set with the same question id (and task)
         t = f" AND c.task = {r}.task" if per_task else ""
-        return f"(SELECT COUNT(*) FROM comparisons c WHERE c.question_id = {r}.question_id{t} AND {p('c')})"
+        return (
+            "(SELECT COUNT(*) FROM comparisons c INDEXED BY comparisons_question "
+            f"WHERE c.question_id = {r}.question_id{t} AND {p('c')})"
+        )
 
     def add(r: str, per_task: bool) -> str:  # the row joined the set: a new id when it is alone there
         kind, scope = (name, f"{r}.task") if per_task else (f"{name}_all", "''")

@@ -81,6 +81,11 @@ CREATE INDEX IF NOT EXISTS evaluation_questions_eval ON evaluation_questions(eva
 """
 
 
+SCHEMA = _SCHEMA
+"""The labeling tables and indexes (without the counters' triggers, which :class:`LabelingStore` adds,
+counting what is there, on first open): a bulk loader may create them and fill them first."""
+
+
 class Conflict(ValueError):
     """The answer cannot be taken in the question's present state (the app's 409)."""
 
