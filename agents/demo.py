@@ -182,6 +182,7 @@ def run_pipeline(cfg: DemoConfig) -> dict:
     from agents.train import train_policy
     from rewards.labelers import SentimentLabeler
     from textenv.models import load_causal_lm
+    from textenv.models.tokenization import real_vocab_size
 
     t0 = time.perf_counter()
     out = Path(cfg.out_dir)
@@ -194,7 +195,9 @@ def run_pipeline(cfg: DemoConfig) -> dict:
         train_cfg = _ppo_config(cfg, out)
         shutil.rmtree(out / "ppo", ignore_errors=True)
         # the initial policy is the model already loaded above (PPO loads its own copy to train)
-        initial = PolicyWithValue(lm, tok.pad_token_id, train_cfg.temperature())
+        initial = PolicyWithValue(
+            lm, tok.pad_token_id, train_cfg.temperature(), vocab_size=real_vocab_size(tok)
+        )
         evaluate = (rm, labeler, tok, cfg.task_overrides, cfg.eval_prompts, cfg.seed + 99)
         before = evaluate_policy(initial, *evaluate)
         _log(f"PPO: {train_cfg.iterations} iterations of {train_cfg.algo_config.batch_size} episodes", t0)

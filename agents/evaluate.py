@@ -91,7 +91,7 @@ def generate(
         valid = [True] * n
         scores = [rouge_avg(p.reference, r) for p, r in zip(prompts, responses)]
     else:
-        sample_fn = hf_sample_fn(model, t.pad_id, temperature or t.config.temperature)
+        sample_fn = hf_sample_fn(model, t.pad_id, temperature or t.config.temperature, t.vocab_size)
         out = sample_for_prompts(t, prompts, sample_fn, seed=seed).responses
         scored = t.score(t.queries(prompts), out, base["reference"])
         responses = [str(x).strip() for x in scored["truncated_text"]]

@@ -1,8 +1,10 @@
 """``PolicyWithValue``: a causal LM with a zero-initialised value head on its own trunk (PAPER.md §1.8).
 
 * ``sample`` draws fixed-length responses by ancestral sampling with a KV cache: temperature T divides
-  the logits, no top-k/top-p, EOS does not stop sampling, and only the model's own vocabulary can be
-  drawn (the pad id lies outside it). It returns the sampling-time log-probs too (must-haves 2, 3).
+  the logits, no top-k/top-p, EOS does not stop sampling, and only the tokenizer's real vocabulary can be
+  drawn: the pad id (even one inside the vocabulary, like Gemma's ``<pad>`` = 0) and the padding rows of
+  an output layer wider than the tokenizer (Qwen2.5) are masked out of sampling, log-probs and entropies
+  alike. It returns the sampling-time log-probs too (must-haves 2, 3).
 * ``forward_stats`` recomputes tempered log-probs, values and entropies for query ⊕ response in one
   padding-invariant pass. The value for response token t is read at position ``context_len - 1 + t``,
   the state before y_t is emitted, aligned with the logits that score y_t (must-have 15).
@@ -32,7 +34,7 @@ import torch
 from torch import nn
 
 from agents.core import entropy_from_logits, logprobs_from_logits
-from textenv.models.tokenization import padded_inputs
+from textenv.models.tokenization import banned_token_mask, padded_inputs, real_vocab_size
 from textenv.models.trunk import Features, freeze_lower, lower_features, top_forward
 
 
@@ -46,13 +48,22 @@ class PolicyWithValue(nn.Module):
     """A Hugging Face causal LM + a scalar value head on the final hidden state (zero init)."""
 
     def __init__(
-        self, lm: nn.Module, pad_id: int, temperature: float = 1.0, value_model: nn.Module | None = None
+        self,
+        lm: nn.Module,
+        pad_id: int,
+        temperature: float = 1.0,
+        value_model: nn.Module | None = None,
+        vocab_size: int | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
         self.lm = lm
         self.pad_id = int(pad_id)
+        rows = int(lm.get_output_embeddings().weight.shape[0])
+        # never sample (or score) the pad or an output row past the tokenizer (None: nothing to mask)
+        banned = banned_token_mask(rows, rows if vocab_size is None else int(vocab_size), self.pad_id)
+        self.register_buffer("banned", banned, persistent=False)
         self.temperature = float(temperature)
         self.top_blocks: int | None = None
         self.lora = False
@@ -117,13 +128,22 @@ class PolicyWithValue(nn.Module):
         from textenv.models import load_causal_lm
 
         lm, tok = load_causal_lm(spec, seed=seed, device=device, dtype=dtype)
-        policy = cls(lm, tok.pad_token_id, temperature, value_model=value_model).to(device)
+        policy = cls(
+            lm, tok.pad_token_id, temperature, value_model=value_model, vocab_size=real_vocab_size(tok)
+        ).to(device)
         policy.tokenizer = tok
         return policy
 
     @property
     def vocab_size(self) -> int:
+        """The output layer's rows (the real vocabulary is smaller when ``banned`` masks rows)."""
         return int(self.lm.get_output_embeddings().weight.shape[0])
+
+    def mask_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` (..., V) in float32 with the banned rows at -1e9: their probability is exactly 0 and
+        ``p * log p`` stays 0 (no -inf, so entropies and KLs stay finite)."""
+        logits = logits.float()
+        return logits if self.banned is None else logits.masked_fill(self.banned, -1e9)
 
     def reference(self) -> PolicyWithValue | AdapterDisabledReference:
         """The frozen reference model rho: same weights now, no gradients, eval mode.
@@ -145,11 +165,6 @@ class PolicyWithValue(nn.Module):
         # LoRA layers sit inside the HF modules, so the plain trunk call applies them (or not, under
         # peft's disable_adapter()).
         return self.hf.base_model(**padded_inputs(input_ids, self.pad_id)).last_hidden_state  # (B, T, d)
-
-    def _logits_and_hidden(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits at every position (B, T, V) and the final hidden states (B, T, d)."""
-        hidden = self._hidden(input_ids)
-        return self.hf.get_output_embeddings()(hidden), hidden
 
     @torch.no_grad()
     def features(self, query_responses: torch.Tensor) -> Features | None:
@@ -189,7 +204,7 @@ class PolicyWithValue(nn.Module):
             hidden = self._hidden(query_responses)
         # position Lc - 1 + t predicts response token t (and holds the value before it is emitted); the
         # output layer runs on those Lr positions only, not on the context
-        logits = self.hf.get_output_embeddings()(hidden[:, context_length - 1 : -1])
+        logits = self.mask_logits(self.hf.get_output_embeddings()(hidden[:, context_length - 1 : -1]))
         responses = query_responses[:, context_length:]
         values = self._values(query_responses, hidden, context_length)
         return Stats(
@@ -216,7 +231,7 @@ class PolicyWithValue(nn.Module):
         next_pos = positions[:, -1:] + mask[:, -1:]  # one past the last real token
         tokens, logps = [], []
         for t in range(length):
-            logp = torch.log_softmax(next_logits.float() / self.temperature, dim=-1)  # (B, V)
+            logp = torch.log_softmax(self.mask_logits(next_logits) / self.temperature, dim=-1)  # (B, V)
             token = torch.multinomial(logp.exp(), 1, generator=generator)  # (B, 1)
             tokens.append(token)
             logps.append(logp.gather(-1, token))

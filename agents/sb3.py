@@ -42,6 +42,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 from textenv.kl import AdaptiveKLController, FixedKLController, kl_per_token
+from textenv.models.tokenization import banned_token_mask
 from textenv.models.trunk import freeze_lower
 from textenv.wrappers import LMLogProbs, last_hidden
 
@@ -118,6 +119,8 @@ class TransformerPolicy(ActorCriticPolicy):
                 f"pad id {pad_id} differs from the env's ({high}); build the env with the policy's tokenizer."
             )
         self.lm, self.pad_id, self.vocab_size = lm, pad_id, n
+        # a pad inside the vocabulary (Gemma's <pad> = 0) is never an action (rows past n are cut off)
+        self.register_buffer("banned", banned_token_mask(n, n, pad_id), persistent=False)
         freeze_lower(self.lm, self.top_blocks)
         self.value_net = nn.utils.skip_init(nn.Linear, lm.config.hidden_size, 1)  # no global-RNG draw
         nn.init.zeros_(self.value_net.weight)  # V == 0 at the start, as the paper's value head
@@ -145,8 +148,10 @@ class TransformerPolicy(ActorCriticPolicy):
     def _logits_values(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tempered next-token logits (B, V) and values (B, 1) for observation rows (B, T)."""
         h = last_hidden(self.lm.base_model, obs, self.pad_id)  # (B, d)
-        logits = self.lm.get_output_embeddings()(h)[:, : self.vocab_size].float() / self.temperature
-        return logits, self.value_net(h).float()
+        logits = self.lm.get_output_embeddings()(h)[:, : self.vocab_size].float()
+        if self.banned is not None:
+            logits = logits.masked_fill(self.banned, -1e9)
+        return logits / self.temperature, self.value_net(h).float()
 
     def _distribution(self, logits: torch.Tensor) -> CategoricalDistribution:
         return self.action_dist.proba_distribution(action_logits=logits)

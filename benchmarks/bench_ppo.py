@@ -120,13 +120,14 @@ def run_ours(case: str, mode: str, iterations: int) -> dict:
     from agents.ppo import PPOAgent, PPOConfig
     from agents.sections import HaltConfig, KLConfig, OptimConfig
     from rewards.model import RewardModel
+    from textenv.models.tokenization import real_vocab_size
     from textenv.vector import TextVectorEnv
 
     c = CASES[case]
     lm, tok, rm_lm = build_models(case)
     rm = RewardModel(rm_lm, tok.pad_token_id)
     rm.requires_grad_(False)
-    policy = PolicyWithValue(lm, tok.pad_token_id, temperature=0.7)
+    policy = PolicyWithValue(lm, tok.pad_token_id, temperature=0.7, vocab_size=real_vocab_size(tok))
     policy.tokenizer = tok
     if mode == "top_blocks":
         policy.set_trainable(2)
@@ -174,6 +175,7 @@ def run_ours(case: str, mode: str, iterations: int) -> dict:
     return out
 
 
+
 def iteration_flops(lm, c: dict) -> float:
     """Matmul FLOPs one iteration of our algorithm needs (forward 2 x params x tokens, backward 2 x that).
 
@@ -182,7 +184,9 @@ def iteration_flops(lm, c: dict) -> float:
     positions, none for the reward); each epoch runs forward + backward (3 x forward). Attention score
     FLOPs (4 x T x d per token per layer) are included.
     """
-    blocks = lm.base_model.layers if hasattr(lm.base_model, "layers") else lm.base_model.h
+    from textenv.models.trunk import blocks_of
+
+    blocks = blocks_of(lm.base_model)
     p_blocks = sum(p.numel() for b in blocks for p in b.parameters() if p.dim() == 2)
     d, v, n_layers = lm.config.hidden_size, lm.get_output_embeddings().weight.shape[0], len(blocks)
     t = c["query"] + c["response"]

@@ -32,7 +32,7 @@ def frontier(lm, tok, args, overrides: dict) -> list[dict]:
     from textenv.task import make_task
 
     task = make_task(TASK, tok, **overrides)
-    sample_fn = hf_sample_fn(lm, task.pad_id, args.temperature)
+    sample_fn = hf_sample_fn(lm, task.pad_id, args.temperature, task.vocab_size)
     drawn = sample_task(task, sample_fn, args.prompts, k=args.samples, seed=args.seed)
     gold = MockSentimentScore(tok)
     rewards = gold(None, drawn.responses).reshape(args.prompts, args.samples)

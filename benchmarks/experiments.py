@@ -115,7 +115,7 @@ def responses(
     from textenv.task import make_task
 
     t = make_task(task, tokenizer, split="valid", **overrides)
-    sample_fn = hf_sample_fn(policy_lm, t.pad_id, temperature)
+    sample_fn = hf_sample_fn(policy_lm, t.pad_id, temperature, t.vocab_size)
     drawn = sample_task(t, sample_fn, n, seed=seed, sample_seed=sample_seed)
     return [(t.decode(np.array(p.query)), t.decode(r)) for p, r in zip(drawn.prompts, drawn.responses)]
 

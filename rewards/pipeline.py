@@ -62,7 +62,7 @@ def sample_questions(
     if n_queries < 1 or n_samples < 2:
         raise ValueError(f"need n_queries >= 1 and n_samples >= 2, got {n_queries} and {n_samples}.")
     task = make_task(task, tokenizer, **task_overrides)
-    sample_fn = hf_sample_fn(model, task.pad_id, task.config.temperature)
+    sample_fn = hf_sample_fn(model, task.pad_id, task.config.temperature, task.vocab_size)
     rng = np.random.default_rng(seed)
     # the ids these samples can hold: imports into this store are checked against it
     rows = getattr(getattr(model, "config", None), "vocab_size", None) or 0  # output rows, when known

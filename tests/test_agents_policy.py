@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from agents.policy import PolicyWithValue
-from textenv.models.tokenization import pad_sequences
+from textenv.models.tokenization import pad_sequences, padded_inputs
 
 
 @pytest.fixture(scope="module", params=["tiny-gpt2", "tiny-llama"])
@@ -32,7 +32,7 @@ def test_sampling_logprobs_equal_recomputed_tempered_logprobs(policy):
     torch.testing.assert_close(stats.logprobs, logps, atol=1e-4, rtol=1e-4)
     # the recomputation is log_softmax(logits / T) at the sampled tokens (must-have 2)
     full = torch.cat([ctx, responses], 1)
-    logits, _ = policy._logits_and_hidden(full)
+    logits = policy.lm(**padded_inputs(full, policy.pad_id)).logits  # the plain HF forward
     ref = torch.log_softmax(logits[:, ctx.shape[1] - 1 : -1] / 0.7, -1).gather(-1, responses[..., None])[
         ..., 0
     ]

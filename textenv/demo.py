@@ -35,7 +35,7 @@ def run_demo(model: str = "smollm2-135m", episodes: int = 4, seed: int = 0) -> i
     cfg, task = envs.unwrapped.config, envs.unwrapped.task
     obs, _ = envs.reset(seed=seed)
     t0 = time.perf_counter()
-    sample_fn = hf_sample_fn(lm, task.pad_id, cfg.temperature)
+    sample_fn = hf_sample_fn(lm, task.pad_id, cfg.temperature, task.vocab_size)
     responses = sample_fn(obs[:, : task.context_length], cfg.response_length, seed)
     print(
         f"[demo] sampled {episodes} x {cfg.response_length} tokens at T={cfg.temperature} in {time.perf_counter() - t0:.1f}s"

@@ -46,6 +46,16 @@ class TaskViews:
     def pad_token_id(self) -> int:
         return self.task.pad_id
 
+    def action_masks(self) -> np.ndarray:
+        """Bool (vocab_size,) (a vector env: (num_envs, vocab_size)), True for every legal action: all but
+        a pad that lies inside the vocabulary (Gemma's ``<pad>`` = 0). sb3-contrib's ``MaskablePPO`` reads
+        it; ``env.action_space.sample(mask=env.action_masks().astype(np.int8))`` samples legal actions."""
+        legal = np.ones(self.task.vocab_size, dtype=bool)
+        if 0 <= self.task.pad_id < self.task.vocab_size:
+            legal[self.task.pad_id] = False
+        n = getattr(self, "num_envs", None)
+        return legal if n is None else np.broadcast_to(legal, (n, legal.size)).copy()
+
 
 class TextEnv(TaskViews, gym.Env):
     """## Description
@@ -56,7 +66,9 @@ class TextEnv(TaskViews, gym.Env):
 
     ## Action Space
 
-    ``Discrete(vocab_size)``: a token id of the model's vocabulary. The pad id lies outside it.
+    ``Discrete(vocab_size)``: a token id of the tokenizer's vocabulary (never the padding rows of a wider
+    output layer). The pad id lies outside it, or, when the tokenizer's own pad is a vocabulary id
+    (Gemma's ``<pad>`` = 0), it is an illegal action: ``action_masks()`` says so and ``step`` refuses it.
 
     ## Observation Space
 

@@ -83,6 +83,8 @@ class LMLogProbs:
         logits = self.lm.get_output_embeddings()(h).float()
         if self.vocab_size is not None:
             logits = logits[:, : self.vocab_size]
+        if 0 <= self.pad_id < logits.shape[-1]:  # a pad inside the vocabulary is never an action
+            logits = logits.index_fill(-1, torch.tensor([self.pad_id], device=logits.device), -1e9)
         return logits / self.temperature
 
     @torch.no_grad()

@@ -1,7 +1,8 @@
 """Fixed-length ancestral sampling with a Hugging Face causal LM (PAPER.md §1.6, must-have 3).
 
 ``generate`` with a KV cache, temperature ``T``, no top-k/top-p, no EOS stop, exactly ``length`` new
-tokens per row. The pad id lies outside the model's vocabulary, so it is never sampled. Used by the
+tokens per row. Only real tokens are drawn: the pad id (when it is an output row, e.g. Gemma's ``<pad>``)
+and every output row at or past ``vocab_size`` (a padded output layer) are suppressed. Used by the
 demo and the reward-learning pipeline; the PPO agent brings its own sampler that also returns log-probs.
 :func:`hf_sample_fn` and :func:`generator_sample_fn` adapt both to :mod:`textenv.sampler`'s sample
 function ``(contexts, length, seed) -> responses``.
@@ -15,17 +16,29 @@ import numpy as np
 
 
 def sample_responses(
-    model, context: np.ndarray, pad_id: int, length: int, temperature: float, seed: int | None = None
+    model,
+    context: np.ndarray,
+    pad_id: int,
+    length: int,
+    temperature: float,
+    seed: int | None = None,
+    vocab_size: int | None = None,
 ) -> np.ndarray:
     """Sample ``length`` tokens for every row of the left-padded ``context`` (B, Lc); returns (B, length).
+
+    ``vocab_size``: the tokenizer's real vocabulary (``Task.vocab_size``); output rows past it are never
+    drawn (None: every output row is a token). The pad id is never drawn either.
 
     ``seed`` seeds a fork of torch's global generator (and of the model's CUDA device's) for this call
     only, so the caller's RNG state is untouched; with ``seed=None`` the global generator is used.
     """
     import torch
 
-    from textenv.models.tokenization import padded_inputs
+    from textenv.models.tokenization import banned_token_mask, padded_inputs
 
+    rows = int(model.get_output_embeddings().weight.shape[0])
+    banned = banned_token_mask(rows, rows if vocab_size is None else vocab_size, pad_id)
+    suppress = {} if banned is None else {"suppress_tokens": banned.nonzero()[:, 0].tolist()}
     context = np.asarray(context)
     if context.ndim != 2:
         raise ValueError(f"context must be (batch, length), got shape {context.shape}.")
@@ -46,6 +59,7 @@ def sample_responses(
             min_new_tokens=length,
             eos_token_id=None,
             pad_token_id=0,
+            **suppress,
         )
     responses = out[:, context.shape[1] :].cpu().numpy()
     if responses.shape[1] != length:
@@ -53,11 +67,16 @@ def sample_responses(
     return responses
 
 
-def hf_sample_fn(model, pad_id: int, temperature: float) -> Callable[[np.ndarray, int, int], np.ndarray]:
-    """A :mod:`textenv.sampler` sample function: :func:`sample_responses` with ``model`` at ``temperature``."""
+def hf_sample_fn(
+    model, pad_id: int, temperature: float, vocab_size: int | None = None
+) -> Callable[[np.ndarray, int, int], np.ndarray]:
+    """A :mod:`textenv.sampler` sample function: :func:`sample_responses` with ``model`` at ``temperature``
+    over the real vocabulary ``vocab_size`` (pass ``task.vocab_size``)."""
 
     def sample(contexts: np.ndarray, length: int, seed: int) -> np.ndarray:
-        return sample_responses(model, contexts, pad_id, length, temperature, seed=seed)
+        return sample_responses(
+            model, contexts, pad_id, length, temperature, seed=seed, vocab_size=vocab_size
+        )
 
     return sample
 

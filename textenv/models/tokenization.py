@@ -72,6 +72,34 @@ def token_id(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     return int(ids[0])
 
 
+def real_vocab_size(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The number of token ids a policy may emit: every id of ``tokenizer`` but the ``<|pad|>`` that
+    :func:`ensure_pad_token` appended (a pad the tokenizer came with stays counted: it is masked by id)."""
+    return len(tokenizer) - (1 if tokenizer.pad_token == PAD_TOKEN else 0)
+
+
+def banned_token_mask(n_rows: int, vocab_size: int, pad_id: int) -> torch.Tensor | None:
+    """A bool (n_rows,) mask of the output rows that must never be sampled, or None when there are none.
+
+    Banned: the pad id when it is an output row (e.g. Gemma's ``<pad>`` = 0, inside the vocabulary) and
+    every row at or past ``vocab_size`` (output layers padded to a round size, e.g. Qwen2.5's 151,936 rows
+    for 151,665 tokens). Sampling, log-probs and entropies are then taken over the real vocabulary only.
+    """
+    import torch
+
+    if vocab_size < 1:
+        raise ValueError(f"vocab_size={vocab_size} must be >= 1.")
+    if vocab_size > n_rows and not (vocab_size == n_rows + 1 and pad_id == n_rows):
+        raise ValueError(
+            f"the tokenizer has {vocab_size} tokens but the model only {n_rows} output rows; use the "
+            "tokenizer that belongs to the model (or resize the model's embeddings first)."
+        )
+    banned = torch.arange(n_rows) >= vocab_size
+    if 0 <= pad_id < n_rows:
+        banned[pad_id] = True
+    return banned if bool(banned.any()) else None
+
+
 # ------------------------------------------------------------------------------------------ padding
 def pad_sequences(
     sequences: Sequence[Sequence[int]],

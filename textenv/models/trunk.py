@@ -33,18 +33,59 @@ class Features:
         return Features(self.hidden[idx], self.attention_mask[idx], self.position_ids[idx], pool)
 
 
+# the usual places of a decoder's block list, relative to ``lm.base_model`` (Llama/Qwen/Gemma/Mistral/
+# Phi3: ``layers``; GPT-2: ``h``; GPT-NeoX: ``layers``; OPT: ``decoder.layers``)
+_BLOCK_PATHS = ("layers", "h", "blocks", "decoder.layers", "transformer.h", "model.layers")
+# modules after the blocks that train with them (final norms; OPT's optional projection)
+_FINAL_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm", "final_norm", "project_out")
+
+
 def layers_attr(base: nn.Module) -> str:
-    """Name of the ModuleList holding the transformer blocks (``layers`` Llama, ``h`` GPT-2)."""
-    for name in ("layers", "h", "blocks"):
-        if isinstance(getattr(base, name, None), nn.ModuleList):
-            return name
+    """Dotted path (in ``base``) of the ModuleList holding the transformer blocks: ``layers`` (Llama),
+    ``h`` (GPT-2), ``decoder.layers`` (OPT), else the one ModuleList of ``config.num_hidden_layers`` blocks."""
+    for path in _BLOCK_PATHS:
+        try:
+            module = base.get_submodule(path)
+        except AttributeError:
+            continue
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            return path
+    n = getattr(getattr(base, "config", None), "num_hidden_layers", None)
+    found = [
+        name for name, m in base.named_modules() if isinstance(m, nn.ModuleList) and name and len(m) == n
+    ]
+    if len(found) == 1:
+        return found[0]
     raise TypeError(
-        f"Cannot find the transformer blocks of {type(base).__name__}; train the whole model instead."
+        f"Cannot find the transformer blocks of {type(base).__name__}: no nn.ModuleList at "
+        f"{', '.join(_BLOCK_PATHS)} and {len(found)} ModuleLists of num_hidden_layers={n} modules; "
+        "top-block training needs one. Train the whole model (policy.train = 'full') or use LoRA instead."
     )
 
 
+def blocks_of(base: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of the trunk ``base`` (see :func:`layers_attr`)."""
+    return base.get_submodule(layers_attr(base))
+
+
+def _set_blocks(base: nn.Module, blocks: nn.ModuleList) -> None:
+    parent, _, name = layers_attr(base).rpartition(".")
+    setattr(base.get_submodule(parent) if parent else base, name, blocks)
+
+
 def n_blocks(base: nn.Module) -> int:
-    return len(getattr(base, layers_attr(base)))
+    return len(blocks_of(base))
+
+
+def final_modules(base: nn.Module) -> list[nn.Module]:
+    """The modules that run after the blocks (the final norm; OPT's ``project_out`` when present)."""
+    path = layers_attr(base)
+    parent = path.rpartition(".")[0]
+    holder = base.get_submodule(parent) if parent else base
+    mods = [m for name, m in holder.named_children() if name in _FINAL_NAMES and m is not None]
+    if parent:  # e.g. a final norm beside the decoder rather than inside it
+        mods += [m for name, m in base.named_children() if name in _FINAL_NAMES and m is not None]
+    return mods
 
 
 def freeze_lower(lm: nn.Module, top_blocks: int | None) -> None:
@@ -61,14 +102,13 @@ def freeze_lower(lm: nn.Module, top_blocks: int | None) -> None:
     total = n_blocks(base)
     if not 0 <= top_blocks <= total:
         raise ValueError(f"top_blocks={top_blocks} must lie in [0, {total}] for this model.")
-    for block in list(getattr(base, layers_attr(base)))[total - top_blocks :]:
+    for block in list(blocks_of(base))[total - top_blocks :]:
         for p in block.parameters():
             p.requires_grad_(True)
     if top_blocks > 0:
-        for name, module in base.named_children():
-            if name in ("norm", "ln_f", "final_layernorm"):
-                for p in module.parameters():
-                    p.requires_grad_(True)
+        for module in final_modules(base):
+            for p in module.parameters():
+                p.requires_grad_(True)
 
 
 @torch.no_grad()
@@ -80,7 +120,7 @@ def lower_features(base: nn.Module, inputs: dict, top_blocks: int) -> torch.Tens
     """
     if top_blocks == 0:
         return base(**inputs).last_hidden_state
-    first = getattr(base, layers_attr(base))[n_blocks(base) - top_blocks]
+    first = blocks_of(base)[n_blocks(base) - top_blocks]
     captured: list[torch.Tensor] = []
 
     def grab(module, args, kwargs):
@@ -100,24 +140,37 @@ def lower_features(base: nn.Module, inputs: dict, top_blocks: int) -> torch.Tens
 @contextmanager
 def only_top_blocks(base: nn.Module, top_blocks: int):
     """Temporarily make ``base`` hold only its top ``top_blocks`` blocks."""
-    attr = layers_attr(base)
-    blocks = getattr(base, attr)
-    setattr(base, attr, nn.ModuleList(list(blocks)[len(blocks) - top_blocks :]))
+    blocks = blocks_of(base)
+    _set_blocks(base, nn.ModuleList(list(blocks)[len(blocks) - top_blocks :]))
     try:
         yield
     finally:
-        setattr(base, attr, blocks)
+        _set_blocks(base, blocks)
 
 
 def top_forward(base: nn.Module, feats: Features, top_blocks: int) -> torch.Tensor:
-    """Final hidden states (B, T, d) from cached lower features, running only the top blocks + final norm."""
+    """Final hidden states (B, T, d) from cached lower features, running only the top blocks + final norm.
+
+    The trunk runs with only its top blocks on zero input embeddings, and a pre-hook hands the cached
+    features to the first of them in place of whatever the embedding stage made (absolute positions,
+    Gemma's sqrt(d) scaling, OPT's projection): exact for every architecture, nothing to undo.
+    """
     if top_blocks == 0:
         return feats.hidden
-    embeds = feats.hidden
-    wpe = getattr(base, "wpe", None)
-    if wpe is not None:  # GPT-2 adds absolute position embeddings to inputs_embeds: cancel them
-        embeds = embeds - wpe(feats.position_ids)
-    with only_top_blocks(base, top_blocks):
-        return base(
-            inputs_embeds=embeds, attention_mask=feats.attention_mask, position_ids=feats.position_ids
-        ).last_hidden_state
+    first = blocks_of(base)[n_blocks(base) - top_blocks]
+
+    def feed(module, args, kwargs):
+        if args:
+            return (feats.hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": feats.hidden}
+
+    b, t = feats.attention_mask.shape
+    dummy = feats.hidden.new_zeros(b, t, base.get_input_embeddings().embedding_dim)
+    handle = first.register_forward_pre_hook(feed, with_kwargs=True)
+    try:
+        with only_top_blocks(base, top_blocks):
+            return base(
+                inputs_embeds=dummy, attention_mask=feats.attention_mask, position_ids=feats.position_ids
+            ).last_hidden_state
+    finally:
+        handle.remove()
