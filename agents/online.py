@@ -51,6 +51,7 @@ from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
 from rewards.comparisons import ComparisonStore
+from rewards.labeling import runs as run_records
 from rewards.train import NormalizeWhen, RewardTrainConfig, normalization_seed
 
 
@@ -325,10 +326,10 @@ class OnlineLoop:
         prompts = task.draw_prompts(n, seed)
         half, temperature = self.config.samples // 2, task.config.temperature
         with _as_lm(self.agent.reference) as ref_lm:
-            sample_fn = hf_sample_fn(ref_lm, task.pad_id, temperature)
+            sample_fn = hf_sample_fn(ref_lm, task.pad_id, temperature, task.vocab_size)
             from_ref = sample_for_prompts(task, prompts, sample_fn, k=half, seed=seed).per_prompt()
         with _as_lm(self.agent.policy) as lm:
-            sample_fn = hf_sample_fn(lm, task.pad_id, temperature)
+            sample_fn = hf_sample_fn(lm, task.pad_id, temperature, task.vocab_size)
             k = self.config.samples - half
             from_pi = sample_for_prompts(task, prompts, sample_fn, k=k, seed=seed + 1).per_prompt()
         questions = [
@@ -401,6 +402,7 @@ class OnlineLoop:
         cfg = dataclasses.replace(
             c.reward, batch_size=min(c.reward.batch_size, len(items)), seed=c.reward.seed + index
         )
+        heldout = self._heldout_accuracy(items)  # the previous model, on the labels it never saw
         metrics = train_reward_model(rm, items, cfg)
         norm["after"] = normalize("after")
         self.reward.set(rm.as_reward_fn())
@@ -412,10 +414,32 @@ class OnlineLoop:
             "labels": len(items),
             "loss_last": metrics["train/loss_last_10pct"],
             "normalize": norm,
+            "labeled_until": max((it.labeled or 0.0 for it in items), default=0.0),
         }
         self.retrain_log.append(out)
+        episodes = int(self.agent.iteration) * int(self.agent.config.batch_size)
+        run_records.record_retrain(
+            self.store, self.run_id, index, out["iteration"], episodes, len(items), out["loss_last"], heldout
+        )
         self.checkpoint_due = True
         return out
+
+    def _heldout_accuracy(self, items: list) -> tuple[float, int] | None:
+        """(accuracy, count) of the reward model now in use on the labels among ``items`` that arrived
+        after its retrain (it never trained on them), for the admin dashboard; None before the first
+        retrain or when none arrived."""
+        from rewards.train import evaluate
+
+        if self.reward_model is None or not self.retrain_log:
+            return None
+        until = self.retrain_log[-1].get("labeled_until")
+        new = [it for it in items if until is not None and (it.labeled or 0.0) > until]
+        if not new:
+            return None
+        import torch
+
+        with torch.no_grad():
+            return float(evaluate(self.reward_model, new)["eval/accuracy"]), len(new)
 
     # --------------------------------------------------------------------------- the hook
     def before_iteration(self) -> dict:
@@ -445,6 +469,7 @@ class OnlineLoop:
         elif self.retrain_log and self.retrain_log[-1]["iteration"] == self.agent.iteration:
             retrain = self.retrain_log[-1]  # resumed from the checkpoint written right after this retrain
         labelled, pending = self.counts()
+        self._record_progress(n, need, labelled, pending)
         stats = {
             "online/labels": labelled,
             "online/pending": pending,
@@ -458,6 +483,23 @@ class OnlineLoop:
             stats["online/rm_loss"] = retrain["loss_last"]
         self.history.append(stats)
         return stats
+
+    def _record_progress(self, episodes: int, need: int, labelled: int, pending: int) -> None:
+        """The schedule and this iteration's labels against l(n), in the store (the admin dashboard)."""
+        c = self.config
+        run_records.record_run(
+            self.store,
+            self.run_id,
+            task=self.task,
+            mode=c.mode,
+            initial_labels=c.initial_labels,
+            final_labels=c.final_labels,
+            total_episodes=self.total_episodes,
+            retrains=c.retrains,
+        )
+        run_records.record_progress(
+            self.store, self.run_id, self.agent.iteration, episodes, need, labelled, pending
+        )
 
     def validation_stats(self) -> dict:
         """How often a pi sample (indices >= samples // 2) wins one of this run's validation questions."""

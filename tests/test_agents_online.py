@@ -15,6 +15,7 @@ from agents.config import load_config
 from agents.online import OnlineConfig, OnlineLoop, labels_needed, retrain_points
 from agents.train import train_policy
 from rewards.comparisons import ComparisonStore
+from rewards.labeling.runs import latest_runs
 from rewards.labelers import GoldRewardLabeler
 
 
@@ -104,7 +105,19 @@ def test_online_run_retrains_on_schedule_and_swaps_the_reward(tmp_path):
             re.search(r"-v\d+$", c.question_id) for c in store.labelled()
         )
         versions = {c.policy_version for c in store.all()}
+        (run,) = latest_runs(store._conn)
     assert len(versions) > 1  # questions were sampled from the policy as it trained
+    # the store records the schedule, labels against l(n) and each retrain for the admin dashboard
+    assert (run["initial_labels"], run["final_labels"], run["total_episodes"]) == (6, 30, 48)
+    assert [(p["labels_needed"], p["labels"]) for p in run["progress"]] == [
+        (r["online/labels_needed"], r["online/labels"]) for r in rows
+    ]
+    retrains = run["retrain_log"]
+    assert [r["retrain"] for r in retrains] == [0, 1, 2, 3]
+    # each model's accuracy on the labels that came after it (never trained on); the last has none yet
+    assert all(0.0 <= r["heldout_accuracy"] <= 1.0 and r["heldout_labels"] > 0 for r in retrains[:3])
+    assert retrains[-1]["heldout_accuracy"] is None
+    assert [r["labels"] for r in retrains] == sorted(r["labels"] for r in retrains)
 
 
 def test_batched_mode_collects_only_at_retrain_points(tmp_path):
