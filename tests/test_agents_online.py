@@ -15,8 +15,8 @@ from agents.config import load_config
 from agents.online import OnlineConfig, OnlineLoop, labels_needed, retrain_points
 from agents.train import train_policy
 from rewards.comparisons import ComparisonStore
-from rewards.labeling.runs import latest_runs
 from rewards.labelers import GoldRewardLabeler
+from rewards.labeling.runs import latest_runs
 
 
 def test_label_schedule_matches_the_papers_example():
