@@ -32,7 +32,9 @@ REWARD_MODEL = ("docs/reward-learning.md", "RewardModel.load(")
 PPO = ("docs/agents.md", "PPOAgent(")
 SB3 = ("docs/plugins.md", "stable_baselines3")
 REINFORCE = ("docs/plugins.md", "R.mean()")
-RUN = [TOUR_README, TOUR_DOCS, KL, TASK_API, REWARD_MODEL, PPO, SB3, REINFORCE]
+REWARD_PLUGINS = ("docs/plugins.md", "make_server(")
+REWARD_MODULE = ("docs/plugins.md", "def distinct(")
+RUN = [TOUR_README, TOUR_DOCS, KL, TASK_API, REWARD_MODEL, PPO, SB3, REINFORCE, REWARD_PLUGINS, REWARD_MODULE]
 
 
 @dataclass
@@ -206,3 +208,22 @@ def test_reinforce_loop_example_runs(capsys):
     run(b, code)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("0 ")
+
+
+def test_reward_plugins_example_runs(tmp_path, monkeypatch, capsys):
+    from test_reward_plugins import save_seqcls
+
+    save_seqcls(tmp_path / "runs" / "rm-seqcls")
+    (tmp_path / "my_rewards.py").write_text(block(REWARD_MODULE).code)  # the module block, as a file
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    b = block(REWARD_PLUGINS)
+    code = b.code.replace(
+        'gym.make("BookSentiment-v0",',
+        'gym.make("BookSentiment-v0", tokenizer="tiny-gpt2", response_length=4, truncate_after=0,',
+    ).replace("port=8008", "port=0")
+    assert code.count('tokenizer="tiny-gpt2"') == 3 and "port=0" in code
+    ns = run(b, code)
+    local, remote, own = (float(x) for x in capsys.readouterr().out.split())
+    assert local == pytest.approx(remote, abs=1e-6) and own == 0.25  # 4 equal tokens: 1 distinct of 4
+    assert ns["remote"].unwrapped.task.reward_fn.url == ns["server"].url
