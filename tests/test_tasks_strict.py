@@ -32,6 +32,8 @@ BOOKS = dict(
     split="train",
     data_source=None,
     tokenizer="smollm2-135m",
+    add_bos=None,
+    chat_template=False,
     extra={},
 )
 SUMMARIZE = dict(
@@ -49,6 +51,8 @@ SUMMARIZE = dict(
     split="train",
     data_source=None,
     tokenizer="smollm2-135m",
+    add_bos=None,
+    chat_template=False,
     extra={},
 )
 PRESETS = {

@@ -107,6 +107,8 @@ class Task:
             self.truncate_id = token_id(tokenizer, config.truncate_token)
         self.prefix = self._encode(config.query_prefix) if config.query_prefix else []
         self.suffix = self._encode(config.query_suffix) if config.query_suffix else []
+        self.head, self.tail = self._frame(config)  # BOS and the chat template's turn markers
+        self.prefix, self.suffix = [*self.head, *self.prefix], [*self.suffix, *self.tail]
         self.context_length = len(self.prefix) + config.query_length + len(self.suffix)
         self.obs_length = self.context_length + config.response_length
         # the special token ids of the task's own family (the books period, the cnndm newline)
@@ -163,6 +165,43 @@ class Task:
                 f"reward_fn must be a callable (queries, responses) -> scores or a name, got {reward_fn!r}."
             )
         self._reward_fn, self._reward_name = reward_fn, None
+
+    def _frame(self, config: TaskConfig) -> tuple[list[int], list[int]]:
+        """Constant ids before and after ``[prefix][query][suffix]``: the chat template's user turn (with
+        the assistant's turn opened) when ``chat_template``, and BOS first when ``add_bos`` (None: when the
+        tokenizer adds BOS by itself)."""
+        tok = self.tokenizer
+        head: list[int] = []
+        tail: list[int] = []
+        if config.chat_template:
+            if not getattr(tok, "chat_template", None):
+                raise ValueError(
+                    f"chat_template=True but the tokenizer {type(tok).__name__} ({getattr(tok, 'name_or_path', '')!r}) "
+                    "has no chat template; use an instruct model's tokenizer (e.g. smollm2-135m) or chat_template=False."
+                )
+            marker = "\u2063TEXTENV-QUERY\u2063"
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": marker}], add_generation_prompt=True, tokenize=False
+            )
+            if text.count(marker) != 1:
+                raise ValueError(
+                    f"the chat template of {type(tok).__name__} does not show the user's message once."
+                )
+            before, _, after = text.partition(marker)
+            head, tail = self._encode(before), self._encode(after)
+        bos = tok.bos_token_id
+        add_bos = config.add_bos
+        if add_bos is None:
+            probe = tok("a", add_special_tokens=True, verbose=False)["input_ids"]
+            add_bos = bos is not None and probe[:1] == [bos]
+        if add_bos:
+            if bos is None:
+                raise ValueError(
+                    f"add_bos=True but the tokenizer {type(tok).__name__} has no BOS token; set add_bos=False."
+                )
+            if head[:1] != [bos]:  # a chat template may already start with it
+                head = [int(bos), *head]
+        return head, tail
 
     # ---------------------------------------------------------------------------------- prompts
     def _encode(self, text: str) -> list[int]:

@@ -40,6 +40,11 @@ class TaskConfig:
         data_source: None for the offline default, ``"hub"``, ``"hub:<id>"`` or a local path.
         tokenizer: tokenizer or model spec used when no tokenizer object is passed.
         reward: name of the built-in score used when no ``reward_fn`` is passed.
+        add_bos: put the tokenizer's BOS token first in every context. None (default): when the tokenizer
+            adds it by itself (Gemma, whose NLL on prose triples without it); GPT-2's and SmolLM2's do not.
+        chat_template: format each context (``[prefix][query][suffix]``) as the user turn of the
+            tokenizer's chat template with the assistant's turn opened (for instruct models). Off by default:
+            the paper's plain text (PAPER.md §2) — a named deviation.
     """
 
     name: str
@@ -60,6 +65,8 @@ class TaskConfig:
     split: str = "train"
     data_source: str | None = None
     tokenizer: str = "smollm2-135m"
+    add_bos: bool | None = None
+    chat_template: bool = False
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +91,11 @@ class TaskConfig:
         if not self.family or not isinstance(self.family, str):
             raise ValueError(
                 f"family must be a data family's name (textenv.families.FAMILIES), got {self.family!r}."
+            )
+        if self.add_bos not in (None, True, False) or not isinstance(self.chat_template, bool):
+            raise ValueError(
+                f"add_bos must be true, false or None (as the tokenizer does) and chat_template true or false; "
+                f"got add_bos={self.add_bos!r}, chat_template={self.chat_template!r}."
             )
         if self.min_query_length > self.query_length:
             raise ValueError(
