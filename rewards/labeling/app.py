@@ -470,12 +470,21 @@ def _add_question_routes(app: FastAPI, store: LabelingStore, lock: threading.Loc
 def _add_admin_routes(
     app: FastAPI, store: LabelingStore, lock: threading.Lock, admin: Callable, task: str | None
 ) -> None:
-    """``/api/admin/stats`` and ``/api/admin/export`` (the labelled comparisons, JSON lines), admins only."""
+    """``/api/admin/stats``, ``/api/admin/dashboard`` (the admin page's charts) and ``/api/admin/export``
+    (the labelled comparisons, JSON lines: the one response whose size, and cost, is the store's), admins
+    only."""
 
     @app.get("/api/admin/stats")
     def stats(who: Labeler = Depends(admin)) -> dict[str, Any]:
         with lock:
             return store.stats()
+
+    @app.get("/api/admin/dashboard")
+    def dashboard(who: Labeler = Depends(admin)) -> dict[str, Any]:
+        """What the admin page draws (see :meth:`LabelingStore.dashboard`), and who asked."""
+        with lock:
+            data = store.dashboard()
+        return {"me": {"labeler": who.name, "admin": who.admin}, **data}
 
     @app.get("/api/admin/export", response_class=PlainTextResponse)
     def export(who: Labeler = Depends(admin)) -> str:

@@ -25,6 +25,7 @@ the answered ones.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -376,11 +377,13 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
     # ----------------------------------------------------------------------------------- admin
     def stats(self) -> dict:
         """Throughput per labeler and agreement on questions answered more than once: training questions
-        and evaluation pairs (``evaluate --labeler human``) apart, as their chance levels differ."""
+        and evaluation pairs (``evaluate --labeler human``) apart, as their chance levels differ. Read
+        from the counters (:mod:`rewards.labeling.counters`): the cost grows with the labelers (and their
+        pairs), not with the questions or answers; ``flagged`` lists the latest 100 flagged questions
+        (``flags`` counts them all)."""
         per = {}
-        for name, n, first, last, skips, flags in self.conn.execute(
-            "SELECT labeler, SUM(action='choose'), MIN(created), MAX(created), SUM(action='skip'), "
-            "SUM(action='flag') FROM labeling_events GROUP BY labeler"
+        for name, n, skips, flags, first, last in self.conn.execute(
+            "SELECT labeler, choose, skip, flag, first, last FROM labeling_labeler_counts ORDER BY labeler"
         ):
             hours = max((last - first) / 3600, 1e-9)
             per[name] = {
@@ -389,36 +392,93 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
                 "flags": int(flags),
                 "answers_per_hour": float(n / hours) if n > 1 else None,
             }
-        # training questions (best of 4, chance 25%) and evaluation pairs (chance 50%) apart
-        groups: dict[bool, dict[str, list[int]]] = {False: {}, True: {}}
-        for qid, choice, is_eval in self.conn.execute(
-            "SELECT l.question_id, l.choice, e.question_id IS NOT NULL FROM labeling_events l "
-            "LEFT JOIN evaluation_questions e ON e.question_id = l.question_id WHERE l.action='choose' ORDER BY l.id"
-        ):
-            groups[bool(is_eval)].setdefault(qid, []).append(int(choice))
-
-        def agreement(grouped: dict[str, list[int]]) -> tuple[int, int]:
-            agree = pairs = 0
-            for choices in grouped.values():
-                for i in range(len(choices)):
-                    for j in range(i + 1, len(choices)):
-                        pairs += 1
-                        agree += choices[i] == choices[j]
-            return agree, pairs
-
-        agree, pairs = agreement(groups[False])
-        eval_agree, eval_pairs = agreement(groups[True])
+        totals = dict(
+            (
+                (kind, (int(p), int(a)))
+                for kind, p, a in self.conn.execute(
+                    "SELECT kind, SUM(pairs), SUM(agree) FROM labeling_pairs GROUP BY kind"
+                )
+            )
+        )
+        pairs, agree = totals.get("train", (0, 0))
+        eval_pairs, eval_agree = totals.get("eval", (0, 0))
         return {
             "labelers": per,
-            "questions_with_duplicates": sum(len(c) > 1 for c in groups[False].values()),
+            "questions_with_duplicates": counters.get(self.conn, "dup_questions"),
             "agreement_pairs": pairs,
             "agreement": agree / pairs if pairs else None,
             "evaluation_agreement_pairs": eval_pairs,
             "evaluation_agreement": eval_agree / eval_pairs if eval_pairs else None,
-            "flagged": [
-                r[0]
-                for r in self.conn.execute(
-                    "SELECT DISTINCT question_id FROM labeling_events WHERE action='flag'"
+            "flags": sum(p["flags"] for p in per.values()),
+            "flagged": [f["question_id"] for f in self.flagged(100)],
+        }
+
+    def flagged(self, limit: int = 20) -> list[dict]:
+        """The latest ``limit`` flags, newest first, with the question's text (to read why): an index
+        walk from the newest flag back (``labeling_events_flags``)."""
+        cols = ("question_id", "comparison_id", "labeler", "created", "task", "query", "samples")
+        rows = self.conn.execute(
+            "SELECT e.question_id, e.comparison_id, e.labeler, e.created, c.task, c.query_text, c.sample_texts "
+            "FROM labeling_events e INDEXED BY labeling_events_flags JOIN comparisons c ON c.id = e.comparison_id "
+            "WHERE e.action = 'flag' ORDER BY e.id DESC LIMIT ?",
+            (int(limit),),
+        ).fetchall()
+        out = []
+        for row in rows:
+            item = dict(zip(cols, row))
+            item["samples"] = json.loads(item["samples"]) if item["samples"] else []
+            out.append(item)
+        return out
+
+    def dashboard(self, hours: int = 48, flags: int = 20) -> dict:
+        """Everything the admin dashboard draws, from counters and indexed reads (cost: the labelers, their
+        pairs, the tasks, ``hours`` x labelers, ``flags`` and one online run's rows; not the store):
+        answers/skips/flags per hour per labeler over the last ``hours`` hours with events, agreement per
+        labeler pair with its chance level, per-task progress, the latest flags with their text and the
+        latest online run (schedule, labels against l(n), retrains with held-out accuracy)."""
+        from rewards.labeling.runs import latest_runs
+
+        (top,) = self.conn.execute("SELECT MAX(hour) FROM labeling_hourly").fetchone()
+        hourly = []
+        if top is not None:
+            hourly = [
+                dict(zip(("hour", "labeler", "answers", "skips", "flags"), row))
+                for row in self.conn.execute(
+                    "SELECT hour, labeler, choose, skip, flag FROM labeling_hourly WHERE hour > ? ORDER BY hour, labeler",
+                    (top - int(hours),),
                 )
-            ],
+            ]
+        pairs = [
+            {
+                "kind": kind,
+                "a": a,
+                "b": b,
+                "pairs": int(n),
+                "agree": int(agree),
+                "agreement": agree / n,
+                "chance": chance / n,
+            }
+            for kind, a, b, n, agree, chance in self.conn.execute(
+                "SELECT kind, a, b, pairs, agree, chance FROM labeling_pairs WHERE pairs > 0 ORDER BY kind, a, b"
+            )
+        ]
+        tasks: dict[str, dict] = {}
+        for kind, task, value in self.conn.execute(
+            "SELECT kind, scope, value FROM labeling_counts WHERE kind IN ('questions', 'pending', 'judgements')"
+        ):
+            tasks.setdefault(task, {"task": task, "questions": 0, "pending": 0, "judgements": 0})[kind] = int(
+                value
+            )
+        stats = self.stats()
+        return {
+            "labelers": stats["labelers"],
+            "agreement": {k: stats[k] for k in ("agreement", "agreement_pairs", "questions_with_duplicates")},
+            "evaluation_agreement": {
+                k: stats[k] for k in ("evaluation_agreement", "evaluation_agreement_pairs")
+            },
+            "hourly": hourly,
+            "pairs": pairs,
+            "tasks": sorted((t for t in tasks.values() if t["questions"]), key=lambda t: t["task"]),
+            "flags": {"total": stats["flags"], "latest": self.flagged(flags)},
+            "online": latest_runs(self.conn, limit=1),
         }
