@@ -217,3 +217,62 @@ def test_an_ended_session_shows_the_login_form_again_in_chromium(server):
     with ComparisonStore(path) as store:
         labelled = store.labelled()
     assert [(c.query_text, c.label["best"]) for c in labelled] == [("context 0", 1), ("context 1", 3)]
+
+
+def test_admin_dashboard_in_chromium_by_keyboard_and_on_a_phone(tmp_path):
+    """The dashboard of a campaign with a finished online run's records: login by keyboard alone, who
+    is logged in, every chart drawn as SVG, the flagged question readable (literally: its script never
+    runs), no sideways scrolling on a phone-sized window, and a clear login prompt once the session is
+    revoked. Screenshots (desktop and phone) go to $TEXTENV_ARTIFACTS (default runs/artifacts)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.test_labeling_dashboard import campaign
+
+    path = tmp_path / "labels.db"
+    tokens = campaign(path)
+    artifacts = Path(os.environ.get("TEXTENV_ARTIFACTS", "runs/artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with serving(path) as url, chromium() as driver:
+        driver.set_window_size(1200, 2400)
+        wait = WebDriverWait(driver, 20)
+        driver.get(url + "/admin")
+        reason = wait.until(ec.visibility_of_element_located((By.ID, "login-reason")))
+        assert "not logged in" in reason.text and driver.find_element(By.ID, "main").get_attribute("hidden")
+        # keyboard only: the token field has the focus; type the token and press Enter
+        assert driver.switch_to.active_element.get_attribute("id") == "token"
+        driver.switch_to.active_element.send_keys(tokens["boss"], Keys.ENTER)
+        wait.until(lambda d: not d.find_element(By.ID, "main").get_attribute("hidden"))
+        assert driver.find_element(By.ID, "who").text == "Logged in as boss (admin)"
+        for section in ("hourly", "agreement", "skips", "tasks", "online"):
+            assert driver.find_elements(By.CSS_SELECTOR, f"#{section} svg.svg"), section
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#online svg.svg")) == 2  # l(n) and accuracy
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#agreement svg.svg line.tick")) == 3  # chance
+        assert "q6" in driver.find_element(By.ID, "flags").text
+        # open the flagged question by keyboard: focus its summary, press Enter; the text is literal
+        summary = driver.find_element(By.CSS_SELECTOR, "#flags summary")
+        driver.execute_script("arguments[0].focus()", summary)
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
+        first = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#flags .flag-samples li")))
+        assert first.text == XSS and driver.execute_script("return window.__xss === undefined")
+        driver.save_screenshot(str(artifacts / "labeling_admin.png"))
+        # a phone-sized window: everything fits the width (no sideways scrolling)
+        driver.set_window_size(390, 844)
+        time.sleep(0.3)
+        overflow = driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 1, overflow
+        driver.save_screenshot(str(artifacts / "labeling_admin_phone.png"))
+        # the session is revoked on the server: a refresh (key r) shows the login prompt, saying why
+        with LabelingStore(path) as store:
+            store.revoke_labeler("boss")
+        driver.find_element(By.TAG_NAME, "body").send_keys("r")
+        reason = wait.until(ec.visibility_of_element_located((By.ID, "login-reason")))
+        assert "session ended" in reason.text and "log in again" in reason.text
+        assert driver.find_element(By.ID, "who").text == "Not logged in"
+        assert driver.find_element(By.ID, "main").get_attribute("hidden")
+    for name in ("labeling_admin.png", "labeling_admin_phone.png"):
+        assert (artifacts / name).stat().st_size > 1000

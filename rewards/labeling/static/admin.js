@@ -74,7 +74,7 @@ function legend(items) {
 
 // Horizontal bars: rows of {label, parts: [[value, color, name]], tick?: value}; max is the axis end.
 function hbars(title, rows, max, format) {
-  const rowH = 26, left = 150, width = 640, right = 70;
+  const rowH = 26, left = 150, width = 640, right = 170;
   const height = rows.length * rowH + 30;
   const svg = chartSvg(width, height, title);
   const scale = (v) => (max > 0 ? ((width - left - right) * v) / max : 0);
@@ -114,8 +114,8 @@ function lines(title, series, opts) {
   for (const t of [y0, (y0 + y1) / 2, y1]) {
     svg.appendChild(sv("text", { x: left - 6, y: Y(t) + 4, "text-anchor": "end", class: "value" }, opts.yfmt(t)));
   }
-  for (const t of [x0, x1]) {
-    svg.appendChild(sv("text", { x: X(t), y: height - bottom + 16, "text-anchor": "middle", class: "value" }, opts.xfmt(t)));
+  for (const [t, anchor] of [[x0, "start"], [x1, "end"]]) {
+    svg.appendChild(sv("text", { x: X(t), y: height - bottom + 16, "text-anchor": anchor, class: "value" }, opts.xfmt(t)));
   }
   svg.appendChild(sv("text", { x: (left + width) / 2, y: height - 6, "text-anchor": "middle", class: "label" }, opts.xlabel));
   if (opts.reference !== undefined && opts.reference !== null) {
