@@ -9,6 +9,7 @@ run here carries the reason in an HTML comment on the line before it, ``<!-- not
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,6 +218,7 @@ def test_reward_plugins_example_runs(tmp_path, monkeypatch, capsys):
     (tmp_path / "my_rewards.py").write_text(block(REWARD_MODULE).code)  # the module block, as a file
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_rewards", raising=False)  # another test's module of that name
     b = block(REWARD_PLUGINS)
     code = b.code.replace(
         'gym.make("BookSentiment-v0",',

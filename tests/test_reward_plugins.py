@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import string
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -183,7 +184,10 @@ def test_bad_specs_name_the_value_and_the_fix(tmp_path, monkeypatch, policy_tok)
 
 
 # ------------------------------------------------------------------------------- module:function
-def write_module(folder: Path) -> None:
+def write_module(folder: Path, monkeypatch) -> None:
+    """``my_rewards.py`` in ``folder``, importable (a stale ``my_rewards`` of another test forgotten)."""
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "my_rewards", raising=False)
     (folder / "my_rewards.py").write_text(
         "import numpy as np\n"
         "def length(queries, responses):\n"
@@ -197,8 +201,7 @@ def write_module(folder: Path) -> None:
 
 
 def test_module_function_good_and_bad(tmp_path, monkeypatch, policy_tok):
-    write_module(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    write_module(tmp_path, monkeypatch)
     env = gym.make("BookSentiment-v0", tokenizer=policy_tok, reward_fn="my_rewards:length", **TINY_TASK)
     env.reset(seed=0)
     for _ in range(4):
@@ -277,6 +280,11 @@ def test_served_reward_model_folder_uses_the_ids_when_tokenizers_match(tmp_path,
     # another policy tokenizer: the client's texts are re-tokenised on the server
     remote = HttpReward(server.url, None)
     np.testing.assert_allclose(remote.score_texts(QUERIES, RESPONSES), local(q, r), atol=1e-6)
+    # locally too: a policy with another tokenizer gets the reward model through re-tokenisation
+    chars = char_tokenizer()
+    retok = resolve_reward(str(tmp_path / "rm"), chars)
+    assert type(retok).__name__ == "Retokenized"
+    np.testing.assert_allclose(retok(*batch(chars, QUERIES, RESPONSES)), local(q, r), atol=1e-6)
 
 
 class Scripted(BaseHTTPRequestHandler):
@@ -424,8 +432,7 @@ def test_serve_reward_cli_on_loopback(tmp_path, monkeypatch, capsys, policy_tok)
     import rewards.serving
     from agents.cli import main
 
-    write_module(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    write_module(tmp_path, monkeypatch)
     made = []
     make_server = rewards.serving.make_server
     monkeypatch.setattr(
@@ -472,8 +479,7 @@ def test_toml_reward_and_options(tmp_path, monkeypatch, seqcls_dir, policy_tok):
         ConfigError, match=r"^env.reward = 'no_such_mod:f': reward 'no_such_mod:f': cannot import module"
     ):
         build_reward(cfg, policy_tok)
-    write_module(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    write_module(tmp_path, monkeypatch)
     assert (
         build_reward(load_config(toml, ["--env.reward=my_rewards:length"]), policy_tok).__name__ == "length"
     )
