@@ -500,9 +500,15 @@ class SequenceClassifierReward:
         for i in range(0, len(responses), self.batch_size):
             enc = self._encode(queries[i : i + self.batch_size], responses[i : i + self.batch_size])
             ids, mask = enc["input_ids"], enc["attention_mask"]
-            empty = mask.sum(1) == 0  # a row with no token at all (an empty response, input='response')
-            if empty.any():
-                ids[empty, 0], mask[empty, 0] = self.tokenizer.pad_token_id, 1
+            empty = mask.sum(1) == 0  # a row with no token at all (an empty response, input='response'):
+            if empty.any():  # it reads one EOS (else BOS, UNK, pad) token
+                tok = self.tokenizer
+                filler = next(
+                    t
+                    for t in (tok.eos_token_id, tok.bos_token_id, tok.unk_token_id, tok.pad_token_id)
+                    if t is not None
+                )
+                ids[empty, 0], mask[empty, 0] = filler, 1
             with torch.inference_mode():
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             logits = logits.double().cpu()
