@@ -39,3 +39,26 @@ def test_coverage_counts_over_answered_and_skipped_questions(tmp_path):
     out = coverage(path, labelers=2)
     assert out["over_answered_questions"] == 1 and out["skipped_over_questions"] == 1
     assert not out["coverage_exact"] and out["answers_per_question"] == {"1": 1, "2": 1}
+
+
+def test_bench_labeling_scaling_tiny(tmp_path):
+    """--scaling at a tiny size: one row per size with p50/p95 of next and answer, against the app."""
+    from benchmarks.bench_labeling import main
+
+    out = tmp_path / "scaling.jsonl"
+    main(["--scaling", "300", "--rounds", "20", "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["questions"] for r in rows] == [300]
+    for r in rows:
+        assert 0 < r["next_ms_p50"] <= r["next_ms_p95"] and 0 < r["answer_ms_p50"] <= r["answer_ms_p95"]
+        # half the store answered up front, plus the 30 rounds (warm-up included) of the run
+        assert r["pending_questions_reported"] == r["questions"] // 2 - 30 + 1
+
+
+def test_bench_labeling_scaling_refuses_bad_sizes():
+    from benchmarks.bench_labeling import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--scaling", "10k"])
+    with pytest.raises(SystemExit):
+        parse_args(["--scaling", "50", "--rounds", "200"])
