@@ -229,7 +229,7 @@ def test_module_function_good_and_bad(tmp_path, monkeypatch, policy_tok):
 
 # ------------------------------------------------------------------------------------------ HTTP
 def serve(server: ThreadingHTTPServer):
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     return server
 
