@@ -54,6 +54,7 @@ def test_the_schema_lists_every_operation():
         "POST /api/answers",
         "GET /api/answers",
         "GET /api/admin/stats",
+        "GET /api/admin/dashboard",
         "GET /api/admin/export",
     }
 
