@@ -59,7 +59,7 @@ def build_reward(cfg: TrainConfig, tokenizer):
             batch_size=cfg.env.reward_batch_size,
         )
         return resolve_reward(spec, tokenizer)
-    except RewardPluginError as exc:
+    except (RewardPluginError, OSError) as exc:  # OSError: a model that cannot be loaded here
         raise ConfigError(f"env.reward = {cfg.env.reward!r}: {exc}") from exc
 
 

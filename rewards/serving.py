@@ -28,7 +28,6 @@ import numpy as np
 from textenv.reward_plugins import (
     INPUT_MODES,
     PROTOCOL_VERSION,
-    RewardPluginError,
     RewardSpec,
     TextScorer,
     load_text_scorer,
@@ -235,7 +234,7 @@ def cmd_serve_reward(args: argparse.Namespace) -> int:
             max_length=args.max_length,
         )
         server = make_server(spec, host=args.host, port=args.port, tokenizer=args.tokenizer)
-    except (RewardPluginError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # a bad spec (RewardPluginError), a missing model, a busy port
         print(f"textenv serve-reward: {exc}", file=sys.stderr)
         return 2
     if args.host not in ("127.0.0.1", "localhost", "::1"):
