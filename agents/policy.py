@@ -31,6 +31,7 @@ import copy
 from typing import NamedTuple
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from agents.core import entropy_from_logits, logprobs_from_logits
@@ -204,14 +205,40 @@ class PolicyWithValue(nn.Module):
             hidden = self._hidden(query_responses)
         # position Lc - 1 + t predicts response token t (and holds the value before it is emitted); the
         # output layer runs on those Lr positions only, not on the context
-        logits = self.mask_logits(self.hf.get_output_embeddings()(hidden[:, context_length - 1 : -1]))
         responses = query_responses[:, context_length:]
+        logprobs, entropy = self._token_stats(hidden[:, context_length - 1 : -1], responses)
         values = self._values(query_responses, hidden, context_length)
-        return Stats(
-            logprobs=logprobs_from_logits(logits, responses, self.temperature),
-            values=values,
-            entropy=entropy_from_logits(logits, self.temperature),
-        )
+        return Stats(logprobs=logprobs, values=values, entropy=entropy)
+
+    # float32 logits elements above which the output layer runs in row chunks under activation
+    # checkpointing (2**27 = 512 MiB): a 262k vocabulary (Gemma) never holds full logits for every position
+    logits_chunk_elements: int = 2**27
+
+    def _token_stats(self, hidden: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tempered log-probs of ``tokens`` (B, Lr) (with gradient) and entropies (detached: only logged,
+        no entropy bonus, §1.8) from the hidden states that predict them (B, Lr, d)."""
+        head = self.hf.get_output_embeddings()
+
+        def stats(h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.mask_logits(head(h))
+            logprobs = logprobs_from_logits(logits, y, self.temperature)
+            with torch.no_grad():
+                entropy = entropy_from_logits(logits, self.temperature)
+            return logprobs, entropy
+
+        rows, vocab = hidden.shape[0], head.weight.shape[0]
+        per_row = hidden.shape[1] * vocab
+        if rows * per_row <= self.logits_chunk_elements:
+            return stats(hidden, tokens)
+        step = max(1, self.logits_chunk_elements // per_row)
+        parts = []
+        for i in range(0, rows, step):
+            h, y = hidden[i : i + step], tokens[i : i + step]
+            if torch.is_grad_enabled() and h.requires_grad:  # recompute the chunk's logits in backward
+                parts.append(torch.utils.checkpoint.checkpoint(stats, h, y, use_reentrant=False))
+            else:
+                parts.append(stats(h, y))
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     @torch.no_grad()
     def sample(

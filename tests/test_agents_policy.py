@@ -95,3 +95,26 @@ def test_seeded_sampling_is_deterministic(policy):
         policy.forward_stats(torch.cat([ctx, a], 1), 0)
     # real token ids: in the vocabulary, never the pad (which lies at or past the vocabulary)
     assert a.dtype == torch.long and (a >= 0).all() and (a < policy.pad_id).all()
+
+
+def test_chunked_output_layer_gives_the_same_logprobs_gradients_and_entropies(policy):
+    """Above ``logits_chunk_elements`` the output layer runs in row chunks under activation checkpointing
+    (big vocabularies): log-probs, entropies and the gradients they give equal the one-pass ones."""
+    ctx = _context(policy, ["It was a dark and stormy night;", "Call me", "The sea", "Once upon"])
+    responses, _ = policy.sample(ctx, 5, generator=torch.Generator().manual_seed(3))
+    full = torch.cat([ctx, responses], 1)
+    grads = []
+    for chunk in (2**40, 5 * policy.vocab_size):  # one pass; then one row per chunk
+        policy.logits_chunk_elements = chunk
+        policy.zero_grad()
+        stats = policy.forward_stats(full, ctx.shape[1])
+        assert not stats.entropy.requires_grad and stats.logprobs.requires_grad
+        stats.logprobs.sum().backward()
+        grads.append((stats, [p.grad.clone() for p in policy.lm.parameters() if p.grad is not None]))
+    del policy.logits_chunk_elements
+    (a, ga), (b, gb) = grads
+    torch.testing.assert_close(a.logprobs, b.logprobs)
+    torch.testing.assert_close(a.entropy, b.entropy)
+    assert len(ga) == len(gb) > 0
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-5)
