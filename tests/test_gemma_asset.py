@@ -178,3 +178,72 @@ def test_gemma_env_steps_with_the_real_model():
         obs, reward, terminated, truncated, info = env.step(action)
         assert not truncated
     assert (obs[rt.context_length : rt.context_length + 4] != rt.pad_id).all()
+
+
+@pytest.mark.slow
+def test_gemma_trains_two_ppo_iterations_and_a_reward_model_step_without_sampling_the_pad():
+    """Issue 16: the env (BOS first in every context), two PPO iterations through the built-in agent (the
+    env refuses the pad, so finishing proves it was never sampled; a hook makes the model prefer it), and
+    one best-of-4 reward-model step, on the real Gemma-3-270M (top block only, to fit CPU time)."""
+    if not L.gemma3_available():
+        pytest.skip(f"optional asset gemma3-270m is not fetched: run `{FETCH_HINT}`")
+    import torch
+
+    from agents.policy import PolicyWithValue
+    from agents.ppo import PPOAgent, PPOConfig
+    from agents.sections import HaltConfig, KLConfig, OptimConfig
+    from rewards.losses import best_of_n_loss
+    from rewards.model import RewardModel
+    from textenv.vector import TextVectorEnv
+
+    policy = PolicyWithValue.from_spec("gemma3-270m", temperature=0.7, seed=0)
+    tok = policy.tokenizer
+    assert tok.pad_token_id == 0 and policy.banned is not None and bool(policy.banned[0])
+    policy.set_trainable(1)
+    head = policy.lm.get_output_embeddings()
+    handle = head.register_forward_hook(
+        lambda m, a, out: out.index_add(-1, torch.tensor([0]), torch.full((*out.shape[:-1], 1), 30.0))
+    )
+    envs = TextVectorEnv(
+        "BookSentiment-v0",
+        num_envs=2,
+        tokenizer=tok,
+        reward_fn=lambda q, r: (r % 5).mean(axis=1) / 5.0,
+        query_length=16,
+        min_query_length=8,
+        response_length=4,
+        truncate_token=None,
+        truncate_after=0,
+    )
+    obs, _ = envs.reset(seed=0)
+    task = envs.task
+    assert task.head == [tok.bos_token_id] == [2]
+    assert (obs[:, : task.context_length] == 2).sum() == 2  # one BOS per context, after the pads
+    config = PPOConfig(
+        batch_size=2,
+        total_episodes=6,
+        epochs=1,
+        minibatches=1,
+        optim=OptimConfig(lr=1e-5),
+        kl=KLConfig(coef=0.05),
+        halt=HaltConfig(kl_patience=0),
+    )
+    agent = PPOAgent(policy, envs, config)
+    for _ in range(2):
+        metrics = agent.step()
+        assert all(v == v for v in metrics.values() if isinstance(v, float))  # no NaN
+    handle.remove()
+
+    rm = RewardModel(policy.lm, tok.pad_token_id)
+    rm.set_trainable(1)
+    rows = torch.as_tensor(obs[:, : task.context_length]).repeat(2, 1)
+    rows = torch.cat([rows, torch.randint(5, 1000, (4, 4), generator=torch.Generator().manual_seed(0))], 1)
+    opt = torch.optim.Adam([p for p in rm.parameters() if p.requires_grad], lr=1e-4)
+    losses = []
+    for _ in range(2):
+        loss = best_of_n_loss(rm(rows).view(1, 4), torch.tensor([1]))
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[1] < losses[0]
