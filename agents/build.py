@@ -96,4 +96,4 @@ def build_agent(cfg: TrainConfig):
         )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"[env] {exc}") from exc
-    return ALGOS[cfg.run.algo].agent(policy, envs, algo)
+    return ALGOS[cfg.run.algo].agent(policy, envs, algo, parallel=cfg.run.parallel)

@@ -269,6 +269,11 @@ def find_checkpoints(ckpt_dir: Path, pattern: str = "iter-*.rank*") -> list[Path
     )
 
 
+def ranks_written(ckpt_dir: Path) -> set[int]:
+    """The ranks that have checkpoint folders in ``ckpt_dir`` (a run on N processes writes ranks 0..N-1)."""
+    return {_order(p)[1] for p in find_checkpoints(ckpt_dir)}
+
+
 def latest_intact(ckpt_dir: Path, rank: int) -> tuple[Path | None, list[tuple[Path, str]]]:
     """The newest checkpoint of ``rank`` that verifies, and the newer ones that do not with the reason.
 

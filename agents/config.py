@@ -64,6 +64,9 @@ class RunSection:
     samples_shown: int = Field(4, ge=0)
     tensorboard: bool = True
     plot: bool = True
+    # several processes (torchrun / accelerate launch): DistributedDataParallel, or FSDP2 sharding for a model
+    # that does not fit one device; "none" refuses a multi-process launch; one process: always the plain path
+    parallel: Literal["none", "ddp", "fsdp"] = "ddp"
     device: str = "cpu"
 
     def __post_init__(self) -> None:

@@ -8,7 +8,8 @@ One iteration (:meth:`Agent.step`):
    algorithm then turns this into its batch (:meth:`Agent.rollout`: KL-shaped rewards, advantages, ...);
 2. the andon cord (:func:`check_rollout`): NaN/inf or a KL runaway stops the run before any update;
 3. update: the algorithm's own (:meth:`Agent.update`), every optimiser step behind
-   :func:`checked_grad_norm` (gradients averaged over ranks, a non-finite norm halts);
+   :func:`checked_grad_norm` (a non-finite gradient norm halts; on several processes the gradients were
+   averaged over ranks by the engine, DDP or FSDP, during the backward pass: :mod:`agents.distributed`);
 4. control: ``beta`` from the KL controller, once per iteration after the gradient steps (§1.5).
 
 The config sections every algorithm shares are declared once in :mod:`agents.sections`; the value-free
@@ -72,10 +73,9 @@ def check_rollout(metrics: dict, rewards: torch.Tensor, cfg: AlgoConfig, kl_over
 
 
 def checked_grad_norm(params: list[torch.Tensor], iteration: int, loss: float) -> float:
-    """All-reduce the gradients over ranks and return their norm; raises :class:`TrainingHalted` before
-    the optimiser step when it is not finite (the andon cord)."""
-    D.average_gradients(params)
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm=float("inf"))
+    """The gradients' norm (already averaged over ranks by the engine); raises :class:`TrainingHalted`
+    before the optimiser step when it is not finite (the andon cord)."""
+    grad_norm = D.full(torch.nn.utils.clip_grad_norm_(params, max_norm=float("inf")))
     if not torch.isfinite(grad_norm):
         raise TrainingHalted(
             f"iteration {iteration + 1}: non-finite gradient (norm {float(grad_norm)}, loss "
@@ -120,6 +120,7 @@ class Agent:
     response_length: int
     kl_ctl: AdaptiveKLController | FixedKLController
     params: list[torch.nn.Parameter]
+    engine: D.Engine  # how the policy runs: the plain path, DDP or FSDP (agents.distributed)
     optimizer: torch.optim.Optimizer
     device: torch.device
     generator: torch.Generator
@@ -129,7 +130,7 @@ class Agent:
     timings: dict[str, float]
     last_batch: Any
 
-    def __init__(self, policy, envs, config: AlgoConfig, reference=None) -> None:
+    def __init__(self, policy, envs, config: AlgoConfig, reference=None, parallel: str = "ddp") -> None:
         self.policy, self.envs, self.config = policy, envs, config
         self.reference = reference if reference is not None else policy.reference()
         self.rank, self.world = D.rank(), D.world_size()
@@ -151,10 +152,14 @@ class Agent:
         self.params = self.trainable_parameters()
         if not self.params:
             raise ValueError("the policy has no trainable parameters; check set_trainable / enable_lora.")
+        self.device = next(policy.parameters()).device
+        # on several processes: DDP or FSDP (which turns the parameters into shards: the optimiser comes after)
+        self.engine = D.wrap(policy, parallel, self.params)
+        self.reference = self.engine.reference(self.reference)
+        self.params = self.trainable_parameters()
         o = config.optim
         self.optimizer = make_optimizer(self.params, lr=o.lr, kind=o.optimizer, eps=o.adam_eps)
         seed = config.seed + self.rank * D.RANK_SEED_STRIDE  # per-rank seeds (§1.8)
-        self.device = next(policy.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.np_rng = np.random.default_rng(seed)
         self.iteration, self.kl_over, self.timings, self.last_batch = 0, 0, {}, None
@@ -184,7 +189,9 @@ class Agent:
         context = torch.as_tensor(obs[:, : self.context_length]).to(self.device)
         self.policy.eval()
         t0 = time.perf_counter()
-        responses, logprobs = self.policy.sample(context, self.response_length, generator=self.generator)
+        responses, logprobs = self.engine.call(
+            "sample", context, self.response_length, generator=self.generator
+        )
         t1 = time.perf_counter()
         info, env_rewards, terminated = {}, None, np.zeros(0, dtype=bool)
         for t in range(self.response_length):
@@ -194,7 +201,7 @@ class Agent:
         scores = torch.as_tensor(env_rewards, dtype=torch.float32, device=self.device)
         t2 = time.perf_counter()
         full = torch.cat([context, responses], dim=1)
-        feats = self.policy.features(full)  # top-k training: the shared frozen lower part, run once
+        feats = self.engine.call("features", full)  # top-k training: the shared frozen lower part, run once
         ref = self.reference.forward_stats(full, self.context_length, feats).logprobs
         self.timings = {"sample": t1 - t0, "score": t2 - t1, "reference": time.perf_counter() - t2}
         return Samples(
@@ -244,7 +251,7 @@ class Agent:
             for idx in self.minibatch_indices():
                 full = torch.cat([batch.context[idx], batch.responses[idx]], dim=1)
                 feats = batch.features.index(idx) if batch.features is not None else None
-                stats = self.policy.forward_stats(full, self.context_length, feats)
+                stats = self.engine.forward_stats(full, self.context_length, feats)
                 loss, values = loss_fn(stats, batch, idx)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -316,23 +323,32 @@ class Agent:
         controller, RNG states and counters (the frozen rest is rebuilt from the model spec)."""
         return {
             "iteration": self.iteration,
-            "trainable": {
-                n: p.detach().clone() for n, p in self.policy.named_parameters() if p.requires_grad
+            "trainable": {  # FSDP: the whole tensors, gathered (every rank calls this)
+                n: D.full(p.detach()).clone() for n, p in self.policy.named_parameters() if p.requires_grad
             },
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": D.local_state(self.optimizer.state_dict()),  # FSDP: this rank's shards
             "kl_ctl": self.kl_ctl.state_dict(),
             "kl_over": self.kl_over,
             "generator": self.generator.get_state(),
             "np_rng": self.np_rng.bit_generator.state,
             "rank": self.rank,
             "world": self.world,
+            "engine": self.engine.mode,
         }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("world", 1) != self.world:
-            raise ValueError(
-                f"the checkpoint was written by {state.get('world')} processes; resume it with the same number "
-                f"(this run has {self.world})."
+            raise D.ResumeMismatch(
+                f"the checkpoint was written by {state.get('world', 1)} process(es) and this run has {self.world}; "
+                f"resume it on {state.get('world', 1)} (each process's random streams and, under FSDP, "
+                "optimiser shards are its own)."
+            )
+        saved_engine = state.get("engine", "plain")
+        if (saved_engine == "fsdp") != (self.engine.mode == "fsdp"):
+            raise D.ResumeMismatch(
+                f"the checkpoint was written with run.parallel = {saved_engine!r} (its optimiser state "
+                f"{'sharded' if saved_engine == 'fsdp' else 'whole'}); resume it with the same, not "
+                f"{self.engine.mode!r}."
             )
         named = dict(self.policy.named_parameters())
         missing = [n for n in state["trainable"] if n not in named]
@@ -342,8 +358,8 @@ class Agent:
             )
         with torch.no_grad():
             for n, t in state["trainable"].items():
-                named[n].copy_(t)
-        self.optimizer.load_state_dict(state["optimizer"])
+                D.copy_full_(named[n], t)
+        self.optimizer.load_state_dict(D.sharded_state(state["optimizer"], self.optimizer))
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         self.kl_over = int(state.get("kl_over", 0))
         self.generator.set_state(state["generator"])

@@ -12,6 +12,7 @@ this module holds PPO's own part:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Literal
@@ -105,8 +106,8 @@ class Rollout:
 class PPOAgent(Agent):
     """PPO on a :class:`textenv.vector.TextVectorEnv` (or anything with its interface)."""
 
-    def __init__(self, policy, envs, config: PPOConfig, reference=None) -> None:
-        super().__init__(policy, envs, config, reference)
+    def __init__(self, policy, envs, config: PPOConfig, reference=None, parallel: str = "ddp") -> None:
+        super().__init__(policy, envs, config, reference, parallel)
         if self.local_batch % (config.minibatches * config.grad_accum):
             raise ValueError(
                 f"the per-process batch {self.local_batch} must be divisible by minibatches x grad_accum = "
@@ -119,7 +120,7 @@ class PPOAgent(Agent):
         cfg = self.config
         s = self.sample_and_score()
         t0 = time.perf_counter()
-        stats = self.policy.forward_stats(s.full, self.context_length, s.features)
+        stats = self.engine.call("forward_stats", s.full, self.context_length, s.features)
         self.timings["forward"] = time.perf_counter() - t0
         logprobs = s.logprobs if cfg.old_logprobs == "sampling" else stats.logprobs
         rewards, non_score = shaped_rewards(
@@ -164,19 +165,21 @@ class PPOAgent(Agent):
                     sub = idx[m : m + micro]
                     full = torch.cat([batch.context[sub], batch.responses[sub]], dim=1)
                     feats = batch.features.index(sub) if batch.features is not None else None
-                    stats = self.policy.forward_stats(full, self.context_length, feats)
-                    out = ppo_loss(
-                        stats.logprobs,
-                        batch.logprobs[sub],
-                        advantages[m : m + micro],
-                        stats.values,
-                        batch.values[sub],
-                        returns[m : m + micro],
-                        cfg.cliprange,
-                        cfg.cliprange_value,
-                        cfg.vf_coef,
-                    )
-                    (out.loss / cfg.grad_accum).backward()
+                    last = m + micro >= mb  # ranks average the gradients in the last micro-batch's backward
+                    with contextlib.nullcontext() if last else self.engine.no_sync():
+                        stats = self.engine.forward_stats(full, self.context_length, feats)
+                        out = ppo_loss(
+                            stats.logprobs,
+                            batch.logprobs[sub],
+                            advantages[m : m + micro],
+                            stats.values,
+                            batch.values[sub],
+                            returns[m : m + micro],
+                            cfg.cliprange,
+                            cfg.cliprange_value,
+                            cfg.vf_coef,
+                        )
+                        (out.loss / cfg.grad_accum).backward()
                     var_returns = returns[m : m + micro].var(unbiased=False)
                     old_values = batch.values[sub]
                     for key, value in (

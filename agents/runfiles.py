@@ -153,6 +153,7 @@ RESUMABLE = {
         "tensorboard",
         "plot",
         "device",
+        "parallel",  # the engine's own check refuses an FSDP checkpoint without FSDP and the reverse
     )
 } | {("online", "poll_s"), ("online", "max_wait_s")}
 

@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from agents import checkpoint as ckpt
 from agents import distributed as D
 from agents.algos import ALGOS
 from agents.build import build_agent
@@ -92,12 +93,31 @@ def _plot(cfg: TrainConfig, files: RunFiles) -> Path | None:
     return plot_curves(metrics, files.dir / "curves.png", cfg.run.algo, cfg.kl.target)
 
 
+def _resume(files: RunFiles, agent, online, rank: int, world: int) -> int:
+    """:meth:`RunFiles.resume`, refusing in one line checkpoints of another number of processes."""
+    ranks = ckpt.ranks_written(files.ckpt_dir)
+    if ranks and rank not in ranks:
+        raise ConfigError(
+            f"--resume: the checkpoints in {files.ckpt_dir} were written by {max(ranks) + 1} process(es) and "
+            f"this run has {world}; resume on {max(ranks) + 1}."
+        )
+    try:
+        return files.resume(agent, online)
+    except D.ResumeMismatch as exc:
+        raise ConfigError(f"--resume: {exc}") from None
+
+
 def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Run ``run.algo`` as ``cfg`` says; returns a summary (first/last metrics of this invocation, the
     iteration it started from, the folder, the agent)."""
     rank, world = D.init_from_env()
     if cfg.online.enabled and world > 1:
         raise ConfigError("--online runs in one process (it is the one that asks for labels).")
+    if cfg.run.parallel == "none" and world > 1:
+        raise ConfigError(
+            f'run.parallel = "none", but this run was launched on {world} processes; use "ddp" (or "fsdp" for '
+            "a model that does not fit one device), or launch one process."
+        )
     files = RunFiles(cfg.run.out_dir, cfg, rank)
     if not resume and files.has_checkpoints():
         raise FileExistsError(
@@ -109,7 +129,7 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
         if cfg.online.enabled
         else None
     )
-    start = files.resume(agent, online) if resume else 0
+    start = _resume(files, agent, online, rank, world) if resume else 0
     files.write_config()
     files.open_logs(start)
     if online is not None and not resume and cfg.run.checkpoint_every:
