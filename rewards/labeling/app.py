@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 try:
-    from fastapi import Depends, FastAPI, HTTPException, Request, Response
+    from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
     from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
@@ -41,7 +41,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the extra
     raise ImportError("the labeling app needs FastAPI and uvicorn: pip install 'textenv[labeling]'.") from exc
 
-from rewards.labeling.store import Conflict, Labeler, LabelingStore
+from rewards.labeling.store import ANSWERS_PAGE, ANSWERS_PAGE_MAX, Conflict, Labeler, LabelingStore
 
 COOKIE = "textenv_session"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
@@ -65,12 +65,19 @@ INSTRUCTIONS = {
     ),
 }
 HINTS = {
-    "/api/login": 'send {"token": "<your access token>"}.',
-    "/api/answers": (
+    ("POST", "/api/login"): 'send {"token": "<your access token>"}.',
+    ("POST", "/api/answers"): (
         'send {"id": <id from /api/next>, "action": "choose", "skip" or "flag", '
         '"choice": <0-based sample index, for choose>} as application/json.'
     ),
 }
+
+
+QUERY_RANGES = {
+    "after": f"use 0 (the first page) or the next_after of the previous page: an integer from 0 to {2**63 - 1}",
+    "limit": f"use an integer from 1 to {ANSWERS_PAGE_MAX} (default {ANSWERS_PAGE})",
+}
+"""What each query parameter accepts, said in full when a value is refused (GET /api/answers)."""
 
 
 def instructions_for(task: str) -> str:
@@ -151,7 +158,10 @@ class AnswerRow(BaseModel):
 
 class MyAnswersOut(BaseModel):
     labeler: str
-    answers: list[AnswerRow]
+    answers: list[AnswerRow] = Field(description="this page: at most `limit` answers, oldest first")
+    next_after: int | None = Field(
+        description="pass as ?after= for the next page; null on the last page (no answers after these)"
+    )
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -296,7 +306,10 @@ def _describe(error: dict) -> str:
     if error.get("type") == "json_invalid":
         where = error.get("loc", ("body", "?"))[-1]
         return f"invalid JSON at character {_bounded(where, 20)} ({_bounded(error.get('ctx', {}).get('error', ''))})"
-    loc = ".".join(_bounded(p, 40) for p in error.get("loc", ()) if p != "body") or "body"
+    where = tuple(error.get("loc", ()))
+    if len(where) == 2 and where[0] == "query" and where[1] in QUERY_RANGES:
+        return f"{where[1]}={_bounded(error.get('input'), 40)!r} is not accepted: {QUERY_RANGES[where[1]]}"
+    loc = ".".join(_bounded(p, 40) for p in where if p != "body") or "body"
     text = f"{loc}: {_bounded(error.get('msg', 'invalid'), 200)}"
     if error.get("type") not in ("missing", "extra_forbidden") and "input" in error:
         return f"{text} (got {_bounded(repr(error['input']))})"
@@ -309,7 +322,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     parts = [_describe(e) for e in errors[:5]]
     if len(errors) > 5:
         parts.append(f"and {len(errors) - 5} more")
-    hint = HINTS.get(request.url.path, "")
+    hint = HINTS.get((request.method, request.url.path), "")
     detail = f"invalid request: {'; '.join(parts)}." + (f" {hint}" if hint else "")
     return JSONResponse({"detail": detail}, status_code=422)
 
@@ -462,9 +475,20 @@ def _add_question_routes(app: FastAPI, store: LabelingStore, lock: threading.Loc
         return AnswerOut(ok=True, **out)
 
     @app.get("/api/answers")
-    def my_answers(who: Labeler = Depends(labeler)) -> MyAnswersOut:
+    def my_answers(
+        who: Labeler = Depends(labeler),
+        after: int = Query(
+            0, ge=0, lt=SQLITE_INT_END, description="the next_after of the previous page (0: the first page)"
+        ),
+        limit: int = Query(
+            ANSWERS_PAGE, ge=1, le=ANSWERS_PAGE_MAX, description="the most answers in this page"
+        ),
+    ) -> MyAnswersOut:
+        """Your answers, skips and flags, oldest first, a page at a time (keyset paging: O(log n + limit)
+        whatever the number of answers): follow ``next_after`` until it is null."""
         with lock:
-            return MyAnswersOut(labeler=who.name, answers=store.my_answers(who.name))
+            page, next_after = store.answers_page(who.name, after, limit)
+        return MyAnswersOut(labeler=who.name, answers=page, next_after=next_after)
 
 
 def _add_admin_routes(

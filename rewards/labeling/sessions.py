@@ -5,9 +5,12 @@
   once, by ``textenv labelers add`` or ``rotate``), an admin flag and ``revoked`` (when the token was
   revoked; NULL while it works).
 * ``labeling_sessions``: one row per login, server-side: the SHA-256 of the random session id (the cookie
-  carries the id itself), the labeler, when it was created and when it expires, and whether it was
-  revoked (logout, ``labelers revoke``/``rotate``). A session works only while it is unrevoked, unexpired
-  and its labeler's token is not revoked.
+  carries the id itself), the labeler, when it was created and when it expires. Ending a session (logout,
+  ``labelers revoke``/``rotate``) deletes its row; ``revoked`` is only set on rows of stores made before
+  that (such a row never works again and is deleted once it expires). A session works only while its row
+  is there, unrevoked and unexpired, and its labeler's token is not revoked. Each login deletes up to
+  ``session_cleanup_batch`` expired sessions, oldest first, through the index on ``expires``:
+  O(log n + that batch), never a scan of the table.
 * ``labeling_secret``: a random key for signing CSRF tokens (kept across restarts). The CSRF token is the
   HMAC of the session id, so it dies with its session.
 """
@@ -40,9 +43,16 @@ CREATE TABLE IF NOT EXISTS labeling_sessions (
     revoked INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS labeling_sessions_labeler ON labeling_sessions(labeler);
+CREATE INDEX IF NOT EXISTS labeling_sessions_expires ON labeling_sessions(expires);
 """
 
 DEFAULT_SESSION_SECONDS = 12 * 3600.0
+SESSION_CLEANUP_BATCH = 64
+CLEANUP_SQL = (
+    "DELETE FROM labeling_sessions WHERE rowid IN (SELECT rowid FROM labeling_sessions "
+    "INDEXED BY labeling_sessions_expires WHERE expires <= ? ORDER BY expires LIMIT ?)"
+)
+"""Delete the oldest expired sessions, at most a batch: an index range on ``expires``, no table scan."""
 
 
 @dataclass
@@ -60,9 +70,12 @@ class LabelerMixin:
     """Labelers, tokens, server-side sessions and CSRF tokens (needs ``self.conn``, ``self.comparisons``
     and ``self.clock``, the store's injectable clock: tests move it forward).
 
-    ``session_seconds`` is the lifetime of a new session (the app sets it from ``create_app``)."""
+    ``session_seconds`` is the lifetime of a new session (the app sets it from ``create_app``);
+    ``session_cleanup_batch`` the most expired sessions one login deletes (each login adds one session and
+    removes up to this many expired ones, so they cannot pile up while people log in)."""
 
     session_seconds: float = DEFAULT_SESSION_SECONDS
+    session_cleanup_batch: int = SESSION_CLEANUP_BATCH
 
     def _init_labelers(self) -> None:
         self.conn.executescript(_SCHEMA)
@@ -135,13 +148,14 @@ class LabelerMixin:
     # ------------------------------------------------------------------------------ sessions
     def open_session(self, name: str) -> str:
         """A new session for ``name``, valid for ``session_seconds``; returns its random id (the cookie
-        value; only its hash is stored). Sessions that have expired or were revoked are deleted here."""
+        value; only its hash is stored). Up to ``session_cleanup_batch`` expired sessions are deleted here
+        (:data:`CLEANUP_SQL`: O(log n + batch))."""
         if not 0 < self.session_seconds < float("inf"):
             raise ValueError(f"session_seconds={self.session_seconds} must be a positive number of seconds.")
         session_id = secrets.token_urlsafe(32)
         now = self.clock()
         with self.comparisons._transaction() as conn:
-            conn.execute("DELETE FROM labeling_sessions WHERE expires <= ? OR revoked", (now,))
+            conn.execute(CLEANUP_SQL, (now, int(self.session_cleanup_batch)))
             conn.execute(
                 "INSERT INTO labeling_sessions (id_hash, labeler, created, expires) VALUES (?,?,?,?)",
                 (_hash(session_id), name, now, now + self.session_seconds),
@@ -160,20 +174,22 @@ class LabelerMixin:
         return Labeler(row[0], bool(row[1])) if row else None
 
     def end_session(self, session_id: str) -> None:
-        """Revoke one session (logout): its cookie and CSRF token stop working."""
+        """End one session (logout: its row is deleted): its cookie and CSRF token stop working."""
         with self.comparisons._transaction() as conn:
-            conn.execute("UPDATE labeling_sessions SET revoked=1 WHERE id_hash=?", (_hash(session_id),))
+            conn.execute("DELETE FROM labeling_sessions WHERE id_hash=?", (_hash(session_id),))
 
     def end_sessions(self, name: str) -> int:
-        """Revoke every session of ``name`` (log out everywhere; the token keeps working). Returns the count."""
+        """End every session of ``name`` (log out everywhere; the token keeps working). Returns the count."""
         with self.comparisons._transaction() as conn:
             return self._end_sessions_in(conn, name)
 
     @staticmethod
     def _end_sessions_in(conn: sqlite3.Connection, name: str) -> int:
-        return conn.execute(
-            "UPDATE labeling_sessions SET revoked=1 WHERE labeler=? AND NOT revoked", (name,)
+        ended = conn.execute(
+            "DELETE FROM labeling_sessions WHERE labeler=? AND NOT revoked", (name,)
         ).rowcount
+        conn.execute("DELETE FROM labeling_sessions WHERE labeler=?", (name,))  # rows revoked before deletion
+        return ended
 
     def sign(self, message: str) -> str:
         return hmac.new(self.secret, message.encode(), hashlib.sha256).hexdigest()

@@ -86,6 +86,15 @@ SCHEMA = _SCHEMA
 """The labeling tables and indexes (without the counters' triggers, which :class:`LabelingStore` adds,
 counting what is there, on first open): a bulk loader may create them and fill them first."""
 
+ANSWERS_PAGE = 100
+"""The default page of :meth:`LabelingStore.answers_page` (``GET /api/answers``)."""
+ANSWERS_PAGE_MAX = 1000
+"""The largest page of :meth:`LabelingStore.answers_page`."""
+ANSWERS_PAGE_SQL = (
+    "SELECT id, question_id, comparison_id, action, choice, created FROM labeling_events "
+    "INDEXED BY labeling_events_labeler WHERE labeler = ? AND id > ? ORDER BY id LIMIT ?"
+)
+
 
 class Conflict(ValueError):
     """The answer cannot be taken in the question's present state (the app's 409)."""
@@ -367,12 +376,20 @@ class LabelingStore(LabelerMixin, EvaluationMixin):
             "DELETE FROM labeling_open WHERE question_id = ? AND remaining <= 0", (question.question_id,)
         )
 
-    def my_answers(self, labeler: str) -> list[dict]:
-        rows = self.conn.execute(
-            "SELECT question_id, comparison_id, action, choice, created FROM labeling_events WHERE labeler=? ORDER BY id",
-            (labeler,),
-        ).fetchall()
-        return [dict(zip(("question_id", "comparison_id", "action", "choice", "created"), r)) for r in rows]
+    def answers_page(
+        self, labeler: str, after: int = 0, limit: int = ANSWERS_PAGE
+    ) -> tuple[list[dict], int | None]:
+        """One page of ``labeler``'s answers, skips and flags, oldest first: at most ``limit`` (1 to
+        :data:`ANSWERS_PAGE_MAX`) of those recorded after cursor ``after`` (0: from the first), and the
+        cursor of the next page (None on the last). A keyset page: one range of the index on
+        ``(labeler, id)``, O(log n + limit) whatever the number of answers."""
+        for name, value, low, high in (("after", after, 0, 2**63 - 1), ("limit", limit, 1, ANSWERS_PAGE_MAX)):
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"{name}={value!r} must be an integer from {low} to {high}.")
+        rows = self.conn.execute(ANSWERS_PAGE_SQL, (labeler, after, limit + 1)).fetchall()
+        cols = ("question_id", "comparison_id", "action", "choice", "created")
+        page = [dict(zip(cols, r[1:])) for r in rows[:limit]]
+        return page, (rows[limit - 1][0] if len(rows) > limit else None)
 
     # ----------------------------------------------------------------------------------- admin
     def stats(self) -> dict:
