@@ -64,7 +64,7 @@ def run_builtin(algo: str, args) -> dict:
     }
 
 
-def sb3_model(args):
+def sb3_model(args, cache: bool = True):
     """SB3 PPO with :class:`agents.sb3.TransformerPolicy` on ``n_envs = batch`` envs: (model, vec env)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -85,7 +85,7 @@ def sb3_model(args):
         n_epochs=args.epochs,
         learning_rate=1e-4,
         seed=0,
-        policy_kwargs=dict(model=args.model, temperature=0.7),
+        policy_kwargs=dict(model=args.model, temperature=0.7, **({} if cache else {"kv_cache": False})),
     )
     return model, envs
 
@@ -123,10 +123,10 @@ def time_phases(model, envs, timer: dict):
     return Phases()
 
 
-def run_sb3(args) -> dict:
+def run_sb3(args, cache: bool = True) -> dict:
     from agents.sb3 import KLPenaltyCallback
 
-    model, envs = sb3_model(args)
+    model, envs = sb3_model(args, cache)
     timer = {"forward": 0.0, "collect": 0.0, "env": 0.0}
     per_rollout = args.batch * args.response_length
     model.learn(per_rollout, callback=KLPenaltyCallback())  # warm-up
@@ -135,7 +135,7 @@ def run_sb3(args) -> dict:
     model.learn(per_rollout * args.iterations, callback=phases, reset_num_timesteps=False)
     seconds = time.perf_counter() - t0
     return {
-        "algo": "sb3 ppo",
+        "algo": "sb3 ppo" if cache else "sb3 ppo (no cache)",
         "episodes_per_s": args.iterations * args.batch / seconds,
         "rollout_share": timer["collect"] / seconds,
         "update_share": 1 - timer["collect"] / seconds,
@@ -152,13 +152,26 @@ def main(argv=None) -> None:
     p.add_argument("--response-length", type=int, default=16)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--iterations", type=int, default=5)
+    p.add_argument(
+        "--algos",
+        default="ppo,rloo,grpo,sb3",
+        help="comma-separated, run in this order: ppo, rloo, grpo, sb3, sb3-nocache (SB3 PPO with "
+        "kv_cache=False: one full pass per observation row, the path before issue 17)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     p.add_argument("--out", default=str(RESULTS / "algos.jsonl"))
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = [*(run_builtin(name, args) for name in ("ppo", "rloo", "grpo")), run_sb3(args)]
-    base = rows[0]["episodes_per_s"]
+    algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    unknown = set(algos) - {"ppo", "rloo", "grpo", "sb3", "sb3-nocache"}
+    if unknown or "ppo" not in algos:
+        p.error(f"--algos: choose among ppo, rloo, grpo, sb3, sb3-nocache (ppo included); got {args.algos!r}")
+    rows = [
+        run_sb3(args, cache=name == "sb3") if name.startswith("sb3") else run_builtin(name, args)
+        for name in algos
+    ]
+    base = next(r["episodes_per_s"] for r in rows if r["algo"] == "textenv ppo")
     meta = metadata()
     for row in rows:
         row["vs_textenv_ppo"] = row["episodes_per_s"] / base
