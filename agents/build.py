@@ -19,21 +19,32 @@ def build_policy(cfg: TrainConfig):
     if cfg.policy.value != "shared":
         from rewards.model import RewardModel
 
-        value_model = RewardModel.load(cfg.policy.value, device=cfg.run.device)
+        value_model = RewardModel.load(cfg.policy.value, device=cfg.run.torch_device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.algo_config.seed)
         policy = PolicyWithValue.from_spec(
             cfg.policy.model,
             temperature=cfg.temperature(),
             seed=cfg.algo_config.seed,
-            device=cfg.run.device,
+            device=cfg.run.torch_device,
             value_model=value_model,
         )
         if cfg.policy.train == "top_blocks":
             policy.set_trainable(cfg.policy.top_blocks)
         elif cfg.policy.train == "lora":
             policy.enable_lora(cfg.policy.lora_r, cfg.policy.lora_alpha, cfg.policy.lora_dropout)
+    apply_run_settings(policy, cfg.run)
     return policy
+
+
+def apply_run_settings(policy, run) -> None:
+    """``run.precision`` and ``run.compile_sampler`` on ``policy``; TF32 matmuls on CUDA."""
+    cuda = torch.device(run.torch_device).type == "cuda"
+    if cuda:  # TF32 tensor cores for the float32 matmuls that autocast leaves (and for plain fp32 runs)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    policy.set_precision(run.precision)
+    policy.compile_sampler = run.compile_sampler == "on" or (run.compile_sampler == "auto" and cuda)
 
 
 def build_reward(cfg: TrainConfig, tokenizer):
@@ -55,7 +66,7 @@ def build_reward(cfg: TrainConfig, tokenizer):
         spec = RewardSpec.from_options(
             cfg.env.reward,
             cfg.env.reward_options,
-            device=cfg.run.device,
+            device=cfg.run.torch_device,
             batch_size=cfg.env.reward_batch_size,
         )
         return resolve_reward(spec, tokenizer)
@@ -81,7 +92,7 @@ def build_agent(cfg: TrainConfig):
         raise ConfigError(
             f"{cfg.run.algo}.batch_size = {algo.batch_size} is not divisible by {world} processes."
         )
-    _check_device(cfg.run.device)
+    _check_device(cfg.run.torch_device)
     try:
         policy = build_policy(cfg)
     except (ModelUnavailableError, FileNotFoundError, ValueError) as exc:

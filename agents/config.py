@@ -23,12 +23,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
 import tomllib
+import torch
 from pydantic import Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
@@ -67,11 +70,30 @@ class RunSection:
     # several processes (torchrun / accelerate launch): DistributedDataParallel, or FSDP2 sharding for a model
     # that does not fit one device; "none" refuses a multi-process launch; one process: always the plain path
     parallel: Literal["none", "ddp", "fsdp"] = "ddp"
-    device: str = "cpu"
+    # "auto": CUDA when this torch sees a GPU (each process its LOCAL_RANK's), else the CPU
+    device: str = "auto"
+    # autocast dtype of every forward/backward; weights, optimiser state, log-softmax, KL, values stay fp32
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # the static-shape sampler captured by torch.compile: "auto" = on CUDA only (compiling costs ~a minute
+    # and did not pay off on CPU), "on", "off"
+    compile_sampler: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"run.algo={self.algo!r} is not an algorithm; choose one of {sorted(ALGOS)}.")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            raise ValueError(
+                f'run.device={self.device!r} is not a device; use "auto", "cpu", "cuda", "cuda:N" or "mps".'
+            )
+
+    @property
+    def torch_device(self) -> str:
+        """``device`` with ``"auto"`` resolved: ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``."""
+        if self.device != "auto":
+            return self.device
+        if torch.cuda.is_available():
+            return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+        return "cpu"
 
 
 @dataclass(frozen=True, config=STRICT)

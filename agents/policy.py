@@ -27,7 +27,9 @@ model's head, gain and bias).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -37,6 +39,12 @@ from torch import nn
 from agents.core import entropy_from_logits, logprobs_from_logits
 from textenv.models.tokenization import banned_token_mask, padded_inputs, real_vocab_size
 from textenv.models.trunk import Features, freeze_lower, lower_features, top_forward
+
+# the torch.compile'd decode step of each policy that compiles its sampler
+_COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+# run.precision -> the autocast dtype (None: plain float32)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Stats(NamedTuple):
@@ -173,7 +181,8 @@ class PolicyWithValue(nn.Module):
         if self.top_blocks is None:
             return None
         inputs = padded_inputs(query_responses, self.pad_id)
-        hidden = lower_features(self.hf.base_model, inputs, self.top_blocks)
+        with self.autocast():
+            hidden = lower_features(self.hf.base_model, inputs, self.top_blocks)
         return Features(hidden, inputs["attention_mask"], inputs["position_ids"])
 
     def _values(self, query_responses: torch.Tensor, hidden: torch.Tensor, context_length: int):
@@ -182,6 +191,25 @@ class PolicyWithValue(nn.Module):
         vm = self.value_model
         v_hidden = vm.lm.base_model(**padded_inputs(query_responses, self.pad_id)).last_hidden_state
         return (vm.gain * vm.head(v_hidden[:, context_length - 1 : -1]).squeeze(-1) + vm.bias).float()
+
+    # ----------------------------------------------------------------------------- precision
+    def set_precision(self, precision: str) -> None:
+        """``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the model's forward passes (sampling, the
+        policy and reference passes, backward) run under autocast in that dtype, while the weights, the
+        optimiser state, log-softmax, KL, values and losses stay float32."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}; choose one of {sorted(PRECISIONS)}.")
+        self.precision = precision
+
+    def autocast(self):
+        """The autocast context of ``self.precision`` on the policy's device (a no-op for fp32)."""
+        dtype = PRECISIONS[getattr(self, "precision", "fp32")]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.value_device().type, dtype=dtype)
+
+    def value_device(self) -> torch.device:
+        return self.lm.get_output_embeddings().weight.device
 
     def forward_stats(
         self, query_responses: torch.Tensor, context_length: int, features: Features | None = None
@@ -198,6 +226,12 @@ class PolicyWithValue(nn.Module):
             raise ValueError(
                 f"query_responses must be (B, Lc + Lr) with 0 < Lc={context_length} < {query_responses.shape[-1]}."
             )
+        with self.autocast():
+            return self._forward_stats(query_responses, context_length, features)
+
+    def _forward_stats(
+        self, query_responses: torch.Tensor, context_length: int, features: Features | None
+    ) -> Stats:
         if self.top_blocks is not None:
             feats = features if features is not None else self.features(query_responses)
             hidden = top_forward(self.hf.base_model, feats, self.top_blocks)
@@ -208,7 +242,7 @@ class PolicyWithValue(nn.Module):
         responses = query_responses[:, context_length:]
         logprobs, entropy = self._token_stats(hidden[:, context_length - 1 : -1], responses)
         values = self._values(query_responses, hidden, context_length)
-        return Stats(logprobs=logprobs, values=values, entropy=entropy)
+        return Stats(logprobs=logprobs, values=values.float(), entropy=entropy)
 
     # float32 logits elements above which the output layer runs in row chunks under activation
     # checkpointing (2**27 = 512 MiB): a 262k vocabulary (Gemma) never holds full logits for every position
@@ -247,8 +281,25 @@ class PolicyWithValue(nn.Module):
         """``length`` tokens per row of the left-padded ``context`` (B, Lc); returns (responses, logprobs).
 
         A KV cache makes each step one token per row; the attention mask grows with the response and
-        the position ids continue from each row's last real token.
+        the position ids continue from each row's last real token. ``self.sampler = "static"`` (or
+        ``compile_sampler``) preallocates the cache and the mask for Lc + length positions, so every
+        decode step has the same shapes and ``torch.compile`` captures it once; neither loop synchronises
+        the host with the device per token.
         """
+        with self.autocast():
+            if self.sampler == "static" or self.compile_sampler:
+                return self._sample_static(context, length, generator)
+            return self._sample_dynamic(context, length, generator)
+
+    sampler: str = "dynamic"  # or "static" (fixed shapes; what compile_sampler compiles)
+    compile_sampler: bool = False
+
+    def _draw(self, next_logits: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        logp = torch.log_softmax(self.mask_logits(next_logits) / self.temperature, dim=-1)  # (B, V)
+        token = torch.multinomial(logp.exp(), 1, generator=generator)  # (B, 1)
+        return token, logp.gather(-1, token)
+
+    def _sample_dynamic(self, context, length, generator):
         inputs = padded_inputs(context, self.pad_id)
         mask, positions = inputs["attention_mask"], inputs["position_ids"]
         out = self.lm(**inputs, use_cache=True, logits_to_keep=1)  # the prefill needs the last logits only
@@ -258,10 +309,9 @@ class PolicyWithValue(nn.Module):
         next_pos = positions[:, -1:] + mask[:, -1:]  # one past the last real token
         tokens, logps = [], []
         for t in range(length):
-            logp = torch.log_softmax(self.mask_logits(next_logits) / self.temperature, dim=-1)  # (B, V)
-            token = torch.multinomial(logp.exp(), 1, generator=generator)  # (B, 1)
+            token, logp = self._draw(next_logits, generator)
             tokens.append(token)
-            logps.append(logp.gather(-1, token))
+            logps.append(logp)
             if t == length - 1:
                 break
             mask = torch.cat([mask, torch.ones_like(token)], dim=1)
@@ -274,6 +324,48 @@ class PolicyWithValue(nn.Module):
             )
             cache = out[cache_key]
             next_logits = out.logits[:, -1]
+            next_pos = next_pos + 1
+        return torch.cat(tokens, dim=1), torch.cat(logps, dim=1)
+
+    def _decode_step(self, token, mask, position_ids, cache, cache_position) -> torch.Tensor:
+        out = self.lm(
+            input_ids=token,
+            attention_mask=mask,
+            position_ids=position_ids,
+            cache=cache,
+            cache_position=cache_position,
+            use_cache=True,
+        )
+        return out.logits[:, -1]
+
+    def _sample_static(self, context, length, generator):
+        from transformers import StaticCache
+
+        batch, lc = context.shape
+        inputs = padded_inputs(context, self.pad_id)
+        # the whole mask up front: the response positions are real tokens, and the causal mask hides
+        # those not written yet, so every decode step sees the same (B, Lc + length) mask
+        mask = torch.cat([inputs["attention_mask"], inputs["attention_mask"].new_ones(batch, length)], 1)
+        cache = StaticCache(config=self.hf.config, max_cache_len=lc + length)
+        cache_positions = torch.arange(lc + length, device=context.device)
+        out = self.lm(
+            **inputs, cache=cache, cache_position=cache_positions[:lc], use_cache=True, logits_to_keep=1
+        )
+        next_logits = out.logits[:, -1]
+        next_pos = inputs["position_ids"][:, -1:] + inputs["attention_mask"][:, -1:]
+        step = self._decode_step
+        if self.compile_sampler:  # compiled once per policy, kept outside it (deep copies stay plain)
+            if self not in _COMPILED_STEPS:
+                _COMPILED_STEPS[self] = torch.compile(self._decode_step, dynamic=False)
+            step = _COMPILED_STEPS[self]
+        tokens, logps = [], []
+        for t in range(length):
+            token, logp = self._draw(next_logits, generator)
+            tokens.append(token)
+            logps.append(logp)
+            if t == length - 1:
+                break
+            next_logits = step(token, mask, next_pos, cache, cache_positions[lc + t : lc + t + 1])
             next_pos = next_pos + 1
         return torch.cat(tokens, dim=1), torch.cat(logps, dim=1)
 
