@@ -6,6 +6,8 @@ Cases (each implementation and mode runs in its own subprocess, so peak RSS is i
   corpus; 16 episodes x (16 query + 16 response) tokens, 1 PPO epoch.
 * ``embedded``: SmolLM2-135M, 8 episodes x (64 + 24) tokens, 4 epochs, full fine-tuning; our top-2-blocks
   and LoRA (r = 16) modes are reported separately (their speed-up over our full mode).
+* ``gemma3``: the optional Gemma-3-270M (262,144-token vocabulary; ``textenv setup --only gemma3-270m``),
+  4 episodes x (32 + 16) tokens, 1 epoch: what its vocabulary costs in time and peak memory.
 
 Both sides: T = 0.7, lr 1e-5, 1 minibatch, reward whitening, beta 0.15, a reward model of the policy's
 size (a trunk + scalar head on the last token) scored every episode, fixed-length responses. TRL
@@ -43,6 +45,8 @@ from benchmarks.common import RESULTS, arg_parser, emit, metadata
 CASES = {
     "tiny": dict(batch=16, query=16, response=16, epochs=1),
     "embedded": dict(batch=8, query=64, response=24, epochs=4),
+    # the optional Gemma-3-270M (textenv setup --only gemma3-270m): 262k vocabulary, 268M parameters
+    "gemma3": dict(batch=4, query=32, response=16, epochs=1),
 }
 
 
@@ -95,8 +99,9 @@ def build_models(case: str):
         lm = GPT2LMHeadModel(cfg).eval()
         rm_lm = GPT2LMHeadModel(cfg).eval()
         return lm, tok, rm_lm
-    lm, tok = load_causal_lm("smollm2-135m")
-    rm_lm, _ = load_causal_lm("smollm2-135m")
+    spec = "gemma3-270m" if case == "gemma3" else "smollm2-135m"
+    lm, tok = load_causal_lm(spec)
+    rm_lm, _ = load_causal_lm(spec)
     return lm, tok, rm_lm
 
 
@@ -170,7 +175,7 @@ def run_ours(case: str, mode: str, iterations: int) -> dict:
             }
         )
     out = {"iteration_s": times[1:], "phases": phases[1:]}
-    if case == "embedded" and mode == "full":
+    if case in ("embedded", "gemma3") and mode == "full":
         out["flops_per_iteration"] = iteration_flops(lm, c)
     return out
 
@@ -326,7 +331,7 @@ def worker(args) -> None:
     else:
         out = run_ours(args.case, args.impl, args.iterations)
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    if args.case == "embedded" and args.impl == "full":
+    if args.case in ("embedded", "gemma3") and args.impl == "full":
         out["matmul_flops_per_s"] = matmul_rate()
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -358,7 +363,9 @@ def summarize(case: str, impl: str, raw: dict) -> dict:
 
 def main(argv=None) -> None:
     parser = arg_parser(__doc__)
-    parser.add_argument("--cases", nargs="+", default=["tiny", "embedded"], choices=list(CASES))
+    parser.add_argument(
+        "--cases", nargs="+", default=["tiny", "embedded"], choices=list(CASES), help="gemma3 needs its asset"
+    )
     parser.add_argument("--impls", nargs="+", default=["trl", "full", "top_blocks", "lora"])
     parser.add_argument("--iterations", type=int, default=3, help="measured iterations (after 1 warm-up)")
     parser.add_argument(
