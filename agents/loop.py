@@ -72,11 +72,14 @@ def check_rollout(metrics: dict, rewards: torch.Tensor, cfg: AlgoConfig, kl_over
     return kl_over
 
 
-def checked_grad_norm(params: list[torch.Tensor], iteration: int, loss: float) -> float:
+def checked_grad_norm(
+    params: list[torch.Tensor], iteration: int, loss: float, overflow_ok: bool = False
+) -> float:
     """The gradients' norm (already averaged over ranks by the engine); raises :class:`TrainingHalted`
-    before the optimiser step when it is not finite (the andon cord)."""
+    before the optimiser step when it is not finite (the andon cord). ``overflow_ok`` (fp16 with a loss
+    scaler): an overflow is the scaler's to handle (it skips the step and lowers the scale)."""
     grad_norm = D.full(torch.nn.utils.clip_grad_norm_(params, max_norm=float("inf")))
-    if not torch.isfinite(grad_norm):
+    if not torch.isfinite(grad_norm) and not overflow_ok:
         raise TrainingHalted(
             f"iteration {iteration + 1}: non-finite gradient (norm {float(grad_norm)}, loss "
             f"{loss}) before an optimiser step; nothing was applied for this "
@@ -159,6 +162,9 @@ class Agent:
         self.params = self.trainable_parameters()
         o = config.optim
         self.optimizer = make_optimizer(self.params, lr=o.lr, kind=o.optimizer, eps=o.adam_eps)
+        # run.precision = "fp16": dynamic loss scaling (bf16 and fp32 need none: a disabled scaler is a no-op)
+        fp16 = getattr(policy, "precision", "fp32") == "fp16"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         seed = config.seed + self.rank * D.RANK_SEED_STRIDE  # per-rank seeds (§1.8)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.np_rng = np.random.default_rng(seed)
@@ -254,13 +260,21 @@ class Agent:
                 stats = self.engine.forward_stats(full, self.context_length, feats)
                 loss, values = loss_fn(stats, batch, idx)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = checked_grad_norm(self.params, self.iteration, float(loss.detach()))
-                self.optimizer.step()
+                self.scaler.scale(loss).backward()
+                grad_norm = self.checked_step(float(loss.detach()))
                 for key, value in (("loss", loss), *values.items(), ("grad_norm", grad_norm)):
                     logs.setdefault(f"{prefix}/{key}", []).append(float(torch.as_tensor(value).detach()))
         self.policy.eval()
         return {**{k: float(np.mean(v)) for k, v in logs.items()}, f"{prefix}/lr": lr}
+
+    def checked_step(self, loss: float) -> float:
+        """Unscale the gradients (fp16), check their norm (the andon cord), step the optimiser (the fp16
+        scaler skips a step whose gradients overflowed) and return the norm."""
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = checked_grad_norm(self.params, self.iteration, loss, overflow_ok=self.scaler.is_enabled())
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return grad_norm
 
     def rollout_metrics(self, batch) -> dict:
         """The batch's ``objective/*`` statistics (algorithms add their own keys)."""
@@ -334,6 +348,7 @@ class Agent:
             "rank": self.rank,
             "world": self.world,
             "engine": self.engine.mode,
+            **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -361,6 +376,8 @@ class Agent:
                 D.copy_full_(named[n], t)
         self.optimizer.load_state_dict(D.sharded_state(state["optimizer"], self.optimizer))
         self.kl_ctl.load_state_dict(state["kl_ctl"])
+        if self.scaler.is_enabled() and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.kl_over = int(state.get("kl_over", 0))
         self.generator.set_state(state["generator"])
         self.np_rng.bit_generator.state = state["np_rng"]

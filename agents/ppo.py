@@ -24,7 +24,7 @@ from pydantic.dataclasses import dataclass
 
 from agents import distributed as D
 from agents.core import compute_gae, masked_mean, ppo_loss
-from agents.loop import Agent, TrainingHalted, checked_grad_norm
+from agents.loop import Agent, TrainingHalted
 from agents.sections import OBJECTIVE_CURVES, STRICT, AlgoConfig, Algorithm
 from textenv.kl import shaped_rewards
 from textenv.models.trunk import Features
@@ -179,7 +179,7 @@ class PPOAgent(Agent):
                             cfg.cliprange_value,
                             cfg.vf_coef,
                         )
-                        (out.loss / cfg.grad_accum).backward()
+                        self.scaler.scale(out.loss / cfg.grad_accum).backward()
                     var_returns = returns[m : m + micro].var(unbiased=False)
                     old_values = batch.values[sub]
                     for key, value in (
@@ -199,9 +199,8 @@ class PPOAgent(Agent):
                         ("ppo/val/var", old_values.var(unbiased=False)),
                     ):
                         logs.setdefault(key, []).append(float(value.detach()))
-                grad_norm = checked_grad_norm(self.params, self.iteration, logs["ppo/loss/total"][-1])
+                grad_norm = self.checked_step(logs["ppo/loss/total"][-1])
                 logs.setdefault("ppo/grad_norm", []).append(grad_norm)
-                self.optimizer.step()
         self.policy.eval()
         metrics = {k: float(np.mean(v)) for k, v in logs.items()}
         metrics["ppo/val/var_explained"] = 1.0 - metrics["ppo/val/error"] / max(

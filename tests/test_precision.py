@@ -94,3 +94,34 @@ def test_a_bf16_ppo_run_still_raises_the_toy_reward():
     agent.reference.set_precision("bf16")
     scores = [agent.step()["objective/score"] for _ in range(8)]
     assert np.mean(scores[-3:]) > np.mean(scores[:3]) + 0.5, scores
+
+
+def test_fp16_trains_with_a_loss_scaler_and_checkpoints_it():
+    from tests.test_agents_ppo import make_agent
+
+    plain = make_agent(batch=8, epochs=1, minibatches=1)
+    assert not plain.scaler.is_enabled() and "scaler" not in plain.state_dict()
+    from agents.policy import PolicyWithValue as P
+
+    original = P.from_spec
+
+    def fp16_spec(*a, **k):
+        policy = original(*a, **k)
+        policy.set_precision("fp16")
+        return policy
+
+    P.from_spec = fp16_spec
+    try:
+        agent = make_agent(batch=8, epochs=2, minibatches=2)
+    finally:
+        P.from_spec = original
+    assert agent.policy.precision == agent.reference.precision == "fp16" and agent.scaler.is_enabled()
+    before = [p.detach().clone() for p in agent.params]
+    metrics = agent.step()
+    assert all(p.dtype == torch.float32 for p in agent.params)
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.params))
+    assert all(torch.isfinite(p).all() for p in agent.params)
+    assert metrics["objective/kl"] == pytest.approx(0.0, abs=1e-2)
+    state = agent.state_dict()
+    assert state["scaler"]["scale"] > 0
+    agent.load_state_dict(state)
