@@ -1,13 +1,18 @@
 """Episodes per second of the built-in PPO, RLOO, GRPO and stable-baselines3 PPO on the same model and env.
 
-All three train a tiny GPT-2 (random weights, the GPT-2 vocabulary) on ``BookSentiment-v0`` with the
-VADER score, ``--batch`` episodes of ``--response-length`` tokens per iteration, ``--epochs`` passes over
+All of them train ``--model`` (a tiny GPT-2 by default: random weights, the GPT-2 vocabulary) on
+``BookSentiment-v0`` with the VADER score, ``--batch`` episodes of ``--response-length`` tokens per iteration, ``--epochs`` passes over
 each batch, in one process, one after the other. SB3 PPO uses :class:`agents.sb3.TransformerPolicy`
 with the KL callback, ``n_envs = batch`` (a ``DummyVecEnv``) and ``n_steps = response_length`` so that a
-rollout holds the same episodes. For SB3 the run also splits the time into the transformer forward
-passes while acting, the env steps and the rest of rollout collection, and training.
+rollout holds the same episodes, and ``batch_size = n_envs * n_steps`` (one minibatch per epoch, as the
+built-in PPO's default). ``sb3`` is the policy with its acting KV cache and prefix-shared evaluation
+(``kv_cache=True``), ``sb3-nocache`` the per-row full pass (the path before issue 17), so one run shows
+both. For SB3 the run also splits the time into the transformer forward passes while acting, the env
+steps and the rest of rollout collection, and training.
 
     python -m benchmarks.bench_algos [--model tiny-gpt2] [--batch 32] [--iterations 5]
+    python -m benchmarks.bench_algos --model smollm2-135m --batch 4 --query-length 16 --response-length 8 \
+        --epochs 2 --iterations 2 --algos ppo,sb3-nocache,sb3 --threads 2
 """
 
 from __future__ import annotations
