@@ -15,7 +15,11 @@ trains a separate value network (its design), we use a value head on the policy 
 Reported: episodes/s (the median iteration after one warm-up), peak RSS, the phase split (sample / score
 / reference / update; TRL's "score" includes its value-network pass, timed by wrapping its functions),
 and, for our embedded full mode, the iteration's FLOPs divided by this machine's fp32 matmul rate
-measured in the same run.
+measured in the same run (``flop_bound_s``) and a roofline (``roofline_s``): the same FLOPs at that rate,
+except that each decode step costs the larger of its FLOPs and its memory traffic (all weights plus the
+KV cache read) at the memory bandwidth measured in the same worker, per phase (``roofline_phases_s``,
+``phase_ratio_to_roofline``). ``optimizer_traffic_s`` is what the AdamW steps' memory traffic alone
+costs at that bandwidth (paid by the update, not counted in the roofline).
 
 TRL is installed outside the project's environment (``pip install --no-deps --target DIR trl==1.12.0``)
 and put on ``sys.path`` in the TRL worker only:
@@ -177,8 +181,8 @@ def run_ours(case: str, mode: str, iterations: int) -> dict:
     out = {"iteration_s": times[1:], "phases": phases[1:]}
     if case in ("embedded", "gemma3") and mode == "full":
         out["flops_per_iteration"] = iteration_flops(lm, c)
+        out["roofline_work"] = roofline_work(lm, c)
     return out
-
 
 
 def iteration_flops(lm, c: dict) -> float:
@@ -200,6 +204,73 @@ def iteration_flops(lm, c: dict) -> float:
     trunk_tokens = (t - 1) + 3 * t + 3 * c["epochs"] * t
     head_positions = c["response"] * (1 + 2 + 3 * c["epochs"])
     return float(c["batch"] * (trunk_tokens * per_token + head_positions * head))
+
+
+def roofline_work(lm, c: dict) -> dict:
+    """Per phase, the work :func:`iteration_flops` counts, split so that a roofline can be drawn:
+    ``flops`` for every phase, and for sampling the prefill FLOPs plus, per decode step, its FLOPs and the
+    bytes it must read (every weight matrix once, the output layer's whole matrix, and the KV cache so
+    far). The phases' FLOPs sum to :func:`iteration_flops`. Also the AdamW step's memory traffic (read
+    parameters, gradients and both moments, write parameters and moments: 7 x 4 bytes per parameter per
+    step), which the roofline does not count but the update pays.
+    """
+    from textenv.models.trunk import blocks_of
+
+    cfg = lm.config
+    blocks = blocks_of(lm.base_model)
+    p_blocks = sum(p.numel() for b in blocks for p in b.parameters() if p.dim() == 2)
+    d, v, n_layers = cfg.hidden_size, lm.get_output_embeddings().weight.shape[0], len(blocks)
+    b, lq, lr, t = c["batch"], c["query"], c["response"], c["query"] + c["response"]
+    per_token = 2 * p_blocks + 4 * t * d * n_layers  # as iteration_flops (attention at the full length)
+    head = 2 * d * v
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or d // heads
+    kv_bytes_per_token = 2 * n_layers * kv_heads * head_dim * 4  # K and V, float32
+    weight_bytes = 4 * (p_blocks + d * v)  # block matrices and the output layer, float32
+    forward = b * (t * per_token + lr * head)
+    steps = [  # decode step k (1 .. Lr-1) feeds the k-th sampled token with Lq + k - 1 cached positions
+        {"flops": b * (per_token + head), "bytes": weight_bytes + b * (lq + k - 1) * kv_bytes_per_token}
+        for k in range(1, lr)
+    ]
+    trainable = sum(p.numel() for p in lm.parameters() if p.requires_grad)
+    return {
+        "sample": {"prefill_flops": b * (lq * per_token + head), "decode_steps": steps},
+        "score": {"flops": b * t * per_token},  # the reward model: the trunk only
+        "reference": {"flops": forward},
+        "policy_forward": {"flops": forward},
+        "update": {"flops": 3 * c["epochs"] * forward},
+        "optimizer_bytes": c["epochs"] * 7 * 4 * trainable,
+    }
+
+
+def roofline(work: dict, flops_per_s: float, bytes_per_s: float) -> dict:
+    """Seconds per phase at the roofline: FLOPs at ``flops_per_s``; each decode step the larger of its
+    FLOPs at that rate and its bytes at ``bytes_per_s`` (decoding 8 rows is memory-bound on CPU)."""
+    s = work["sample"]
+    sample = s["prefill_flops"] / flops_per_s + sum(
+        max(st["flops"] / flops_per_s, st["bytes"] / bytes_per_s) for st in s["decode_steps"]
+    )
+    phases = {"sample": sample}
+    for k in ("score", "reference", "policy_forward", "update"):
+        phases[k] = work[k]["flops"] / flops_per_s
+    return phases
+
+
+def memory_bandwidth(n: int = 64 * 2**20, repeat: int = 8) -> dict:
+    """This machine's memory bandwidth, bytes/s, best of ``repeat``: ``read`` (sum of a 256 MiB float32
+    tensor) and ``copy`` (bytes read + written by a copy into another one)."""
+    a, b = torch.ones(n), torch.empty(n)
+    b.copy_(a)  # touch the pages
+    read = copy_ = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        a.sum()
+        read = min(read, time.perf_counter() - t)
+        t = time.perf_counter()
+        b.copy_(a)
+        copy_ = min(copy_, time.perf_counter() - t)
+    return {"read": 4 * n / read, "copy": 8 * n / copy_}
 
 
 def matmul_rate(n: int = 1024, repeat: int = 10) -> float:
@@ -333,6 +404,7 @@ def worker(args) -> None:
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     if args.case in ("embedded", "gemma3") and args.impl == "full":
         out["matmul_flops_per_s"] = matmul_rate()
+        out["memory_bytes_per_s"] = memory_bandwidth()
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -357,6 +429,21 @@ def summarize(case: str, impl: str, raw: dict) -> dict:
             matmul_gflops=raw["matmul_flops_per_s"] / 1e9,
             flop_bound_s=ideal,
             ratio_to_flop_bound=it / ideal,
+        )
+    if "roofline_work" in raw:
+        bw = raw["memory_bytes_per_s"]
+        bandwidth = max(bw.values())  # the best the machine showed: the stricter roofline
+        bound = roofline(raw["roofline_work"], raw["matmul_flops_per_s"], bandwidth)
+        total = sum(bound.values())
+        row.update(
+            bandwidth_gb_s=bandwidth / 1e9,
+            bandwidth_read_gb_s=bw["read"] / 1e9,
+            bandwidth_copy_gb_s=bw["copy"] / 1e9,
+            roofline_s=total,
+            ratio_to_roofline=it / total,
+            roofline_phases_s=bound,
+            phase_ratio_to_roofline={k: phases[k] / bound[k] for k in bound},
+            optimizer_traffic_s=raw["roofline_work"]["optimizer_bytes"] / bandwidth,
         )
     return row
 
