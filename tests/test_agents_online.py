@@ -118,6 +118,13 @@ def test_online_run_retrains_on_schedule_and_swaps_the_reward(tmp_path):
     assert all(0.0 <= r["heldout_accuracy"] <= 1.0 and r["heldout_labels"] > 0 for r in retrains[:3])
     assert retrains[-1]["heldout_accuracy"] is None
     assert [r["labels"] for r in retrains] == sorted(r["labels"] for r in retrains)
+    # the admin dashboard's data on this finished run's store: the run, its l(n) progress and retrains
+    from rewards.labeling.store import LabelingStore
+
+    board = LabelingStore(tmp_path / "run" / "labels.db").dashboard()
+    (shown,) = board["online"]
+    assert shown["retrain_log"] == retrains and len(shown["progress"]) == len(rows)
+    assert board["tasks"] and board["tasks"][0]["judgements"] >= 30
 
 
 def test_batched_mode_collects_only_at_retrain_points(tmp_path):
