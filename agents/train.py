@@ -35,6 +35,7 @@ from agents.config import ConfigError, TrainConfig, load_config
 from agents.loop import TrainingHalted
 from agents.online import OnlineLoop
 from agents.runfiles import RunFiles, plot_curves, sample_rows
+from textenv.reward_plugins import RewardEndpointError
 
 
 def _progress_bar(total: int, start: int, algo: str):
@@ -225,6 +226,13 @@ def cli_train_policy(args, extra: list[str] = ()) -> int:
     except (ConfigError, FileNotFoundError, FileExistsError) as exc:
         print(f"textenv train-policy: {exc}", file=sys.stderr)
         return 2
+    except RewardEndpointError as exc:  # a remote reward went down mid-run: one line, no traceback
+        print(
+            f"textenv train-policy: {exc} Nothing of the interrupted iteration was applied; once the "
+            "endpoint answers, continue with --resume.",
+            file=sys.stderr,
+        )
+        return 1
     if D.rank() == 0 and out["first"] and out["last"]:
         print(_summary_line(out))
     elif D.rank() == 0:

@@ -488,16 +488,22 @@ def test_toml_reward_and_options(tmp_path, monkeypatch, seqcls_dir, policy_tok):
     assert isinstance(fn, HttpReward) and fn.timeout == 2.5 and fn.retries == 3
 
 
-@pytest.mark.parametrize("kind", ["seqcls", "http"])
-def test_train_policy_cli_one_iteration(kind, tmp_path, seqcls_dir, servers):
+@pytest.mark.parametrize("kind", ["seqcls", "http", "module", "down"])
+def test_train_policy_cli_one_iteration(kind, tmp_path, seqcls_dir, servers, monkeypatch, capsys):
     from agents.cli import main
 
+    extra = []
     if kind == "http":
         from rewards.serving import make_server
 
         server = serve(make_server(str(seqcls_dir), port=0))
         servers.append(server)
         spec = server.url
+    elif kind == "module":
+        write_module(tmp_path, monkeypatch)
+        spec = "my_rewards:length"
+    elif kind == "down":  # nothing listens on port 9: one line, exit 1, no traceback, never a zero
+        spec, extra = "http://127.0.0.1:9/score", ["--env.reward_options.retries=0"]
     else:
         spec = str(seqcls_dir)
     out = tmp_path / "run"
@@ -508,6 +514,7 @@ def test_train_policy_cli_one_iteration(kind, tmp_path, seqcls_dir, servers):
             "tiny_toy",
             "--no-progress",
             f"--env.reward={spec}",
+            *extra,
             "--run.iterations=1",
             f"--run.out_dir={out}",
             "--run.tensorboard=false",
@@ -517,6 +524,12 @@ def test_train_policy_cli_one_iteration(kind, tmp_path, seqcls_dir, servers):
             "--run.sample_every=0",
         ]
     )
+    if kind == "down":
+        err = capsys.readouterr().err
+        assert rc == 1 and "http://127.0.0.1:9/score" in err and "--resume" in err, err
+        metrics = out / "metrics.jsonl"
+        assert "Traceback" not in err and not (metrics.exists() and metrics.read_text().strip())
+        return
     assert rc == 0
     (row,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert np.isfinite(row["objective/score"])
