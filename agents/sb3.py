@@ -33,10 +33,10 @@ and per token per epoch while training. Two exact shortcuts bring it to the buil
   batch, row by row. When every row of the next batch extends its row's cached tokens (the env appended
   the action; a row may also be unchanged), only the new tokens run, one column per row, against the
   cache. Anything else (a new episode, a reset, another batch size, a changed real token) falls back to a
-  full pass over the whole batch, which rebuilds the cache. The cache is dropped by every
-  ``set_training_mode`` call (SB3 makes one at the start of each rollout and of each training phase) and
-  whenever the LM's weights changed in place since it was built (parameter version counters), so it never
-  outlives the weights that made it; training mode and grad-enabled calls never read it.
+  full pass over the whole batch, which rebuilds the cache. The cache is dropped when SB3 switches the
+  training mode (at the start of each rollout and of each training phase; ``predict()`` loops keep it)
+  and whenever the LM's weights changed in place since it was built (parameter version counters), so it
+  never outlives the weights that made it; training mode and grad-enabled calls never read it.
 * **Evaluating** (``evaluate_actions``, ``predict_values`` and ``forward`` outside acting,
   ``token_logprobs``, and the KL callback's reference pass): rows whose real tokens are a prefix of
   another row's real tokens (the steps of one episode, in any order, in SB3's shuffled minibatches) are
@@ -243,7 +243,10 @@ class TransformerPolicy(ActorCriticPolicy):
 
     # -------------------------------------------------------------------------------- forward
     def set_training_mode(self, mode: bool) -> None:
-        self._acting = None  # SB3 calls this at the start of every rollout and training phase
+        # SB3 calls this at the start of every rollout (False) and training phase (True), and in every
+        # predict() (False): a change of mode drops the cache, a predict() loop keeps it
+        if mode or mode != self.training:
+            self._acting = None
         super().set_training_mode(mode)
 
     def _acting_mode(self) -> bool:

@@ -2,6 +2,9 @@
 log-probs, values, entropies and gradients, across episode boundaries, with several env rows, with rows
 that reset on their own, after weight changes, and inside SB3's PPO with shuffled minibatches."""
 
+import copy
+from functools import cache
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -21,18 +24,27 @@ def tiny_env():
     return gym.make("BookSentiment-v0", tokenizer="tiny-gpt2", prompts=PROMPTS, **SMALL)
 
 
-def policies(env, **kw):
+@cache
+def _lm():
+    return load_causal_lm("tiny-gpt2", seed=0)
+
+
+def lm_kwargs():
+    lm, tok = _lm()
+    return dict(model=copy.deepcopy(lm), pad_id=tok.pad_token_id)
+
+
+def policies(env):
     """A cached and a plain policy with the same weights, and a non-zero value head."""
     out = []
-    for cache in (True, False):
+    for kv_cache in (True, False):
         p = TransformerPolicy(
             env.observation_space,
             env.action_space,
             lambda _: 1e-3,
-            model="tiny-gpt2",
             temperature=0.7,
-            kv_cache=cache,
-            **kw,
+            kv_cache=kv_cache,
+            **lm_kwargs(),
         )
         torch.manual_seed(5)
         torch.nn.init.normal_(p.value_net.weight, std=0.5)
@@ -167,6 +179,19 @@ def test_weight_changes_and_training_mode_never_use_a_stale_cache():
     assert cached._acting is None
 
 
+def test_predict_loops_keep_the_cache():
+    venv = make_vec_env(tiny_env, n_envs=2, seed=0)
+    cached, plain = policies(venv)
+    prefills = count_prefills(cached)
+    obs = venv.reset()
+    for _ in range(6):
+        a1, _ = cached.predict(obs, deterministic=True)
+        a2, _ = plain.predict(obs, deterministic=True)
+        np.testing.assert_array_equal(a1, a2)
+        obs, *_ = venv.step(a1)
+    assert prefills == [2, 2]  # predict() sets eval mode every call; only a new episode runs in full
+
+
 def test_evaluate_actions_of_shuffled_minibatches_equal_the_per_row_pass_with_gradients():
     venv = make_vec_env(tiny_env, n_envs=3, seed=1)
     cached, plain = policies(venv)
@@ -196,7 +221,10 @@ def test_evaluate_actions_of_shuffled_minibatches_equal_the_per_row_pass_with_gr
 
 def test_kl_callback_reference_logprobs_equal_the_per_row_pass():
     env = tiny_env()
-    lm, _ = load_causal_lm("tiny-gpt2", seed=1)
+    lm = lm_kwargs()["model"]
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.add_(0.01 * torch.randn_like(p))
     ref = LMLogProbs(lm.eval(), env.unwrapped.pad_token_id, 0.7)
     cb = KLPenaltyCallback(reference=ref)
     obs = np.stack([env.reset(seed=s)[0] for s in range(2)])
@@ -222,20 +250,20 @@ class KeepBuffers(KLPenaltyCallback):
 
 
 def test_sb3_ppo_learns_the_same_with_and_without_the_cache(n_steps=6):
-    """Whole PPO runs (rollouts crossing episode ends, shuffled minibatches, 2 epochs, the KL callback)
-    give the same buffers and weights with the cache as with the per-row pass."""
+    """Whole PPO runs (rollouts crossing episode ends, shuffled minibatches, a rollout after an update, the
+    KL callback) give the same buffers and weights with the cache as with the per-row pass."""
     runs = []
-    for cache in (True, False):
+    for kv_cache in (True, False):
         venv = make_vec_env(tiny_env, n_envs=2, seed=0)
         model = PPO(
             TransformerPolicy,
             venv,
             n_steps=n_steps,
-            batch_size=4,
-            n_epochs=2,
+            batch_size=6,
+            n_epochs=1,
             learning_rate=1e-3,
             seed=0,
-            policy_kwargs=dict(model="tiny-gpt2", temperature=0.7, kv_cache=cache),
+            policy_kwargs=dict(temperature=0.7, kv_cache=kv_cache, **lm_kwargs()),
         )
         keep = KeepBuffers(kl_coef=0.2)
         model.learn(2 * 2 * n_steps, callback=keep)
