@@ -292,6 +292,31 @@ def test_cell(family, situation):
     assert torch.isfinite(lp).all() and torch.isfinite(ent).all()
 
 
+@pytest.mark.parametrize("family", ["gemma2", "gemma3", "qwen2", "mistral"])
+def test_top_blocks_of_a_deep_model_with_mixed_layer_types_equal_the_full_forward(family):
+    """Six layers, a sliding window of 4 and (Gemma) alternating sliding/full layers: the top block keeps
+    its own layer type (and Gemma-3 its own rotary base) when it runs alone from cached features."""
+    cfg_name, lm_name, kwargs = FAMILIES[family]
+    extra = {"sliding_window": 4, "num_hidden_layers": 6}
+    if family == "qwen2":
+        extra.update(use_sliding_window=True, max_window_layers=2)
+    tok = tiny_tokenizer(None)
+    cfg = getattr(hf, cfg_name)(**{**kwargs, **extra}, vocab_size=len(tok))
+    torch.manual_seed(0)
+    lm = getattr(hf, lm_name)(cfg).eval()
+    ensure_pad_token(tok)
+    assert len(set(getattr(lm.config, "layer_types", None) or ["x"])) > 1 or family == "mistral"
+    policy = PolicyWithValue(lm, tok.pad_token_id, vocab_size=real_vocab_size(tok))
+    full = torch.randint(0, real_vocab_size(tok), (2, 20), generator=torch.Generator().manual_seed(0))
+    for k in (1, 2, 5):
+        policy.set_trainable(k)
+        with torch.no_grad():
+            a = policy.forward_stats(full, 10, features=policy.features(full)).logprobs
+            policy.top_blocks = None
+            b = policy.forward_stats(full, 10).logprobs
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_an_architecture_without_positions_gets_a_clear_error():
     cfg = hf.MambaConfig(hidden_size=32, num_hidden_layers=2, vocab_size=300, state_size=4)
     lm = hf.MambaForCausalLM(cfg)

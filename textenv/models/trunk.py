@@ -139,13 +139,21 @@ def lower_features(base: nn.Module, inputs: dict, top_blocks: int) -> torch.Tens
 
 @contextmanager
 def only_top_blocks(base: nn.Module, top_blocks: int):
-    """Temporarily make ``base`` hold only its top ``top_blocks`` blocks."""
+    """Temporarily make ``base`` hold only its top ``top_blocks`` blocks, and its config's per-layer
+    ``layer_types`` (sliding vs full attention: Gemma2/3, Qwen with a sliding window) only theirs: the
+    trunk looks the types up by the blocks' position in the list."""
     blocks = blocks_of(base)
+    config = getattr(base, "config", None)
+    layer_types = getattr(config, "layer_types", None)
     _set_blocks(base, nn.ModuleList(list(blocks)[len(blocks) - top_blocks :]))
+    if layer_types is not None:
+        config.layer_types = list(layer_types)[len(layer_types) - top_blocks :]
     try:
         yield
     finally:
         _set_blocks(base, blocks)
+        if layer_types is not None:
+            config.layer_types = layer_types
 
 
 def top_forward(base: nn.Module, feats: Features, top_blocks: int) -> torch.Tensor:
@@ -170,7 +178,10 @@ def top_forward(base: nn.Module, feats: Features, top_blocks: int) -> torch.Tens
     try:
         with only_top_blocks(base, top_blocks):
             return base(
-                inputs_embeds=dummy, attention_mask=feats.attention_mask, position_ids=feats.position_ids
+                inputs_embeds=dummy,
+                attention_mask=feats.attention_mask,
+                position_ids=feats.position_ids,
+                use_cache=False,
             ).last_hidden_state
     finally:
         handle.remove()
