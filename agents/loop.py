@@ -81,7 +81,7 @@ def checked_grad_norm(
     # the norm only: clip_grad_norm_(max_norm=inf) would also multiply every gradient by 1.0, a full
     # read and write of the gradients per step for nothing (the same norm, bit for bit)
     grad_norm = D.full(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
-    if not torch.isfinite(grad_norm) and not overflow_ok:
+    if not torch.isfinite(grad_norm) and not (overflow_ok and math.isfinite(loss)):  # a NaN loss always halts
         raise TrainingHalted(
             f"iteration {iteration + 1}: non-finite gradient (norm {float(grad_norm)}, loss "
             f"{loss}) before an optimiser step; nothing was applied for this "
@@ -167,6 +167,7 @@ class Agent:
         # run.precision = "fp16": dynamic loss scaling (bf16 and fp32 need none: a disabled scaler is a no-op)
         fp16 = getattr(policy, "precision", "fp32") == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.skipped_steps = self.consecutive_skips = 0
         seed = config.seed + self.rank * D.RANK_SEED_STRIDE  # per-rank seeds (§1.8)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.np_rng = np.random.default_rng(seed)
@@ -264,19 +265,36 @@ class Agent:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 grad_norm = self.checked_step(float(loss.detach()))
-                for key, value in (("loss", loss), *values.items(), ("grad_norm", grad_norm)):
+                norm = () if grad_norm is None else (("grad_norm", grad_norm),)  # None: an fp16 skip
+                for key, value in (("loss", loss), *values.items(), *norm):
                     logs.setdefault(f"{prefix}/{key}", []).append(float(torch.as_tensor(value).detach()))
         self.policy.eval()
         return {**{k: float(np.mean(v)) for k, v in logs.items()}, f"{prefix}/lr": lr}
 
-    def checked_step(self, loss: float) -> float:
-        """Unscale the gradients (fp16), check their norm (the andon cord), step the optimiser (the fp16
-        scaler skips a step whose gradients overflowed) and return the norm."""
+    # fp16: this many optimiser steps skipped in a row (the loss scale halved each time) halt the run
+    MAX_CONSECUTIVE_SKIPS = 8
+
+    def checked_step(self, loss: float) -> float | None:
+        """Unscale the gradients (fp16), check their norm (the andon cord), step the optimiser and return
+        the norm; None when the fp16 scaler skipped the step because the gradients overflowed (a finite
+        loss; a NaN loss halts as in fp32), and a halt after ``MAX_CONSECUTIVE_SKIPS`` skips in a row."""
         self.scaler.unscale_(self.optimizer)
         grad_norm = checked_grad_norm(self.params, self.iteration, loss, overflow_ok=self.scaler.is_enabled())
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return grad_norm
+        if math.isfinite(grad_norm):
+            self.consecutive_skips = 0
+            return grad_norm
+        self.skipped_steps += 1
+        self.consecutive_skips += 1
+        if self.consecutive_skips >= self.MAX_CONSECUTIVE_SKIPS:
+            raise TrainingHalted(
+                f"iteration {self.iteration + 1}: fp16 gradients overflowed {self.consecutive_skips} steps in a "
+                f"row (loss scale now {self.scaler.get_scale():g}); use run.precision = 'bf16' or a lower "
+                "learning rate, then --resume.",
+                phase="update",
+            )
+        return None
 
     def rollout_metrics(self, batch) -> dict:
         """The batch's ``objective/*`` statistics (algorithms add their own keys)."""
@@ -330,6 +348,10 @@ class Agent:
                 "episodes": self.iteration * cfg.batch_size,
             }
         )
+        if self.scaler.is_enabled():  # fp16: the loss scale and the steps skipped on overflow so far
+            metrics.update(
+                {"fp16/loss_scale": self.scaler.get_scale(), "fp16/skipped_steps": self.skipped_steps}
+            )
         self.last_batch = batch
         return metrics
 

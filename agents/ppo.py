@@ -200,7 +200,8 @@ class PPOAgent(Agent):
                     ):
                         logs.setdefault(key, []).append(float(value.detach()))
                 grad_norm = self.checked_step(logs["ppo/loss/total"][-1])
-                logs.setdefault("ppo/grad_norm", []).append(grad_norm)
+                if grad_norm is not None:  # None: an fp16 step skipped on overflow
+                    logs.setdefault("ppo/grad_norm", []).append(grad_norm)
         self.policy.eval()
         metrics = {k: float(np.mean(v)) for k, v in logs.items()}
         metrics["ppo/val/var_explained"] = 1.0 - metrics["ppo/val/error"] / max(

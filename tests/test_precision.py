@@ -125,3 +125,46 @@ def test_fp16_trains_with_a_loss_scaler_and_checkpoints_it():
     state = agent.state_dict()
     assert state["scaler"]["scale"] > 0
     agent.load_state_dict(state)
+
+
+def _fp16_agent():
+    from agents.policy import PolicyWithValue as P
+    from tests.test_agents_ppo import make_agent
+
+    original = P.from_spec
+
+    def fp16_spec(*a, **k):
+        policy = original(*a, **k)
+        policy.set_precision("fp16")
+        return policy
+
+    P.from_spec = fp16_spec
+    try:
+        return make_agent(batch=8, epochs=2, minibatches=2)
+    finally:
+        P.from_spec = original
+
+
+def test_fp16_still_halts_on_a_nan_loss_and_on_endless_overflow(monkeypatch):
+    from agents import ppo
+    from agents.loop import TrainingHalted
+
+    agent = _fp16_agent()
+    real = ppo.ppo_loss
+
+    def nan_loss(*a, **k):
+        out = real(*a, **k)
+        return out._replace(loss=out.loss * float("nan"))
+
+    monkeypatch.setattr(ppo, "ppo_loss", nan_loss)
+    with pytest.raises(TrainingHalted, match=r"non-finite gradient \(norm nan, loss nan\)"):
+        agent.step()
+    monkeypatch.setattr(ppo, "ppo_loss", real)
+
+    agent = _fp16_agent()
+    agent.step()
+    agent.scaler.update(new_scale=3e38)  # every scaled loss overflows: a finite loss, infinite gradients
+    agent.MAX_CONSECUTIVE_SKIPS = 3
+    with pytest.raises(TrainingHalted, match=r"fp16 gradients overflowed 3 steps in a row \(loss scale now"):
+        agent.step()
+    assert agent.skipped_steps == 3
