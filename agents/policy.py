@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import weakref
 from typing import NamedTuple
 
 import torch
@@ -39,8 +38,30 @@ from torch import nn
 from textenv.models.tokenization import banned_token_mask, padded_inputs, real_vocab_size
 from textenv.models.trunk import Features, freeze_lower, lower_features, top_forward
 
-# the torch.compile'd decode step of each policy that compiles its sampler
-_COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+def _decode_step(lm, token, mask, position_ids, cache, cache_position) -> torch.Tensor:
+    """One static-shape decode step of the causal LM ``lm``: the next logits (B, V)."""
+    out = lm(
+        input_ids=token,
+        attention_mask=mask,
+        position_ids=position_ids,
+        cache=cache,
+        cache_position=cache_position,
+        use_cache=True,
+    )
+    return out.logits[:, -1]
+
+
+# compiled on first use; a plain module-level function, so it holds no policy alive (torch.compile guards
+# on the LM it is called with and compiles once per model)
+_COMPILED_DECODE: list = []
+
+
+def _compiled_decode_step():
+    if not _COMPILED_DECODE:
+        _COMPILED_DECODE.append(torch.compile(_decode_step, dynamic=False))
+    return _COMPILED_DECODE[0]
+
 
 # run.precision -> the autocast dtype (None: plain float32)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -329,17 +350,6 @@ class PolicyWithValue(nn.Module):
             next_pos = next_pos + 1
         return torch.cat(tokens, dim=1), torch.cat(logps, dim=1)
 
-    def _decode_step(self, token, mask, position_ids, cache, cache_position) -> torch.Tensor:
-        out = self.lm(
-            input_ids=token,
-            attention_mask=mask,
-            position_ids=position_ids,
-            cache=cache,
-            cache_position=cache_position,
-            use_cache=True,
-        )
-        return out.logits[:, -1]
-
     def _sample_static(self, context, length, generator):
         from transformers import StaticCache
 
@@ -355,11 +365,7 @@ class PolicyWithValue(nn.Module):
         )
         next_logits = out.logits[:, -1]
         next_pos = inputs["position_ids"][:, -1:] + inputs["attention_mask"][:, -1:]
-        step = self._decode_step
-        if self.compile_sampler:  # compiled once per policy, kept outside it (deep copies stay plain)
-            if self not in _COMPILED_STEPS:
-                _COMPILED_STEPS[self] = torch.compile(self._decode_step, dynamic=False)
-            step = _COMPILED_STEPS[self]
+        step = _compiled_decode_step() if self.compile_sampler else _decode_step
         tokens, logps = [], []
         for t in range(length):
             token, logp = self._draw(next_logits, generator)
@@ -367,7 +373,7 @@ class PolicyWithValue(nn.Module):
             logps.append(logp)
             if t == length - 1:
                 break
-            next_logits = step(token, mask, next_pos, cache, cache_positions[lc + t : lc + t + 1])
+            next_logits = step(self.lm, token, mask, next_pos, cache, cache_positions[lc + t : lc + t + 1])
             next_pos = next_pos + 1
         return torch.cat(tokens, dim=1), torch.cat(logps, dim=1)
 
