@@ -173,7 +173,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
-            self._send(411, {"version": PROTOCOL_VERSION, "error": "send a Content-Length header"})
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            self._send(
+                411,
+                {"version": PROTOCOL_VERSION, "error": "send a Content-Length header (a byte count >= 0)"},
+            )
             return
         if length > MAX_BODY:
             self.close_connection = True

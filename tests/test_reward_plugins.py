@@ -375,6 +375,10 @@ GARBAGE = [
         '{"version": 1, "scores": [...]}.',
     ),
     (
+        (200, b'{"version": 1, "scores": [1' + b"0" * 400 + b"]}"),
+        "returned a score too large for a float at row 0; the server must return finite numbers.",
+    ),
+    (
         (500, b'{"version": 1, "error": "scoring failed: boom"}'),
         "answered HTTP 500: scoring failed: boom; fix the request or the server (see its log), or point "
         "env.reward at a textenv reward server.",
@@ -383,7 +387,7 @@ GARBAGE = [
 
 
 @pytest.mark.parametrize(
-    ("answer", "message"), GARBAGE, ids=["html", "length", "nan", "string", "version", "shape", "500"]
+    ("answer", "message"), GARBAGE, ids=["html", "length", "nan", "string", "version", "shape", "huge", "500"]
 )
 def test_a_server_that_returns_garbage(servers, policy_tok, answer, message):
     server, url = scripted(servers, answer)
@@ -426,6 +430,21 @@ def test_the_server_refuses_bad_requests():
         RewardPluginError, match="needs reference summaries, which protocol version 1 does not carry"
     ):
         load_text_scorer("rouge", "tiny-gpt2")
+
+
+def test_the_server_answers_a_negative_content_length_at_once(servers):
+    import http.client
+
+    from rewards.serving import make_server
+
+    server = serve(make_server("sentiment", port=0, tokenizer="tiny-gpt2"))
+    servers.append(server)
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+    conn.putrequest("POST", "/score")
+    conn.putheader("Content-Length", "-1")
+    conn.endheaders()
+    reply = conn.getresponse()
+    assert reply.status == 411 and b"a byte count >= 0" in reply.read()
 
 
 def test_serve_reward_cli_on_loopback(tmp_path, monkeypatch, capsys, policy_tok):

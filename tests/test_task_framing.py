@@ -81,3 +81,14 @@ def test_chat_template_without_a_template_and_bad_values_are_refused():
         tok = load_tokenizer("tiny-gpt2")
         tok.bos_token = None
         gym.make("BookSentiment-v0", tokenizer=tok, prompts=PROMPTS, add_bos=True, **SMALL)
+
+
+def test_a_framing_token_equal_to_the_pad_is_refused():
+    tok = bos_adding_tokenizer()
+    tok.pad_token = "<bos>"  # a pad that is also the BOS: the BOS would be masked as padding
+    with pytest.raises(
+        ValueError, match=r"framing \(BOS / chat template\) contains the pad id 2 \('<bos>'\)"
+    ):
+        gym.make("BookSentiment-v0", tokenizer=tok, prompts=PROMPTS, **SMALL)
+    with pytest.raises(ValueError, match=r"got add_bos=1"):
+        gym.make("BookSentiment-v0", tokenizer="tiny-gpt2", prompts=PROMPTS, add_bos=1, **SMALL)

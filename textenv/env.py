@@ -49,7 +49,8 @@ class TaskViews:
     def action_masks(self) -> np.ndarray:
         """Bool (vocab_size,) (a vector env: (num_envs, vocab_size)), True for every legal action: all but
         a pad that lies inside the vocabulary (Gemma's ``<pad>`` = 0). sb3-contrib's ``MaskablePPO`` reads
-        it; ``env.action_space.sample(mask=env.action_masks().astype(np.int8))`` samples legal actions."""
+        it (through ``env.get_wrapper_attr("action_masks")``; from a ``gym.make`` env call
+        ``env.unwrapped.action_masks()``)."""
         legal = np.ones(self.task.vocab_size, dtype=bool)
         if 0 <= self.task.pad_id < self.task.vocab_size:
             legal[self.task.pad_id] = False

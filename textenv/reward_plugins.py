@@ -714,7 +714,14 @@ class HttpReward:
                 f"reward endpoint {self.url} returned a non-numeric score {scores[bad[0]]!r} at row {bad[0]}; "
                 "the server must return numbers."
             )
-        out = np.asarray(scores, dtype=np.float64)
+        try:
+            out = np.asarray(scores, dtype=np.float64)
+        except OverflowError:  # a JSON integer beyond float64
+            row = next(i for i, x in enumerate(scores) if isinstance(x, int) and abs(x) > 1e308)
+            raise RewardEndpointError(
+                f"reward endpoint {self.url} returned a score too large for a float at row {row}; the server "
+                "must return finite numbers."
+            ) from None
         if not np.isfinite(out).all():
             rows = np.flatnonzero(~np.isfinite(out)).tolist()
             raise RewardEndpointError(

@@ -201,6 +201,12 @@ class Task:
                 )
             if head[:1] != [bos]:  # a chat template may already start with it
                 head = [int(bos), *head]
+        if self.pad_id in head or self.pad_id in tail:
+            raise ValueError(
+                f"the context's framing (BOS / chat template) contains the pad id {self.pad_id} "
+                f"({tok.convert_ids_to_tokens(self.pad_id)!r}), which would be masked as padding; give the "
+                "tokenizer a pad of its own with textenv.models.tokenization.ensure_pad_token, or set add_bos=False."
+            )
         return head, tail
 
     # ---------------------------------------------------------------------------------- prompts

@@ -92,7 +92,9 @@ class TaskConfig:
             raise ValueError(
                 f"family must be a data family's name (textenv.families.FAMILIES), got {self.family!r}."
             )
-        if self.add_bos not in (None, True, False) or not isinstance(self.chat_template, bool):
+        if not (self.add_bos is None or isinstance(self.add_bos, bool)) or not isinstance(
+            self.chat_template, bool
+        ):
             raise ValueError(
                 f"add_bos must be true, false or None (as the tokenizer does) and chat_template true or false; "
                 f"got add_bos={self.add_bos!r}, chat_template={self.chat_template!r}."
