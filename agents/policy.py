@@ -105,6 +105,11 @@ class PolicyWithValue(nn.Module):
             if not all(hasattr(value_model, a) for a in ("lm", "head", "gain", "bias")):
                 raise TypeError("value_model must be a rewards.model.RewardModel (lm, head, gain, bias).")
             value_model.set_trainable(None)
+            # the value reads the trunk and the head, never the LM's output layer: an untied one stays
+            # frozen (no optimiser state; DDP would wait forever for its gradient)
+            out, inp = value_model.lm.get_output_embeddings(), value_model.lm.get_input_embeddings()
+            if out is not None and out.weight is not inp.weight:
+                out.weight.requires_grad_(False)
             self.value_head = None
 
     # ---------------------------------------------------------------------------- what trains

@@ -118,3 +118,28 @@ def test_chunked_output_layer_gives_the_same_logprobs_gradients_and_entropies(po
     assert len(ga) == len(gb) > 0
     for x, y in zip(ga, gb):
         torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-5)
+
+
+def test_a_separate_value_network_leaves_an_untied_output_layer_frozen():
+    """The value reads the reward model's trunk and head, never its LM output layer: untied, that layer
+    stays frozen (no optimiser state, and DDP's reduction never waits for a gradient that cannot come)."""
+    import transformers as hf
+
+    from rewards.model import RewardModel
+
+    cfg = hf.LlamaConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        vocab_size=64,
+        tie_word_embeddings=False,
+    )
+    rm = RewardModel(hf.LlamaForCausalLM(cfg), pad_id=64)
+    policy = PolicyWithValue(hf.LlamaForCausalLM(cfg), pad_id=64, value_model=rm)
+    assert not rm.lm.get_output_embeddings().weight.requires_grad
+    assert rm.lm.get_input_embeddings().weight.requires_grad and rm.head.weight.requires_grad
+    stats = policy.forward_stats(torch.randint(0, 64, (2, 6)), 3)
+    stats.values.sum().backward()
+    trainable = [p for p in rm.parameters() if p.requires_grad]
+    assert all(p.grad is not None for p in trainable)  # every trainable value parameter gets a gradient
