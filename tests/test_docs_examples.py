@@ -35,7 +35,20 @@ SB3 = ("docs/plugins.md", "stable_baselines3")
 REINFORCE = ("docs/plugins.md", "R.mean()")
 REWARD_PLUGINS = ("docs/plugins.md", "make_server(")
 REWARD_MODULE = ("docs/plugins.md", "def distinct(")
-RUN = [TOUR_README, TOUR_DOCS, KL, TASK_API, REWARD_MODEL, PPO, SB3, REINFORCE, REWARD_PLUGINS, REWARD_MODULE]
+COMPAT = ("docs/models.md", "check_causal_lm(mamba)")
+RUN = [
+    TOUR_README,
+    TOUR_DOCS,
+    KL,
+    TASK_API,
+    REWARD_MODEL,
+    PPO,
+    SB3,
+    REINFORCE,
+    REWARD_PLUGINS,
+    REWARD_MODULE,
+    COMPAT,
+]
 
 
 @dataclass
@@ -130,6 +143,14 @@ def test_the_tour_runs(key):
     if "logits" in ns:
         assert tuple(ns["logits"].shape[:2]) == tuple(ns["ids"].shape)
         assert len(ns["passages"]) > 0 and len(ns["articles"]) > 0
+
+
+def test_compat_example_runs(capsys):
+    b = block(COMPAT)
+    run(b, b.code)
+    assert capsys.readouterr().out.startswith(
+        "MambaForCausalLM cannot be used: its forward takes no position_ids"
+    )
 
 
 def test_kl_example_runs(capsys):
