@@ -206,7 +206,7 @@ def test_killed_at_each_point_and_resumed_ends_as_the_uninterrupted_run(
     """One run killed three times and resumed after each (each resume redoes what the kill cut short):
     a real kill -9 while it waits for its first labels, then, in process, inside the reward-model retrain
     before iteration 2, then between the two PPO minibatches of iteration 2."""
-    import agents.ppo
+    import agents.loop
     import rewards.train
 
     out, trainings, steps, kill = tmp_path / "run", [], [], {"retrain": 0, "ppo": 0}
@@ -233,7 +233,7 @@ def test_killed_at_each_point_and_resumed_ends_as_the_uninterrupted_run(
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["iter-0000000.rank0"]  # before iteration 1
     assert answer_all(out / "labels.db", name="while-down") == first  # people answer while it is down
 
-    train, grad_norm = rewards.train.train_reward_model, agents.ppo.checked_grad_norm
+    train, grad_norm = rewards.train.train_reward_model, agents.loop.checked_grad_norm
 
     def train_hook(rm, items, cfg, **kw):
         trainings.append(len(items))
@@ -241,14 +241,14 @@ def test_killed_at_each_point_and_resumed_ends_as_the_uninterrupted_run(
             raise Killed("killed inside the reward-model retrain")
         return train(rm, items, cfg, **kw)
 
-    def grad_norm_hook(params, iteration, loss):
+    def grad_norm_hook(params, iteration, loss, **kw):
         steps.append(iteration)
         if len(steps) == kill["ppo"]:
             raise Killed("killed between PPO minibatches")
-        return grad_norm(params, iteration, loss)
+        return grad_norm(params, iteration, loss, **kw)
 
     monkeypatch.setattr(rewards.train, "train_reward_model", train_hook)
-    monkeypatch.setattr(agents.ppo, "checked_grad_norm", grad_norm_hook)
+    monkeypatch.setattr(agents.loop, "checked_grad_norm", grad_norm_hook)  # before each optimiser step
 
     # 2. resumed in process; killed inside retrain 1, before iteration 2
     kill["retrain"] = 2

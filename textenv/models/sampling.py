@@ -36,8 +36,18 @@ def sample_responses(
 
     from textenv.models.tokenization import banned_token_mask, padded_inputs
 
-    rows = int(model.get_output_embeddings().weight.shape[0])
-    banned = banned_token_mask(rows, rows if vocab_size is None else vocab_size, pad_id)
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    if head is not None:
+        rows = int(head.weight.shape[0])
+    else:  # any object with a generate(): its config's vocabulary (the pad alone when it has none)
+        rows = int(
+            getattr(getattr(model, "config", None), "vocab_size", 0) or max(pad_id, vocab_size or 0) + 1
+        )
+    if vocab_size is None:
+        vocab_size = rows
+    elif head is None:
+        vocab_size = min(rows, vocab_size)
+    banned = banned_token_mask(rows, vocab_size, pad_id)
     suppress = {} if banned is None else {"suppress_tokens": banned.nonzero()[:, 0].tolist()}
     context = np.asarray(context)
     if context.ndim != 2:
