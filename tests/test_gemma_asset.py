@@ -134,7 +134,7 @@ def test_fetch_records_manifest_and_copies_the_terms(empty_cache, tmp_path, monk
         (out / "config.json").write_text(json.dumps({"model_type": "gemma3_text"}))
 
     monkeypatch.setattr(G, "assemble_gemma3_gguf", assemble)
-    monkeypatch.setattr(G, "convert_gemma3_gguf", convert)
+    monkeypatch.setattr(G, "convert_gguf_to_folder", convert)
     out = G.fetch_gemma3()
     assert out == empty_cache / "gemma3-270m" and L.gemma3_folder() == out
     assert (out / "GEMMA_TERMS.html").exists() and not list(out.glob("*.gguf"))  # temporary GGUF deleted

@@ -153,3 +153,24 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(src), str(dst))
+
+
+def convert_gguf_to_folder(gguf: Path, out: Path) -> None:
+    """Dequantise a GGUF checkpoint once and save it as a plain fp32 safetensors folder (ASSETS.md recipes A and B):
+    a fresh model built from the GGUF's config, without its ``quantization_config``, takes the dequantised
+    weights (strict), so ``save_pretrained`` writes a plain checkpoint that loads in about a second."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf.parent), gguf.name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # otherwise save_pretrained refuses ("quantized with gguf")
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    del loaded  # the dequantised copy: free it before saving (Gemma's is 1 GB)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))

@@ -47,6 +47,7 @@ from textenv.asset_cache import (  # noqa: F401
     asset_dir,
     asset_ready,
     cache_dir,
+    convert_gguf_to_folder,
     manifest_path,
     package_dir,
     read_manifest,
@@ -86,7 +87,6 @@ from textenv.fetchers.gpt2_bpe import (  # noqa: F401
 from textenv.fetchers.smollm2 import (  # noqa: F401
     SMOLLM2_GGUF_NAME,
     SMOLLM2_PACKAGE,
-    convert_gguf_to_folder,
     fetch_smollm2,
     smollm2_gguf_path,
 )

