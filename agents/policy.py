@@ -327,33 +327,42 @@ class PolicyWithValue(nn.Module):
         token = torch.multinomial(logp.exp(), 1, generator=generator)  # (B, 1)
         return token, logp.gather(-1, token)
 
-    def _sample_dynamic(self, context, length, generator):
-        inputs = padded_inputs(context, self.pad_id)
-        mask, positions = inputs["attention_mask"], inputs["position_ids"]
-        out = self.lm(**inputs, use_cache=True, logits_to_keep=1)  # the prefill needs the last logits only
-        cache_key = "cache" if "cache" in out else "past_key_values"
-        cache = out[cache_key]
-        next_logits = out.logits[:, -1]
-        next_pos = positions[:, -1:] + mask[:, -1:]  # one past the last real token
+    def _draw_all(self, next_logits, length, generator, advance) -> tuple[torch.Tensor, torch.Tensor]:
+        """``length`` draws: each from ``next_logits``, then ``advance(token, t)`` runs the decode step
+        that gives the next logits (not after the last draw)."""
         tokens, logps = [], []
         for t in range(length):
             token, logp = self._draw(next_logits, generator)
             tokens.append(token)
             logps.append(logp)
-            if t == length - 1:
-                break
-            mask = torch.cat([mask, torch.ones_like(token)], dim=1)
-            out = self.lm(
-                input_ids=token,
-                attention_mask=mask,
-                position_ids=next_pos,
-                use_cache=True,
-                **{cache_key: cache},
-            )
-            cache = out[cache_key]
-            next_logits = out.logits[:, -1]
-            next_pos = next_pos + 1
+            if t < length - 1:
+                next_logits = advance(token, t)
         return torch.cat(tokens, dim=1), torch.cat(logps, dim=1)
+
+    def _sample_dynamic(self, context, length, generator):
+        inputs = padded_inputs(context, self.pad_id)
+        out = self.lm(**inputs, use_cache=True, logits_to_keep=1)  # the prefill needs the last logits only
+        cache_key = "cache" if "cache" in out else "past_key_values"
+        state = {
+            "cache": out[cache_key],
+            "mask": inputs["attention_mask"],
+            # one past each row's last real token
+            "pos": inputs["position_ids"][:, -1:] + inputs["attention_mask"][:, -1:],
+        }
+
+        def advance(token, t):
+            state["mask"] = torch.cat([state["mask"], torch.ones_like(token)], dim=1)
+            step = self.lm(
+                input_ids=token,
+                attention_mask=state["mask"],
+                position_ids=state["pos"],
+                use_cache=True,
+                **{cache_key: state["cache"]},
+            )
+            state["cache"], state["pos"] = step[cache_key], state["pos"] + 1
+            return step.logits[:, -1]
+
+        return self._draw_all(out.logits[:, -1], length, generator, advance)
 
     def _sample_static(self, context, length, generator):
         from transformers import StaticCache
@@ -368,19 +377,13 @@ class PolicyWithValue(nn.Module):
         out = self.lm(
             **inputs, cache=cache, cache_position=cache_positions[:lc], use_cache=True, logits_to_keep=1
         )
-        next_logits = out.logits[:, -1]
-        next_pos = inputs["position_ids"][:, -1:] + inputs["attention_mask"][:, -1:]
+        first_pos = inputs["position_ids"][:, -1:] + inputs["attention_mask"][:, -1:]
         step = _compiled_decode_step() if self.compile_sampler else _decode_step
-        tokens, logps = [], []
-        for t in range(length):
-            token, logp = self._draw(next_logits, generator)
-            tokens.append(token)
-            logps.append(logp)
-            if t == length - 1:
-                break
-            next_logits = step(self.lm, token, mask, next_pos, cache, cache_positions[lc + t : lc + t + 1])
-            next_pos = next_pos + 1
-        return torch.cat(tokens, dim=1), torch.cat(logps, dim=1)
+
+        def advance(token, t):
+            return step(self.lm, token, mask, first_pos + t, cache, cache_positions[lc + t : lc + t + 1])
+
+        return self._draw_all(out.logits[:, -1], length, generator, advance)
 
 
 class AdapterDisabledReference:

@@ -96,37 +96,6 @@ def test_a_bf16_ppo_run_still_raises_the_toy_reward():
     assert np.mean(scores[-3:]) > np.mean(scores[:3]) + 0.5, scores
 
 
-def test_fp16_trains_with_a_loss_scaler_and_checkpoints_it():
-    from tests.test_agents_ppo import make_agent
-
-    plain = make_agent(batch=8, epochs=1, minibatches=1)
-    assert not plain.scaler.is_enabled() and "scaler" not in plain.state_dict()
-    from agents.policy import PolicyWithValue as P
-
-    original = P.from_spec
-
-    def fp16_spec(*a, **k):
-        policy = original(*a, **k)
-        policy.set_precision("fp16")
-        return policy
-
-    P.from_spec = fp16_spec
-    try:
-        agent = make_agent(batch=8, epochs=2, minibatches=2)
-    finally:
-        P.from_spec = original
-    assert agent.policy.precision == agent.reference.precision == "fp16" and agent.scaler.is_enabled()
-    before = [p.detach().clone() for p in agent.params]
-    metrics = agent.step()
-    assert all(p.dtype == torch.float32 for p in agent.params)
-    assert any(not torch.equal(a, b) for a, b in zip(before, agent.params))
-    assert all(torch.isfinite(p).all() for p in agent.params)
-    assert metrics["objective/kl"] == pytest.approx(0.0, abs=1e-2)
-    state = agent.state_dict()
-    assert state["scaler"]["scale"] > 0
-    agent.load_state_dict(state)
-
-
 def _fp16_agent():
     from agents.policy import PolicyWithValue as P
     from tests.test_agents_ppo import make_agent
@@ -143,6 +112,24 @@ def _fp16_agent():
         return make_agent(batch=8, epochs=2, minibatches=2)
     finally:
         P.from_spec = original
+
+
+def test_fp16_trains_with_a_loss_scaler_and_checkpoints_it():
+    from tests.test_agents_ppo import make_agent
+
+    plain = make_agent(batch=8, epochs=1, minibatches=1)
+    assert not plain.scaler.is_enabled() and "scaler" not in plain.state_dict()
+    agent = _fp16_agent()
+    assert agent.policy.precision == agent.reference.precision == "fp16" and agent.scaler.is_enabled()
+    before = [p.detach().clone() for p in agent.params]
+    metrics = agent.step()
+    assert all(p.dtype == torch.float32 for p in agent.params)
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.params))
+    assert all(torch.isfinite(p).all() for p in agent.params)
+    assert metrics["objective/kl"] == pytest.approx(0.0, abs=1e-2)
+    state = agent.state_dict()
+    assert state["scaler"]["scale"] > 0
+    agent.load_state_dict(state)
 
 
 def test_fp16_still_halts_on_a_nan_loss_and_on_endless_overflow(monkeypatch):
