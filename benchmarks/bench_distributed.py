@@ -25,17 +25,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def torchrun(port: int) -> list[str]:
+    """The launcher of 2 ranks on this machine."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+    ]
+
+
 def run(root: Path, args, extra: list[str], port: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(port),
-        ]
+        cmd = torchrun(port)
         cmd += ["-m", "agents.cli", "train-policy", "--config", "tiny_toy", "--no-progress"]
         cmd += [
             f"--run.out_dir={out}",
@@ -132,15 +137,7 @@ def ab_worker(args) -> None:
 
 def update_ab(args) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29399",
-        ]
+        cmd = torchrun(29399)
         cmd += ["-m", "benchmarks.bench_distributed", "--other", ".", "--worker", out]
         cmd += [
             f"--ab-updates={args.ab_updates}",
