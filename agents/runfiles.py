@@ -19,6 +19,7 @@ verifies them and falls back to the newest intact one, saying which file was dam
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -254,3 +255,14 @@ def load_policy(run_dir: str | Path, device: str = "cpu") -> tuple[Any, TrainCon
         for name, tensor in trainable.items():
             named[name].copy_(tensor)
     return policy.eval(), cfg
+
+
+def git_sha() -> str:
+    """The short commit of the checkout in the working directory ("unknown" outside one): results files
+    record it beside each row."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

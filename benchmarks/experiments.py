@@ -134,19 +134,10 @@ def win_rate_vs_initial(
 
 
 def paired_win_rate(labeler, mine: list[tuple[str, str]], base: list[tuple[str, str]]) -> tuple[float, float]:
-    """(win rate, standard error) of ``mine`` over ``base``, both ``(prompt, response)`` lists on the same
-    prompts; a noiseless labeler's tie counts one half (:func:`rewards.labelers.pairwise_outcome`)."""
-    from rewards.labelers import pairwise_outcome
+    """(win rate, standard error) of ``mine`` over ``base``: :func:`rewards.labelers.paired_win_rate`."""
+    from rewards.labelers import paired_win_rate as rate
 
-    wins = []
-    for (qa, a), (qb, b) in zip(mine, base, strict=True):
-        if qa != qb:
-            raise ValueError(
-                f"unpaired responses: prompt {qa[:40]!r} vs {qb[:40]!r}; draw both with one seed."
-            )
-        wins.append(pairwise_outcome(labeler, qa, a, b))
-    p = float(np.mean(wins))
-    return p, float(np.std(wins) / np.sqrt(len(wins)))
+    return rate(labeler, mine, base)
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:

@@ -127,6 +127,27 @@ def pairwise_outcome(labeler, query: str, a: str, b: str, reference: str | None 
     return float(int(pick[0] if isinstance(pick, tuple) else pick) == 0)
 
 
+def paired_win_rate(
+    labeler, mine: Sequence[tuple[str, str]], base: Sequence[tuple[str, str]]
+) -> tuple[float, float]:
+    """(win rate, its standard error) of the responses ``mine`` over ``base``, both lists of
+    ``(prompt, response)`` texts on the *same* prompts in the same order, judged pair by pair by
+    ``labeler`` (:func:`pairwise_outcome`: a noiseless labeler's tie counts one half). The paper's
+    measure of a policy against another (§3: "the fraction of the time the labelers prefer ...")."""
+    if len(mine) != len(base) or not mine:
+        raise ValueError(
+            f"need the same number (>= 1) of responses from both policies, got {len(mine)} and {len(base)}."
+        )
+    wins = []
+    for (qa, a), (qb, b) in zip(mine, base):
+        if qa != qb:
+            raise ValueError(
+                f"unpaired responses: prompt {qa[:40]!r} vs {qb[:40]!r}; draw both with one seed."
+            )
+        wins.append(pairwise_outcome(labeler, qa, a, b))
+    return float(np.mean(wins)), float(np.std(wins) / np.sqrt(len(wins)))
+
+
 LABELERS: dict[str, type[ScoreLabeler]] = {
     "sentiment": SentimentLabeler,
     "descriptiveness": DescriptivenessLabeler,

@@ -10,6 +10,12 @@ all but the top ``k`` transformer blocks. The frozen part is then a fixed featur
 :meth:`RewardModel.features` computes its output once per sequence and :meth:`RewardModel.score_features`
 runs only the top ``k`` blocks (``k = 0``: the head on cached final features). ``top_blocks=None`` trains
 the whole model, as the paper does.
+
+Feature layer (a named option, not in the paper): ``layer=k`` cuts the trunk to its first ``k`` blocks (the
+final norm kept), so the head reads block ``k``'s output instead of the last block's and scoring runs ``k``
+blocks instead of all. On the mock sentiment labels a head on SmolLM2-135M's block 2 (of 30) learns from
+fewer labels than one on its final layer (BENCHMARKS.md, ``make demo``): the labeler judges words, which the
+early blocks still hold. ``layer=None`` (the default) is the paper's whole trunk.
 """
 
 from __future__ import annotations
@@ -24,7 +30,14 @@ import torch
 from torch import nn
 
 from textenv.models.tokenization import pad_sequences, padded_inputs
-from textenv.models.trunk import Features, freeze_lower, lower_features, n_blocks, top_forward
+from textenv.models.trunk import (
+    Features,
+    freeze_lower,
+    keep_lower_blocks,
+    lower_features,
+    n_blocks,
+    top_forward,
+)
 
 __all__ = ["Features", "RewardModel", "last_token_index"]
 
@@ -39,12 +52,22 @@ class RewardModel(nn.Module):
     """LM trunk + scalar head + gain/bias (see the module docstring)."""
 
     def __init__(
-        self, lm: nn.Module, pad_id: int, *, base_spec: str | None = None, seed: int = 0, pool: str = "last"
+        self,
+        lm: nn.Module,
+        pad_id: int,
+        *,
+        base_spec: str | None = None,
+        seed: int = 0,
+        pool: str = "last",
+        layer: int | None = None,
     ) -> None:
         super().__init__()
         if pool not in ("last", "mean"):
             raise ValueError(f"pool={pool!r}; use 'last' (the paper's) or 'mean' (over the response tokens).")
         self.pool = pool
+        if layer is not None:  # the head reads block `layer`'s output: the blocks above it are dropped
+            keep_lower_blocks(lm.base_model, layer)
+        self.layer = layer
         self.lm = lm
         self.pad_id = int(pad_id)
         self.base_spec = base_spec
@@ -62,13 +85,21 @@ class RewardModel(nn.Module):
     # -------------------------------------------------------------------------------- building
     @classmethod
     def from_spec(
-        cls, spec: str = "smollm2-135m", *, seed: int = 0, device: str = "cpu", dtype=None, pool: str = "last"
+        cls,
+        spec: str = "smollm2-135m",
+        *,
+        seed: int = 0,
+        device: str = "cpu",
+        dtype=None,
+        pool: str = "last",
+        layer: int | None = None,
     ) -> RewardModel:
-        """A fresh reward model on the LM ``spec`` (any :func:`textenv.models.load_causal_lm` spec)."""
+        """A fresh reward model on the LM ``spec`` (any :func:`textenv.models.load_causal_lm` spec);
+        ``pool`` and ``layer``: see the module docstring."""
         from textenv.models import load_causal_lm
 
         lm, tok = load_causal_lm(spec, seed=seed, device=device, dtype=dtype)
-        rm = cls(lm, tok.pad_token_id, base_spec=str(spec), seed=seed, pool=pool)
+        rm = cls(lm, tok.pad_token_id, base_spec=str(spec), seed=seed, pool=pool, layer=layer)
         rm.tokenizer = tok
         return rm.to(device)
 
@@ -222,6 +253,7 @@ class RewardModel(nn.Module):
             "pad_id": self.pad_id,
             "top_blocks": self.top_blocks,
             "pool": self.pool,
+            "layer": self.layer,
             "format": 2,  # 2: pool="mean" averages the response tokens only (format 1: every token)
         }
         (folder / "reward_model.json").write_text(json.dumps(meta, indent=2))
@@ -241,7 +273,11 @@ class RewardModel(nn.Module):
                 "retrain it (textenv train-reward) with this version."
             )
         rm = cls.from_spec(
-            meta["base_spec"], seed=meta.get("seed", 0), device=device, pool=meta.get("pool", "last")
+            meta["base_spec"],
+            seed=meta.get("seed", 0),
+            device=device,
+            pool=meta.get("pool", "last"),
+            layer=meta.get("layer"),
         )
         tensors = load_file(str(folder / "weights.safetensors"))
         with torch.no_grad():

@@ -62,7 +62,13 @@ def sample_questions(
     if n_queries < 1 or n_samples < 2:
         raise ValueError(f"need n_queries >= 1 and n_samples >= 2, got {n_queries} and {n_samples}.")
     task = make_task(task, tokenizer, **task_overrides)
-    sample_fn = hf_sample_fn(model, task.pad_id, task.config.temperature, task.vocab_size)
+    # a best-of-N question's N samples share their query: its prefill runs once (a KV-cache LM only)
+    shared = (
+        callable(getattr(model, "get_output_embeddings", None)) and model.get_output_embeddings() is not None
+    )
+    sample_fn = hf_sample_fn(
+        model, task.pad_id, task.config.temperature, task.vocab_size, share_prefix=shared
+    )
     rng = np.random.default_rng(seed)
     # the ids these samples can hold: imports into this store are checked against it
     rows = getattr(getattr(model, "config", None), "vocab_size", None) or 0  # output rows, when known
@@ -207,6 +213,7 @@ def mock_reward_model(
     out_dir: str | Path,
     heldout_questions: int = 0,
     pool: str = "mean",
+    layer: int | None = None,
     epochs: int = 10,
     lr: float = 1e-3,
     normalize_samples: int = 256,
@@ -219,7 +226,9 @@ def mock_reward_model(
     questions from ``lm`` (rho), label them, train a head on the frozen trunk's features (``top_blocks = 0``,
     ``pool``; several epochs: named deviations that suit small label counts on a CPU), normalise on fresh
     samples of rho (§1.3) and save to ``out_dir/reward_model``. ``require_valid=False`` keeps samples that
-    break the task's truncation rule (the paper resamples them). Returns ``(reward_model, metrics)``.
+    break the task's truncation rule (the paper resamples them). ``layer``: the head reads that block's
+    output (:class:`rewards.model.RewardModel`; None: the final layer's, the paper's). Returns
+    ``(reward_model, metrics)``.
 
     ``normalize``: ``"before_and_after"`` (the paper's and the reference code's: gain/bias set on fresh
     samples of rho before training, seed ``seed + 12``, and again after it on other fresh samples, seed
@@ -245,7 +254,7 @@ def mock_reward_model(
         **task_overrides,
     )
     norm = {"sample_batch_size": 128, "score_batch_size": 64, **task_overrides}
-    rm = RewardModel.from_spec(model_spec, seed=seed, pool=pool)
+    rm = RewardModel.from_spec(model_spec, seed=seed, pool=pool, layer=layer)
     before = {}
     if normalize == "before_and_after":
         before = normalize_on_policy(rm, task, lm, tokenizer, normalize_samples, seed=seed + 12, **norm)

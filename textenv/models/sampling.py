@@ -77,16 +77,75 @@ def sample_responses(
     return responses
 
 
+def sample_shared_prefix(
+    model,
+    context: np.ndarray,
+    pad_id: int,
+    length: int,
+    temperature: float,
+    seed: int | None = None,
+    vocab_size: int | None = None,
+) -> np.ndarray:
+    """:func:`sample_responses` for a Hugging Face causal LM with a KV cache, running the prompt of
+    *consecutive identical rows* once: best-of-N questions sample N responses to one query, and the
+    query is most of the tokens, so the prefill is shared and its cache copied to the N rows (2.5x faster
+    than ``generate`` for 4 x (32 + 16) tokens of SmolLM2-135M on 2 CPU cores). The same distribution as
+    :func:`sample_responses` (temperature, no top-k/top-p, the pad and padding rows never drawn), not the
+    same random stream. Returns (B, length) token ids."""
+    import torch
+
+    from textenv.models.tokenization import banned_token_mask, padded_inputs
+
+    context = np.asarray(context)
+    if context.ndim != 2 or context.shape[0] == 0:
+        raise ValueError(f"context must be (batch >= 1, length), got shape {context.shape}.")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    device = torch.device(model.device)
+    rows = int(model.get_output_embeddings().weight.shape[0])
+    banned = banned_token_mask(rows, rows if vocab_size is None else vocab_size, pad_id)
+    ids = torch.as_tensor(context, device=device)
+    unique, inverse = torch.unique_consecutive(ids, dim=0, return_inverse=True)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, enabled=seed is not None), torch.no_grad():
+        if seed is not None:
+            torch.manual_seed(seed)
+        inputs = padded_inputs(unique, pad_id)
+        out = model(**inputs, use_cache=True, logits_to_keep=1)
+        key = "cache" if "cache" in out else "past_key_values"
+        cache = out[key]
+        if len(unique) < len(ids):
+            cache.batch_select_indices(inverse)
+        mask = inputs["attention_mask"][inverse]
+        pos = (inputs["position_ids"][:, -1:] + inputs["attention_mask"][:, -1:])[inverse]
+        logits = out.logits[:, -1][inverse]
+        tokens = []
+        for t in range(length):
+            logits = logits.float() / temperature
+            if banned is not None:
+                logits = logits.masked_fill(banned.to(logits.device), float("-inf"))
+            token = torch.multinomial(torch.softmax(logits, dim=-1), 1)
+            tokens.append(token)
+            if t == length - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(token)], dim=1)
+            step = model(
+                input_ids=token, attention_mask=mask, position_ids=pos, use_cache=True, **{key: cache}
+            )
+            cache, pos, logits = step[key], pos + 1, step.logits[:, -1]
+    return torch.cat(tokens, dim=1).cpu().numpy()
+
+
 def hf_sample_fn(
-    model, pad_id: int, temperature: float, vocab_size: int | None = None
+    model, pad_id: int, temperature: float, vocab_size: int | None = None, share_prefix: bool = False
 ) -> Callable[[np.ndarray, int, int], np.ndarray]:
     """A :mod:`textenv.sampler` sample function: :func:`sample_responses` with ``model`` at ``temperature``
-    over the real vocabulary ``vocab_size`` (pass ``task.vocab_size``)."""
+    over the real vocabulary ``vocab_size`` (pass ``task.vocab_size``); ``share_prefix``:
+    :func:`sample_shared_prefix` instead (a Hugging Face causal LM with a KV cache)."""
+    draw = sample_shared_prefix if share_prefix else sample_responses
 
     def sample(contexts: np.ndarray, length: int, seed: int) -> np.ndarray:
-        return sample_responses(
-            model, contexts, pad_id, length, temperature, seed=seed, vocab_size=vocab_size
-        )
+        return draw(model, contexts, pad_id, length, temperature, seed=seed, vocab_size=vocab_size)
 
     return sample
 

@@ -77,6 +77,22 @@ def n_blocks(base: nn.Module) -> int:
     return len(blocks_of(base))
 
 
+def keep_lower_blocks(base: nn.Module, k: int) -> None:
+    """Cut the trunk ``base`` to its first ``k`` blocks (its final norm kept), for good: its forward then
+    returns the final norm of block ``k``'s output, and the dropped blocks' weights are freed. The config's
+    ``num_hidden_layers`` and per-layer ``layer_types`` are cut to match (the trunk reads both)."""
+    total = n_blocks(base)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= total:
+        raise ValueError(f"layer={k!r} must be an int in [1, {total}] for this model (its number of blocks).")
+    _set_blocks(base, nn.ModuleList(list(blocks_of(base))[:k]))
+    config = getattr(base, "config", None)
+    if config is not None:
+        if getattr(config, "layer_types", None) is not None:
+            config.layer_types = list(config.layer_types)[:k]
+        if getattr(config, "num_hidden_layers", None) is not None:
+            config.num_hidden_layers = k
+
+
 def final_modules(base: nn.Module) -> list[nn.Module]:
     """The modules that run after the blocks (the final norm; OPT's ``project_out`` when present)."""
     path = layers_attr(base)
