@@ -63,11 +63,8 @@ def sample_questions(
         raise ValueError(f"need n_queries >= 1 and n_samples >= 2, got {n_queries} and {n_samples}.")
     task = make_task(task, tokenizer, **task_overrides)
     # a best-of-N question's N samples share their query: its prefill runs once (a KV-cache LM only)
-    shared = (
-        callable(getattr(model, "get_output_embeddings", None)) and model.get_output_embeddings() is not None
-    )
     sample_fn = hf_sample_fn(
-        model, task.pad_id, task.config.temperature, task.vocab_size, share_prefix=shared
+        model, task.pad_id, task.config.temperature, task.vocab_size, share_prefix="auto"
     )
     rng = np.random.default_rng(seed)
     # the ids these samples can hold: imports into this store are checked against it

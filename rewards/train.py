@@ -337,7 +337,7 @@ def policy_samples(
     from textenv.task import make_task
 
     t = make_task(task, tokenizer, **overrides)
-    sample_fn = hf_sample_fn(model, t.pad_id, t.config.temperature, t.vocab_size)
+    sample_fn = hf_sample_fn(model, t.pad_id, t.config.temperature, t.vocab_size, share_prefix="auto")
     drawn = sample_task(t, sample_fn, n, seed=seed, sample_seed=seed * 7919, batch_size=batch_size)
     queries = [list(p.query) for p in drawn.prompts]
     return queries, [[int(x) for x in r] for r in drawn.responses]

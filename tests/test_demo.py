@@ -2,11 +2,13 @@
 
 import json
 
-from agents.demo import DemoConfig, run_pipeline
+import pytest
+
+from agents.demo import HEADLINE, DemoConfig, mean_row, run_pipeline, run_seeds
 
 
-def test_demo_pipeline_tiny(tmp_path, capsys):
-    cfg = DemoConfig(
+def _tiny(tmp_path) -> DemoConfig:
+    return DemoConfig(
         model="tiny-gpt2",
         out_dir=str(tmp_path / "demo"),
         questions=8,
@@ -23,9 +25,36 @@ def test_demo_pipeline_tiny(tmp_path, capsys):
             "--run.tensorboard=false",
         ),
     )
-    result = run_pipeline(cfg)
+
+
+def test_demo_pipeline_tiny(tmp_path, capsys):
+    result = run_pipeline(_tiny(tmp_path))
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["iterations"] == 2 and summary == {**summary, **{k: result[k] for k in summary}}
     assert (tmp_path / "demo" / "reward_model" / "reward_model.json").exists()
     assert (tmp_path / "demo" / "ppo" / "curves.png").exists()
-    assert "held-out reward-model score" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "held-out reward-model score" in out and "comparisons with the initial policy" in out
+    assert 0.0 <= summary["win_rate_vs_initial"] <= 1.0 and summary["eval_prompts"] == 4
+    assert summary["rm_heldout_questions"] == 4
+    assert summary["kl_off_target"] == pytest.approx(abs(summary["kl_mean_last_5"] - 3.0) / 3.0)
+
+
+def test_demo_seeds_append_one_row_each_and_the_mean(tmp_path, capsys):
+    results = tmp_path / "results" / "demo.jsonl"
+    rows, mean = run_seeds(_tiny(tmp_path), [0, 1], str(results))
+    lines = [json.loads(x) for x in results.read_text().splitlines()]
+    assert [x["row"] for x in lines] == ["seed", "seed", "mean"] and lines[2] == mean
+    assert [x["seed"] for x in lines[:2]] == [0, 1] and all(
+        x["git"] and x["benchmark"] == "demo" for x in lines
+    )
+    assert (tmp_path / "demo" / "seed-0" / "summary.json").exists()
+    assert (tmp_path / "demo" / "seed-1" / "summary.json").exists()
+    for key in HEADLINE:
+        values = [r[key] for r in rows]
+        assert mean[f"{key}_mean"] == pytest.approx(sum(values) / 2)
+        assert mean[f"{key}_sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    assert "over seeds [0, 1]: win rate" in capsys.readouterr().out
+    assert mean_row(rows[:1])["win_rate_vs_initial_sd"] == 0.0
+    with pytest.raises(ValueError, match="distinct seeds"):
+        run_seeds(_tiny(tmp_path), [1, 1])

@@ -143,6 +143,10 @@ def test_win_rate_vs_initial_compares_responses_to_the_same_prompt():
     mixed = happy[:3] + sad[3:]
     rate, se = paired_win_rate(judge, mixed, sad)
     assert rate == 0.75 and se == pytest.approx(0.25 / 6**0.5)  # wins 3, ties 3
+    with pytest.raises(
+        ValueError, match=r"the same number \(>= 1\) of responses from both policies, got 6 and 5"
+    ):
+        paired_win_rate(judge, a, a[:5])
     with pytest.raises(ValueError, match="unpaired responses"):
         paired_win_rate(
             judge, a, responses(lm, tok, "MockSentiment-v0", 6, sample_seed=1, **{**kw, "seed": 4})

@@ -179,3 +179,54 @@ def test_gguf_file_loads_through_the_cache(embedded):
     ids = torch.tensor([tok.encode("A gguf file and its converted folder agree.")])
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, ref(ids).logits)
+
+
+@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama"])
+def test_shared_prefix_sampler_decodes_like_a_full_forward(spec):
+    """Near temperature 0 the shared-prefix sampler is greedy decoding: every row, repeated or not and
+    padded or not, must equal a greedy loop over full forwards of the unpadded sequence."""
+    from textenv.models.sampling import sample_shared_prefix
+
+    lm, _ = load_causal_lm(spec, seed=0)
+    pad = lm.config.vocab_size - 1
+    rows = [
+        [5, 6, 7, 8],
+        [5, 6, 7, 8],
+        [5, 6, 7, 8],
+        [pad, 9, 10, 11],
+        [pad, pad, 12, 13],
+        [pad, pad, 12, 13],
+    ]
+    before = torch.random.get_rng_state()
+    got = sample_shared_prefix(lm, np.array(rows), pad, 5, 1e-6, seed=3, vocab_size=pad)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global RNG is untouched
+    assert got.shape == (6, 5)
+    with torch.no_grad():
+        for row, out in zip(rows, got):
+            ids = [t for t in row if t != pad]
+            for _ in range(5):
+                logits = lm(input_ids=torch.tensor([ids])).logits[0, -1, :pad]
+                ids.append(int(logits.argmax()))
+            assert list(out) == ids[-5:]
+
+
+def test_shared_prefix_sampler_never_draws_the_pad_and_is_seeded():
+    from textenv.models.sampling import hf_sample_fn, sample_shared_prefix
+
+    lm, _ = load_causal_lm("tiny-gpt2", seed=0)
+    pad = 7  # a token inside the vocabulary, made the most likely: it must still never be drawn
+    hook = lm.lm_head.register_forward_hook(
+        lambda m, a, out: out.index_add(-1, torch.tensor([pad]), out[..., :1] * 0 + 30)
+    )
+    try:
+        ctx = np.array([[1, 2, 3]] * 8 + [[4, 5, 6]] * 8)
+        a = sample_shared_prefix(lm, ctx, pad, 6, 1.0, seed=11)
+        assert (a != pad).all()
+        np.testing.assert_array_equal(a, hf_sample_fn(lm, pad, 1.0, share_prefix=True)(ctx, 6, 11))
+        assert not np.array_equal(a, sample_shared_prefix(lm, ctx, pad, 6, 1.0, seed=12))
+    finally:
+        hook.remove()
+    with pytest.raises(ValueError, match=r"context must be \(batch >= 1, length\)"):
+        sample_shared_prefix(lm, np.zeros((0, 3), dtype=int), pad, 2, 1.0)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        sample_shared_prefix(lm, ctx, pad, 2, 0.0)

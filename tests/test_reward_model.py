@@ -271,3 +271,30 @@ def test_mean_pool_averages_the_response_tokens_and_is_saved(tmp_path):
         RewardModel.load(tmp_path / "rm")
     with pytest.raises(ValueError, match="pool"):
         RewardModel.from_spec("tiny-gpt2", pool="max")
+
+
+@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama"])
+def test_feature_layer_reads_that_blocks_output_and_is_saved(tmp_path, spec):
+    full = RewardModel.from_spec(spec, seed=0, pool="mean")
+    rm = RewardModel.from_spec(spec, seed=0, pool="mean", layer=1)
+    assert rm.n_blocks == 1 and full.n_blocks == 2 and rm.base.config.num_hidden_layers == 1
+    q, r = [11, 12, 13], [14, 15]
+    with torch.no_grad():
+        # reference: block 1's output of the whole model, through the final norm, response tokens averaged
+        out = full.base(input_ids=torch.tensor([q + r]), output_hidden_states=True)
+        norm = full.base.ln_f if spec == "tiny-gpt2" else full.base.norm
+        hidden = norm(out.hidden_states[1][0, len(q) :])
+        expected = (rm.gain * rm.head(hidden.mean(0)) + rm.bias).item()
+        assert rm.score([q, [1, 2, 3, 4, 5]], [r, [6, 7, 8]])[0] == pytest.approx(expected, abs=1e-5)
+        assert full.score([q], [r])[0] != pytest.approx(expected, abs=1e-3)
+        rm.set_trainable(0)  # cached features give the same scores
+        ids, start = rm.sequences_with_start([q], [r])
+        torch.testing.assert_close(rm.score_features(rm.features(ids, start)), rm(ids, start))
+    rm.save(tmp_path / "rm")
+    assert json.loads((tmp_path / "rm" / "reward_model.json").read_text())["layer"] == 1
+    again = RewardModel.load(tmp_path / "rm")
+    assert again.layer == 1 and again.n_blocks == 1
+    np.testing.assert_allclose(again.score([q], [r]), rm.score([q], [r]), atol=1e-6)
+    for bad in (0, 3, 1.5, True):
+        with pytest.raises(ValueError, match=rf"layer={bad!r} must be an int in \[1, 2\]"):
+            RewardModel.from_spec(spec, layer=bad)

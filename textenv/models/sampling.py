@@ -137,11 +137,19 @@ def sample_shared_prefix(
 
 
 def hf_sample_fn(
-    model, pad_id: int, temperature: float, vocab_size: int | None = None, share_prefix: bool = False
+    model,
+    pad_id: int,
+    temperature: float,
+    vocab_size: int | None = None,
+    share_prefix: bool | str = False,
 ) -> Callable[[np.ndarray, int, int], np.ndarray]:
     """A :mod:`textenv.sampler` sample function: :func:`sample_responses` with ``model`` at ``temperature``
-    over the real vocabulary ``vocab_size`` (pass ``task.vocab_size``); ``share_prefix``:
-    :func:`sample_shared_prefix` instead (a Hugging Face causal LM with a KV cache)."""
+    over the real vocabulary ``vocab_size`` (pass ``task.vocab_size``); ``share_prefix=True``:
+    :func:`sample_shared_prefix` instead (a Hugging Face causal LM with a KV cache); ``"auto"``: that when
+    ``model`` has an output layer (``get_output_embeddings``), else ``generate``."""
+    if share_prefix == "auto":
+        head = getattr(model, "get_output_embeddings", None)
+        share_prefix = callable(head) and head() is not None
     draw = sample_shared_prefix if share_prefix else sample_responses
 
     def sample(contexts: np.ndarray, length: int, seed: int) -> np.ndarray:
