@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 .PHONY: demo test setup install lint format bench bench-ppo clean-venv mutate dist wheel-check docs
 
 demo: setup
-	$(BIN)/textenv demo
+	$(BIN)/textenv demo --results benchmarks/results/demo.jsonl
 
 # the docs build and the installed-wheel check run first: they are short, and pytest's summary stays last
 test: setup lint docs wheel-check

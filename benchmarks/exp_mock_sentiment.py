@@ -50,6 +50,7 @@ def reward_for(args, name: str, n: int, lm, tok, labeler, out: Path, overrides: 
         heldout_questions=args.heldout,
         seed=args.seed,
         normalize=args.rm_normalize,
+        layer=args.rm_layer,
         **overrides,
     )
     return str(out / name / "reward_model"), metrics.get("eval/accuracy")
@@ -93,6 +94,7 @@ def run_setting(args, name: str, n: int, lm, tok, gold, labeler, overrides: dict
         "episodes": rows[-1]["episodes"],
         "seconds": time.perf_counter() - t0,
         "model": args.model,
+        "rm_layer": args.rm_layer,
         **metadata(),
     }
     return row, curve
@@ -139,6 +141,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
     add_rm_normalize_arg(p)
+    p.add_argument(
+        "--rm-layer",
+        type=int,
+        default=None,
+        help="the reward head reads this block's output (the demo's 2; default: the final layer, the paper's)",
+    )
     p.add_argument("--out-dir", default="runs/exp_mock_sentiment")
     p.add_argument("--plot", default=str(RESULTS / "exp_mock_sentiment.png"))
     p.add_argument("--out", default=str(RESULTS / "exp_mock_sentiment.jsonl"))

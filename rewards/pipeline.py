@@ -13,6 +13,7 @@ asking a share of them twice (the paper's duplicate questions) to measure agreem
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -225,7 +226,9 @@ def mock_reward_model(
     samples of rho (§1.3) and save to ``out_dir/reward_model``. ``require_valid=False`` keeps samples that
     break the task's truncation rule (the paper resamples them). ``layer``: the head reads that block's
     output (:class:`rewards.model.RewardModel`; None: the final layer's, the paper's). Returns
-    ``(reward_model, metrics)``.
+    ``(reward_model, metrics)``; the metrics' ``time/questions``, ``time/normalize`` and ``time/train`` say
+    where the seconds went (sampling and labelling; the normalisation samples; caching features and
+    training the head).
 
     ``normalize``: ``"before_and_after"`` (the paper's and the reference code's: gain/bias set on fresh
     samples of rho before training, seed ``seed + 12``, and again after it on other fresh samples, seed
@@ -238,6 +241,12 @@ def mock_reward_model(
     check_normalize_when(normalize)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clock = [time.perf_counter()]
+
+    def lap() -> float:  # seconds since the previous lap: where the stage's time goes
+        clock.append(time.perf_counter())
+        return clock[-1] - clock[-2]
+
     sets = _mock_labelled_sets(
         task,
         lm,
@@ -250,15 +259,19 @@ def mock_reward_model(
         require_valid=require_valid,
         **task_overrides,
     )
+    times = {"time/questions": lap()}  # sampling and labelling
     norm = {"sample_batch_size": 128, "score_batch_size": 64, **task_overrides}
     rm = RewardModel.from_spec(model_spec, seed=seed, pool=pool, layer=layer)
     before = {}
     if normalize == "before_and_after":
         before = normalize_on_policy(rm, task, lm, tokenizer, normalize_samples, seed=seed + 12, **norm)
-    metrics = _train_mock_head(rm, sets, epochs=epochs, lr=lr, seed=seed)
+    times["time/normalize"] = lap()
+    metrics = _train_mock_head(rm, sets, epochs=epochs, lr=lr, seed=seed)  # features cached, head trained
+    times["time/train"] = lap()
     metrics.update({f"before/{k}": v for k, v in before.items()})
     metrics.update(normalize_on_policy(rm, task, lm, tokenizer, normalize_samples, seed=seed + 11, **norm))
-    metrics.update({"questions/train": len(sets["train"]), "questions/heldout": len(sets["heldout"])})
+    times["time/normalize"] += lap()
+    metrics.update({"questions/train": len(sets["train"]), "questions/heldout": len(sets["heldout"]), **times})
     rm.save(out / "reward_model")
     return rm, metrics
 

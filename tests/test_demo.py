@@ -37,6 +37,20 @@ def test_demo_pipeline_tiny(tmp_path, capsys):
     assert "held-out reward-model score" in out and "comparisons with the initial policy" in out
     assert 0.0 <= summary["win_rate_vs_initial"] <= 1.0 and summary["eval_prompts"] == 4
     assert summary["rm_heldout_questions"] == 4
+    phases = summary["phase_seconds"]
+    assert set(phases) == {
+        "questions",
+        "normalize",
+        "train",
+        "evaluate",
+        "ppo",
+        "ppo_sample",
+        "ppo_score",
+    } | {
+        "ppo_reference",
+        "ppo_update",
+    }
+    assert all(v > 0 for v in phases.values()) and sum(phases.values()) < summary["seconds"] + phases["ppo"]
     assert summary["kl_off_target"] == pytest.approx(abs(summary["kl_mean_last_5"] - 3.0) / 3.0)
 
 
@@ -58,3 +72,12 @@ def test_demo_seeds_append_one_row_each_and_the_mean(tmp_path, capsys):
     assert mean_row(rows[:1])["win_rate_vs_initial_sd"] == 0.0
     with pytest.raises(ValueError, match="distinct seeds"):
         run_seeds(_tiny(tmp_path), [1, 1])
+
+
+def test_demo_cli_refuses_a_bad_rm_layer(capsys):
+    from agents.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--rm-layer", "top"])
+    assert exc.value.code == 2
+    assert "'top' is not a block number; give an int >= 1 or 'final'" in capsys.readouterr().err

@@ -177,7 +177,20 @@ def main() -> int:
         label=f"textenv train-policy --config NAME (1 tiny iteration each: {' '.join(others)})",
     )
     run(
-        [TEXTENV, "demo", "--model", "tiny-gpt2", "--questions", "8", "--iterations", "2"],
+        [
+            TEXTENV,
+            "demo",
+            "--model",
+            "tiny-gpt2",
+            "--questions",
+            "8",
+            "--heldout-questions",
+            "8",
+            "--eval-prompts",
+            "8",
+            "--iterations",
+            "2",
+        ],
         expect="[demo] held-out reward-model score",
     )
     label = "python -c 'import textenv; gym.make(...)' (every env id; every preset loaded; package data)"
