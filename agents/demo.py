@@ -141,6 +141,7 @@ def _ppo_config(cfg: DemoConfig, out: Path):
             f"--run.out_dir={out / 'ppo'}",
             f"--env.reward={out / 'reward_model'}",
             f"--policy.model={cfg.model}",
+            f"--ppo.seed={cfg.seed}",  # the demo's seed drives PPO's sampling too, not only the labels
             *[f"--env.overrides.{k}={v}" for k, v in overrides.items() if isinstance(v, int)],
             "--env.overrides.truncate_token=''",
             *cfg.ppo_overrides,

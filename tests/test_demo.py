@@ -64,6 +64,11 @@ def test_demo_seeds_append_one_row_each_and_the_mean(tmp_path, capsys):
     )
     assert (tmp_path / "demo" / "seed-0" / "summary.json").exists()
     assert (tmp_path / "demo" / "seed-1" / "summary.json").exists()
+    import tomllib
+
+    for seed in (0, 1):  # each seed drives PPO too
+        cfg = tomllib.loads((tmp_path / "demo" / f"seed-{seed}" / "ppo" / "config.toml").read_text())
+        assert cfg["ppo"]["seed"] == seed
     for key in HEADLINE:
         values = [r[key] for r in rows]
         assert mean[f"{key}_mean"] == pytest.approx(sum(values) / 2)
