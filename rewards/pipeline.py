@@ -271,7 +271,9 @@ def mock_reward_model(
     metrics.update({f"before/{k}": v for k, v in before.items()})
     metrics.update(normalize_on_policy(rm, task, lm, tokenizer, normalize_samples, seed=seed + 11, **norm))
     times["time/normalize"] += lap()
-    metrics.update({"questions/train": len(sets["train"]), "questions/heldout": len(sets["heldout"]), **times})
+    metrics.update(
+        {"questions/train": len(sets["train"]), "questions/heldout": len(sets["heldout"]), **times}
+    )
     rm.save(out / "reward_model")
     return rm, metrics
 
