@@ -230,3 +230,5 @@ def test_shared_prefix_sampler_never_draws_the_pad_and_is_seeded():
         sample_shared_prefix(lm, np.zeros((0, 3), dtype=int), pad, 2, 1.0)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         sample_shared_prefix(lm, ctx, pad, 2, 0.0)
+    with pytest.raises(ValueError, match="length must be >= 1 new tokens, got 0"):
+        sample_shared_prefix(lm, ctx, pad, 0, 1.0)

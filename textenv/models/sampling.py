@@ -101,6 +101,8 @@ def sample_shared_prefix(
         raise ValueError(f"context must be (batch >= 1, length), got shape {context.shape}.")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
+    if length < 1:
+        raise ValueError(f"length must be >= 1 new tokens, got {length}.")
     device = torch.device(model.device)
     rows = int(model.get_output_embeddings().weight.shape[0])
     banned = banned_token_mask(rows, rows if vocab_size is None else vocab_size, pad_id)
