@@ -11,8 +11,22 @@ function ``(contexts, length, seed) -> responses``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
+
+
+@contextmanager
+def _seeded(device, seed: int | None):
+    """Draw from torch's global generator (and ``device``'s CUDA one) seeded with ``seed`` for the block
+    only, restoring the caller's state after it; ``seed=None``: the global generator as it is."""
+    import torch
+
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
 
 
 def sample_responses(
@@ -54,10 +68,7 @@ def sample_responses(
         raise ValueError(f"context must be (batch, length), got shape {context.shape}.")
     inputs = padded_inputs(torch.as_tensor(context, device=model.device), pad_id)
     device = torch.device(model.device)
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda, enabled=seed is not None), torch.no_grad():
-        if seed is not None:
-            torch.manual_seed(seed)
+    with _seeded(device, seed), torch.no_grad():
         out = model.generate(
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],
@@ -108,10 +119,7 @@ def sample_shared_prefix(
     banned = banned_token_mask(rows, rows if vocab_size is None else vocab_size, pad_id)
     ids = torch.as_tensor(context, device=device)
     unique, inverse = torch.unique_consecutive(ids, dim=0, return_inverse=True)
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda, enabled=seed is not None), torch.no_grad():
-        if seed is not None:
-            torch.manual_seed(seed)
+    with _seeded(device, seed), torch.no_grad():
         inputs = padded_inputs(unique, pad_id)
         out = model(**inputs, use_cache=True, logits_to_keep=1)
         key = "cache" if "cache" in out else "past_key_values"
