@@ -70,7 +70,9 @@ def test_reference_copy_gives_zero_kl_at_start(policy):
     responses, _ = policy.sample(ctx, 5, generator=torch.Generator().manual_seed(4))
     full = torch.cat([ctx, responses], 1)
     kl = policy.forward_stats(full, ctx.shape[1]).logprobs - ref.forward_stats(full, ctx.shape[1]).logprobs
-    assert kl.abs().max().item() == 0.0
+    # zero up to float32 rounding: a frozen copy may take another CPU kernel than the trainable weights
+    # (a log-prob near -10 has a unit in the last place of ~1e-6); a wrong copy is off by far more
+    assert kl.abs().max().item() <= 1e-5
 
 
 def test_forward_stats_is_padding_invariant(policy):
@@ -117,7 +119,8 @@ def test_chunked_output_layer_gives_the_same_logprobs_gradients_and_entropies(po
     torch.testing.assert_close(a.entropy, b.entropy)
     assert len(ga) == len(gb) > 0
     for x, y in zip(ga, gb):
-        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-5)
+        # chunks sum the gradient in another order: equal to float32 rounding of the largest entry
+        torch.testing.assert_close(x, y, atol=1e-5 * x.abs().max().item(), rtol=1e-5)
 
 
 def test_a_separate_value_network_leaves_an_untied_output_layer_frozen():
