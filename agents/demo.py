@@ -195,6 +195,7 @@ def _report(
         "kl_off_target": abs(kl - train_cfg.kl.target) / train_cfg.kl.target,
         "beta_last": rows[-1]["objective/kl_coef"],
         "iterations": len(rows),
+        "stopped": summary["stopped"],
         "curves": summary["curves"],
         "seconds": time.perf_counter() - t0,
     }

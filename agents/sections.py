@@ -50,6 +50,11 @@ class KLConfig:
         horizon: the controller's horizon in episodes (10,000).
         form: ``horizon`` (the reference code) or ``paper`` (``K_beta = 0.1``).
         estimator: ``k1`` (the paper's ``log pi - log rho``) or ``k3``.
+        stop_at_target: end the run (a success, not a halt) after the first iteration whose KL reaches
+            ``target``: a KL budget, for comparing policies at the same KL (the paper's Figure 2 and
+            experiment 2 compare at equal KL). Off (the paper): the run goes on for ``run.iterations``.
+            In a short run the controller cannot move beta far enough to land on the target (at most
+            ``(1 + 0.2 n / horizon)`` per iteration), so this is how the demo ends near it.
     """
 
     coef: float = Field(0.15, ge=0)
@@ -58,6 +63,7 @@ class KLConfig:
     horizon: int = Field(10_000, gt=0)
     form: Literal["horizon", "paper"] = "horizon"
     estimator: Literal["k1", "k3"] = "k1"
+    stop_at_target: bool = False
 
     def controller(self) -> AdaptiveKLController | FixedKLController:
         if self.adaptive:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -108,6 +109,12 @@ def _resume(files: RunFiles, agent, online, rank: int, world: int) -> int:
         raise ConfigError(f"--resume: {exc}") from None
 
 
+def reached_kl_budget(cfg: TrainConfig, metrics: dict) -> bool:
+    """``kl.stop_at_target``: this iteration's KL (nats per response, the one the controller reads) has
+    reached the target. The algorithms without a KL (``objective/kl`` absent) never stop on it."""
+    return cfg.kl.stop_at_target and metrics.get("objective/kl", -math.inf) >= cfg.kl.target
+
+
 def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Run ``run.algo`` as ``cfg`` says; returns a summary (first/last metrics of this invocation, the
     iteration it started from, the folder, the agent)."""
@@ -137,6 +144,7 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
         files.save_checkpoint(agent, online)  # iteration 0: a kill while the first labels come in resumes
     bar = _progress_bar(cfg.iterations, start, cfg.run.algo) if progress and rank == 0 else None
     history: list[dict] = []
+    stopped = None
     t_start = time.perf_counter()
     try:
         while agent.iteration < cfg.iterations:
@@ -152,6 +160,9 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
                 )
             _after_iteration(cfg, files, agent, metrics, bar, online)
             history.append(metrics)
+            if reached_kl_budget(cfg, metrics):
+                stopped = f"KL {metrics['objective/kl']:.2f} reached kl.target {cfg.kl.target:g}"
+                break
         if not files.checkpoint_path(agent.iteration).is_dir():  # the last iteration not saved yet
             files.save_checkpoint(agent, online)
     finally:
@@ -165,6 +176,7 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
         "out_dir": str(files.dir),
         "iterations": agent.iteration,
         "start": start,
+        "stopped": stopped,
         "first": history[0] if history else None,
         "last": history[-1] if history else None,
         "seconds": time.perf_counter() - t_start,
@@ -206,6 +218,8 @@ def _summary_line(out: dict) -> str:
     first, last = out["first"], out["last"]
     done = out["iterations"] - out["start"]
     span = f"iterations {out['start'] + 1}-{out['iterations']}" if out["start"] else f"{done} iteration(s)"
+    if out.get("stopped"):
+        span += f" (stopped: {out['stopped']})"
     return (
         f"[train-policy] {span} in {out['seconds']:.0f}s; score {first['objective/score']:.3f} -> "
         f"{last['objective/score']:.3f}, KL {last['objective/kl']:.2f} (beta {last['objective/kl_coef']:.4f}); "

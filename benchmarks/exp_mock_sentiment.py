@@ -51,6 +51,7 @@ def reward_for(args, name: str, n: int, lm, tok, labeler, out: Path, overrides: 
         seed=args.seed,
         normalize=args.rm_normalize,
         layer=args.rm_layer,
+        epochs=args.rm_epochs,
         **overrides,
     )
     return str(out / name / "reward_model"), metrics.get("eval/accuracy")
@@ -70,6 +71,8 @@ def run_setting(args, name: str, n: int, lm, tok, gold, labeler, overrides: dict
         batch=args.batch,
         target_kl=args.target_kl,
         lr=args.lr,
+        horizon=args.horizon,
+        stop_at_target=args.stop_at_target,
         query_length=args.query_length,
         response_length=args.response_length,
     )
@@ -95,6 +98,9 @@ def run_setting(args, name: str, n: int, lm, tok, gold, labeler, overrides: dict
         "seconds": time.perf_counter() - t0,
         "model": args.model,
         "rm_layer": args.rm_layer,
+        "rm_epochs": args.rm_epochs,
+        "target_kl": args.target_kl,
+        "stopped_at_target": args.stop_at_target and rows[-1]["kl"] >= args.target_kl,
         **metadata(),
     }
     return row, curve
@@ -138,6 +144,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", type=int, default=32)
     p.add_argument("--eval-prompts", type=int, default=32)
     p.add_argument("--target-kl", type=float, default=3.0)
+    p.add_argument(
+        "--horizon", type=int, default=None, help="the KL controller's horizon (default: half the episodes)"
+    )
+    p.add_argument(
+        "--stop-at-target",
+        action="store_true",
+        help="end each PPO run once its KL reaches --target-kl (kl.stop_at_target: compare at equal KL)",
+    )
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
     add_rm_normalize_arg(p)
@@ -147,6 +161,7 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="the reward head reads this block's output (the demo's 2; default: the final layer, the paper's)",
     )
+    p.add_argument("--rm-epochs", type=int, default=10, help="epochs of the reward head over its labels")
     p.add_argument("--out-dir", default="runs/exp_mock_sentiment")
     p.add_argument("--plot", default=str(RESULTS / "exp_mock_sentiment.png"))
     p.add_argument("--out", default=str(RESULTS / "exp_mock_sentiment.jsonl"))

@@ -43,6 +43,8 @@ def ppo_config(
     response_length: int = 16,
     target_kl: float = 3.0,
     lr: float = 3e-4,
+    horizon: int | None = None,
+    stop_at_target: bool = False,
     extra: tuple[str, ...] = (),
 ):
     from agents.config import load_config
@@ -67,7 +69,8 @@ def ppo_config(
             f"--ppo.batch_size={batch}",
             f"--ppo.total_episodes={batch * iterations}",
             f"--kl.target={target_kl}",
-            f"--kl.horizon={max(batch * iterations // 2, 1)}",
+            f"--kl.horizon={horizon or max(batch * iterations // 2, 1)}",
+            f"--kl.stop_at_target={str(stop_at_target).lower()}",
             # the andon cord at 3 x the KL target given here (demo.toml's explicit 9.0 is for its target 3)
             f"--halt.kl_threshold={3.0 * target_kl}",
             f"--optim.lr={lr}",
@@ -77,8 +80,11 @@ def ppo_config(
 
 
 def run_ppo(cfg, gold) -> tuple[list[dict], object]:
-    """Train; returns per-iteration rows ``{episodes, kl, kl_coef, score, gold}`` and the agent."""
+    """Train; returns per-iteration rows ``{episodes, kl, kl_coef, score, gold}`` and the agent. With
+    ``kl.stop_at_target`` it ends after the first iteration whose KL reaches the target (as
+    ``textenv train-policy`` does)."""
     from agents.build import build_agent
+    from agents.train import reached_kl_budget
 
     agent = build_agent(cfg)
     rows = []
@@ -93,6 +99,8 @@ def run_ppo(cfg, gold) -> tuple[list[dict], object]:
                 "gold": float(np.mean([gold(t) for t in agent.last_batch.texts])),
             }
         )
+        if reached_kl_budget(cfg, m):
+            break
     return rows, agent
 
 

@@ -279,3 +279,21 @@ def test_an_empty_config_or_a_missing_model_is_a_config_error(tmp_path):
         load_config(empty)
     with pytest.raises(ConfigError, match=r"\[policy\] top_blocks=99"):
         build_agent(tiny_config(tmp_path, "--policy.train=top_blocks", "--policy.top_blocks=99"))
+
+
+def test_kl_stop_at_target_ends_the_run_after_the_first_iteration_at_the_target(tmp_path, capsys):
+    """``kl.stop_at_target`` (a KL budget): the run ends, with a checkpoint, after the first iteration whose
+    KL reaches the target; every iteration before it is the unstopped run's, and it ends no halt."""
+    ref = train_policy(tiny_config(tmp_path / "ref", "--kl.target=0.001"), progress=False)
+    out = train_policy(
+        tiny_config(tmp_path / "s", "--kl.target=0.001", "--kl.stop_at_target=true"), progress=False
+    )
+    kls = [r["objective/kl"] for r in metric_rows(tmp_path / "s" / "run")]
+    assert 1 <= out["iterations"] < ref["iterations"] and len(kls) == out["iterations"]
+    assert kls[-1] >= 0.001 and all(k < 0.001 for k in kls[:-1])
+    assert out["stopped"] == f"KL {kls[-1]:.2f} reached kl.target 0.001"
+    assert metric_rows(tmp_path / "s" / "run") == metric_rows(tmp_path / "ref" / "run")[: out["iterations"]]
+    assert (tmp_path / "s" / "run" / "checkpoints").is_dir() and not (
+        tmp_path / "s" / "run" / "halt.json"
+    ).exists()
+    assert ref["stopped"] is None

@@ -47,6 +47,27 @@ def test_exp_mock_sentiment_and_label_efficiency_tiny(tmp_path):
         ]
     )
     assert [r["labels"] for r in rows] == [0, 8, 12] and (tmp_path / "e.png").exists()
+    assert not any(r["stopped_at_target"] for r in rows)
+
+
+def test_experiments_stop_each_run_at_its_kl_target(tmp_path):
+    """``--stop-at-target``: every setting's PPO run ends after the first iteration whose KL reaches the
+    target (a KL budget), well before ``--iterations``; the row says so; ``--rm-epochs`` reaches the head."""
+    from benchmarks import exp_mock_sentiment
+
+    rows = exp_mock_sentiment.main(
+        [
+            *"--model tiny-gpt2 --batch 4 --heldout 4 --eval-prompts 4 --query-length 8 --response-length 4".split(),
+            *"--iterations 6 --target-kl 1e-6 --stop-at-target --lr 1e-2 --labels 8 --rm-epochs 2 --out -".split(),
+            *["--out-dir", str(tmp_path / "m"), "--plot", str(tmp_path / "m.png")],
+        ]
+    )
+    for r in rows:
+        curve = [
+            json.loads(x) for x in (tmp_path / "m" / r["setting"] / "curve.jsonl").read_text().splitlines()
+        ]
+        assert r["stopped_at_target"] and r["rm_epochs"] == 2 and len(curve) < 6
+        assert curve[-1]["kl"] >= 1e-6 and all(c["kl"] < 1e-6 for c in curve[:-1])
 
 
 def test_exp_reward_vs_kl_tiny(tmp_path):
