@@ -24,7 +24,8 @@ from benchmarks.experiments import fixed_length_overrides, plot, ppo_config, run
 TASK = "MockSentiment-v0"
 
 
-def frontier(lm, tok, args, overrides: dict) -> list[dict]:
+def frontier(lm, tok, args, overrides: dict) -> tuple[list[dict], float]:
+    """The frontier's points and rho's mean mock reward on the same samples (the frontier at KL 0)."""
     from textenv.metrics import optimal_frontier
     from textenv.models.sampling import hf_sample_fn
     from textenv.sampler import sample_task
@@ -37,7 +38,7 @@ def frontier(lm, tok, args, overrides: dict) -> list[dict]:
     gold = MockSentimentScore(tok)
     rewards = gold(None, drawn.responses).reshape(args.prompts, args.samples)
     betas = np.geomspace(0.05, 20, 40)
-    return optimal_frontier(rewards, betas)
+    return optimal_frontier(rewards, betas), float(rewards.mean())
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,6 +49,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=8)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument(
+        "--horizon", type=int, default=None, help="the KL controller's horizon (default: half the episodes)"
+    )
+    p.add_argument(
+        "--stop-at-target",
+        action="store_true",
+        help="end each PPO run once its KL reaches its target (kl.stop_at_target)",
+    )
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--samples", type=int, default=32, help="samples of rho per prompt for the frontier")
     p.add_argument("--temperature", type=float, default=0.7)
@@ -69,9 +78,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def ppo_point(args, target: float, gold, front: list[dict]) -> tuple[tuple[float, float], dict]:
+def ppo_point(
+    args, target: float, gold, front: list[dict], rho_reward: float
+) -> tuple[tuple[float, float], dict]:
     """PPO at KL target ``target``: its (mean KL, mean mock reward) over the last quarter of the
-    iterations, and its result row (with the frontier's reward at that KL)."""
+    iterations, and its result row (with the frontier's reward at that KL, and ``frontier_fraction``: the
+    share of the frontier's gain over rho that PPO got, ``(ppo - rho) / (frontier - rho)``)."""
     cfg = ppo_config(
         Path(args.out_dir) / f"target-{target:g}",
         task=TASK,
@@ -80,6 +92,8 @@ def ppo_point(args, target: float, gold, front: list[dict]) -> tuple[tuple[float
         batch=args.batch,
         target_kl=target,
         lr=args.lr,
+        horizon=args.horizon,
+        stop_at_target=args.stop_at_target,
         extra=(f"--policy.temperature={args.temperature}",),
         query_length=args.query_length,
         response_length=args.response_length,
@@ -90,13 +104,18 @@ def ppo_point(args, target: float, gold, front: list[dict]) -> tuple[tuple[float
     kl, reward = float(np.mean([r["kl"] for r in tail])), float(np.mean([r["gold"] for r in tail]))
     # the frontier's reward at this KL (linear interpolation along the KL axis)
     ks, rs = zip(*sorted((f["kl"], f["reward"]) for f in front))
+    at_kl = float(np.interp(kl, ks, rs))
     row = {
         "benchmark": "exp_reward_vs_kl",
         "target_kl": target,
         "ppo_kl": kl,
         "ppo_reward": reward,
         "initial_reward": rows[0]["gold"],
-        "frontier_reward_at_ppo_kl": float(np.interp(kl, ks, rs)),
+        "frontier_reward_at_ppo_kl": at_kl,
+        "rho_reward": rho_reward,
+        "frontier_fraction": (reward - rho_reward) / (at_kl - rho_reward) if at_kl > rho_reward else None,
+        "iterations": len(rows),
+        "episodes": rows[-1]["episodes"],
         "model": args.model,
         **metadata(),
     }
@@ -112,11 +131,11 @@ def main(argv=None) -> list[dict]:
     t0 = time.perf_counter()
     lm, tok = load_causal_lm(args.model)
     overrides = fixed_length_overrides(args.query_length, args.response_length)
-    front = frontier(lm, tok, args, overrides)
+    front, rho_reward = frontier(lm, tok, args, overrides)
     gold = MockSentimentScore(tok).score_text
     points, results = {}, []
     for target in args.targets:
-        points[f"PPO, target {target:g}"], row = ppo_point(args, target, gold, front)
+        points[f"PPO, target {target:g}"], row = ppo_point(args, target, gold, front, rho_reward)
         results.append(row)
     plot(
         Path(args.plot),

@@ -101,6 +101,11 @@ def test_exp_reward_vs_kl_tiny(tmp_path):
     )
     assert len(rows) == 1 and rows[0]["target_kl"] == 2 and (tmp_path / "r.png").exists()
     assert all(isinstance(rows[0][k], float) for k in ("ppo_kl", "ppo_reward", "frontier_reward_at_ppo_kl"))
+    r = rows[0]
+    gain = r["frontier_reward_at_ppo_kl"] - r["rho_reward"]
+    assert r["frontier_fraction"] == (
+        pytest.approx((r["ppo_reward"] - r["rho_reward"]) / gain) if gain > 0 else None
+    )
 
 
 @pytest.mark.slow
