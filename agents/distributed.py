@@ -36,15 +36,18 @@ class ResumeMismatch(ValueError):
     """A checkpoint written by another number of processes, or by another engine (FSDP or not)."""
 
 
-def init_from_env() -> tuple[int, int]:
+def init_from_env(device: str = "auto") -> tuple[int, int]:
     """Join the process group that ``accelerate launch`` / ``torchrun`` describe in the environment.
 
-    Returns ``(rank, world_size)``; ``(0, 1)`` when not launched that way. gloo on CPU, nccl on GPU (each
-    rank then uses the GPU ``LOCAL_RANK``).
+    Returns ``(rank, world_size)``; ``(0, 1)`` when not launched that way. ``device`` is the run's
+    (``run.device``): nccl when it is CUDA (``"auto"`` on a machine with a GPU; each rank then uses the GPU
+    ``LOCAL_RANK``), gloo otherwise (``"cpu"`` on a GPU machine too: nccl cannot carry CPU tensors), or
+    whatever ``TEXTENV_BACKEND=gloo`` forces.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        nccl = torch.cuda.is_available() and os.environ.get("TEXTENV_BACKEND") != "gloo"
+        on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        nccl = on_cuda and torch.cuda.is_available() and os.environ.get("TEXTENV_BACKEND") != "gloo"
         if nccl:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if nccl else "gloo")

@@ -118,7 +118,7 @@ def reached_kl_budget(cfg: TrainConfig, metrics: dict) -> bool:
 def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Run ``run.algo`` as ``cfg`` says; returns a summary (first/last metrics of this invocation, the
     iteration it started from, the folder, the agent)."""
-    rank, world = D.init_from_env()
+    rank, world = D.init_from_env(cfg.run.device)
     if cfg.online.enabled and world > 1:
         raise ConfigError("--online runs in one process (it is the one that asks for labels).")
     if cfg.run.parallel == "none" and world > 1:

@@ -174,3 +174,30 @@ def test_the_parallel_setting():
         assert D.wrap(torch.nn.Linear(2, 2), mode, []).mode == "plain"
     with pytest.raises(ValueError, match="choose one of"):
         D.wrap(torch.nn.Linear(2, 2), "zero", [])
+
+
+@pytest.mark.parametrize(
+    "device, forced, backend",
+    [
+        ("auto", None, "nccl"),
+        ("cuda", None, "nccl"),
+        ("cuda:1", None, "nccl"),
+        ("cpu", None, "gloo"),
+        ("auto", "gloo", "gloo"),
+    ],
+)
+def test_the_process_group_backend_follows_run_device(monkeypatch, device, forced, backend):
+    """On a machine with a GPU, ``run.device = "cpu"`` joins over gloo (nccl cannot carry CPU tensors)."""
+    seen = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: seen.setdefault("gpu", i))
+    monkeypatch.setattr(D.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(D.dist, "init_process_group", lambda backend: seen.setdefault("backend", backend))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    if forced:
+        monkeypatch.setenv("TEXTENV_BACKEND", forced)
+    else:
+        monkeypatch.delenv("TEXTENV_BACKEND", raising=False)
+    D.init_from_env(device)
+    assert seen["backend"] == backend and seen.get("gpu") == (1 if backend == "nccl" else None)
