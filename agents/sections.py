@@ -19,7 +19,7 @@ from pydantic.dataclasses import dataclass
 from textenv.kl import AdaptiveKLController, FixedKLController
 
 # Every config refuses NaN/inf, unknown keys and values of the wrong type (pydantic).
-STRICT = ConfigDict(allow_inf_nan=False, extra="forbid")
+STRICT = ConfigDict(allow_inf_nan=False, extra="forbid", strict=True)
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -42,6 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
         ("--env.task=NoSuchTask-v0", "Unknown task 'NoSuchTask-v0'"),
         ("--online.initial_labels=0", "initial_labels=0"),
         ("--ppo.lr=1e-5", "no key 'lr' in [ppo] (it is in [optim])"),
+        # a bool is not a number (it once became batch_size 1); nor a number a bool
+        ("--ppo.batch_size=true", "ppo.batch_size = True: input should be a valid integer"),
+        ("--optim.lr=true", "optim.lr = True: input should be a valid number"),
+        ("--kl.adaptive=1", "kl.adaptive = 1: input should be a valid boolean"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(override, message):
@@ -58,7 +62,7 @@ def test_a_toml_file_with_bad_values_reports_each_line(tmp_path):
     assert str(info.value).splitlines() == [  # every problem, one line each
         "run.iterations = -2: input should be greater than or equal to 0",
         "kl.coef = nan: input should be a finite number",
-        "ppo.batch_size = 'eight': input should be a valid integer, unable to parse string as an integer",
+        "ppo.batch_size = 'eight': input should be a valid integer",
     ]
     path.write_text("[ppo]\nbatch_size = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
