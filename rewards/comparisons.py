@@ -15,11 +15,14 @@ command) are all or nothing and strict: every row is checked (exact JSON types: 
 ``>= 0`` and inside the vocabulary when it is given) before the first is stored, and an error names
 ``FILE:LINE``, the field and the fix. Imported questions get fresh ids from the store (rows of one source
 ``question_id`` share one new id, so repeated judgements still measure agreement); the id the row had in
-the file is kept in ``source_id``.
+the file is kept in ``source_id``. The store records each imported file's SHA-256 (table ``imports``): the
+same bytes again are refused, since they would add every question a second time, unless
+``allow_repeat=True`` (``--allow-repeat``) says that is meant.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -59,6 +62,10 @@ CREATE TABLE IF NOT EXISTS comparisons (
     source_id TEXT
 );
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS imports (
+    sha256 TEXT NOT NULL, path TEXT NOT NULL, rows INTEGER NOT NULL, imported REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS imports_sha256 ON imports(sha256);
 CREATE INDEX IF NOT EXISTS comparisons_task ON comparisons(task, label_type);
 CREATE INDEX IF NOT EXISTS comparisons_question ON comparisons(question_id);
 """
@@ -365,12 +372,15 @@ class ComparisonStore:
         _write_atomically(path, "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in rows))
         return len(rows)
 
-    def import_jsonl(self, path: str | Path, vocab_size: int | None = None) -> int:
+    def import_jsonl(
+        self, path: str | Path, vocab_size: int | None = None, allow_repeat: bool = False
+    ) -> int:
         """Import a file in :meth:`export_jsonl`'s schema; all or nothing, every row checked first (see the
         module docstring) and token ids checked against ``vocab_size`` (default: the store's recorded
         :attr:`vocab_size`, when it has one). Questions get fresh ids;
         the file's ``question_id`` is kept as ``source_id`` (and an exported ``source_id`` is replaced by
-        it). An empty file is an error. Returns the number of rows imported."""
+        it). An empty file is an error, and so is a file this store imported before (its bytes' SHA-256),
+        unless ``allow_repeat``. Returns the number of rows imported."""
         from textenv.corpora.common import iter_json_objects
 
         limit = _token_limit(self.vocab_size if vocab_size is None else vocab_size)
@@ -378,7 +388,7 @@ class ComparisonStore:
             _jsonl_row(row, f"{path}:{n}", limit)
             for n, row in iter_json_objects(path, LabelFileError, NOTHING_IMPORTED)
         ]
-        return self._import(path, items)
+        return self._import(path, items, allow_repeat)
 
     def export_openai(
         self,
@@ -416,6 +426,7 @@ class ComparisonStore:
         labeler: str = "openai",
         pad_id: int = OPENAI_PAD,
         vocab_size: int | None = None,
+        allow_repeat: bool = False,
     ) -> int:
         """Import OpenAI's ``best_of_N`` label files (a JSON list, or JSONL) as labelled ``task`` questions
         with pads stripped; all or nothing, with the checks of :meth:`import_jsonl`: a malformed row raises
@@ -437,13 +448,30 @@ class ComparisonStore:
             if not isinstance(row, dict):
                 _refuse(where, f"expected a JSON object, got {json_kind(row)}")
             items.append((_openai_row(row, where, task, labeler, pad_id, limit), "", where))
-        return self._import(path, items)
+        return self._import(path, items, allow_repeat)
 
-    def _import(self, path: str | Path, items: list[tuple[Comparison, str, str]]) -> int:
+    def imported_before(self, sha256: str) -> tuple[str, int, float] | None:
+        """``(path, rows, time)`` of the first import of a file with these bytes, or None."""
+        row = self._conn.execute(
+            "SELECT path, rows, imported FROM imports WHERE sha256 = ? ORDER BY imported LIMIT 1", (sha256,)
+        ).fetchone()
+        return (row[0], int(row[1]), float(row[2])) if row else None
+
+    def _import(self, path: str | Path, items: list[tuple[Comparison, str, str]], allow_repeat: bool) -> int:
         """Store ``(comparison, source question id, where)`` items in one transaction with fresh question
-        ids: one new id per distinct source id (``""``: a question of its own)."""
+        ids: one new id per distinct source id (``""``: a question of its own); the file's SHA-256 is
+        recorded in the same transaction, and a file imported before is refused unless ``allow_repeat``."""
         if not items:
             raise LabelFileError(f"{path}: no rows (the file is empty or blank){NOTHING_IMPORTED}")
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        before = self.imported_before(digest)
+        if before is not None and not allow_repeat:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(before[2]))
+            raise LabelFileError(
+                f"{path}: this store imported the same file (sha256 {digest[:12]}...) on {when} from "
+                f"{before[0]} ({before[1]} rows); a second import would add every question again. Pass "
+                f"allow_repeat=True (textenv labels import --allow-repeat) if that is meant{NOTHING_IMPORTED}"
+            )
         first: dict[str, tuple[Comparison, str]] = {}
         for c, source, where in items:
             if source and source in first:
@@ -458,6 +486,10 @@ class ComparisonStore:
                 self.add_in(conn, [c])
                 if source:
                     new_ids[source] = c.question_id
+            conn.execute(
+                "INSERT INTO imports (sha256, path, rows, imported) VALUES (?, ?, ?, ?)",
+                (digest, str(path), len(items), time.time()),
+            )
         return len(items)
 
 

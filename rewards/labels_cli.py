@@ -47,6 +47,11 @@ def add_parsers(sub) -> dict:
     imp.add_argument(
         "--labeler", metavar="NAME", default="openai", help="labeler name for --format openai rows"
     )
+    imp.add_argument(
+        "--allow-repeat",
+        action="store_true",
+        help="import a file this store imported before (its questions are added a second time)",
+    )
     vocab = imp.add_mutually_exclusive_group()
     vocab.add_argument(
         "--tokenizer",
@@ -127,9 +132,15 @@ def _import(args: argparse.Namespace) -> int:
     with ComparisonStore(args.store) as store:
         before = store.count()
         if args.format == "openai":
-            n = store.import_openai(path, task=args.task, labeler=args.labeler, vocab_size=vocab_size)
+            n = store.import_openai(
+                path,
+                task=args.task,
+                labeler=args.labeler,
+                vocab_size=vocab_size,
+                allow_repeat=args.allow_repeat,
+            )
         else:
-            n = store.import_jsonl(path, vocab_size=vocab_size)
+            n = store.import_jsonl(path, vocab_size=vocab_size, allow_repeat=args.allow_repeat)
         print(json.dumps({"store": str(args.store), "imported": n, "rows": before + n}))
     return 0
 

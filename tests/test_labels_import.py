@@ -67,6 +67,24 @@ def test_imported_questions_get_fresh_ids_and_keep_the_source_id(tmp_path, store
         assert labeling.progress("alice")["answered"] == 4
 
 
+def test_the_same_file_twice_is_refused_unless_allow_repeat(tmp_path, store, capsys):
+    """A second import of the same bytes would add every question again: refused, naming the first import,
+    store unchanged; ``allow_repeat`` (``--allow-repeat``) imports it again; other bytes are a new file."""
+    path = write(tmp_path / "in.jsonl", [row(question_id="q1", query=[11]), row(question_id="q2", query=[12])])
+    assert store.import_jsonl(path) == 2
+    before = snapshot(store)
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(path.read_bytes())  # another name, the same bytes
+    with pytest.raises(LabelFileError, match=r"copy.jsonl: this store imported the same file .* from .*in.jsonl \(2 rows\); a second import would add every question again\. Pass allow_repeat=True .*; nothing was imported\."):
+        store.import_jsonl(copy)
+    assert snapshot(store) == before
+    assert cli("labels", "import", str(path), "--store", str(store.path)) == 2
+    assert "--allow-repeat" in capsys.readouterr().err and snapshot(store) == before
+    assert cli("labels", "import", str(path), "--store", str(store.path), "--allow-repeat") == 0
+    assert store.count() == len(before) + 2
+    assert store.import_jsonl(write(tmp_path / "other.jsonl", [row(question_id="q1", query=[13])])) == 1
+
+
 def test_rows_without_question_id_are_questions_of_their_own(tmp_path, store):
     path = write(tmp_path / "in.jsonl", [row(question_id=""), row(question_id="")])
     store.import_jsonl(path)
