@@ -205,6 +205,7 @@ def run_pipeline(cfg: DemoConfig) -> dict:
     """The five steps of the module docstring; writes ``summary.json`` and returns it. The global torch RNG
     is seeded only inside a fork, so the caller's state is untouched."""
     from agents.policy import PolicyWithValue
+    from agents.runfiles import git_sha
     from agents.train import train_policy
     from rewards.labelers import SentimentLabeler
     from textenv.models import load_causal_lm
@@ -238,6 +239,9 @@ def run_pipeline(cfg: DemoConfig) -> dict:
     rows = [json.loads(x) for x in (out / "ppo" / "metrics.jsonl").read_text().splitlines() if x.strip()]
     result = _report(res, before, after, rows, train_cfg, summary, t0, labeler)
     result["seed"] = cfg.seed
+    # the settings, as --skip-done compares them before it reuses this seed's folder
+    result["config"] = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    result["git"] = git_sha()
     # where the minutes went: the reward stage's parts, the two evaluations, PPO and its phases
     result["phase_seconds"] = {
         **{k.removeprefix("time/"): res[k] for k in ("time/questions", "time/normalize", "time/train")},
@@ -313,6 +317,12 @@ def add_parser(sub) -> dict:
         help="run the pipeline once per seed (into OUT_DIR/seed-N) and report the mean +- sd over them",
     )
     p.add_argument(
+        "--skip-done",
+        action="store_true",
+        help="do not run again a seed whose folder holds a finished run with the same settings (its "
+        "summary.json); after a kill, the same command with --skip-done runs only the missing seeds",
+    )
+    p.add_argument(
         "--results",
         default=None,
         help="append each seed's summary and the mean as JSON lines (with the git commit) to this file, "
@@ -335,10 +345,27 @@ def mean_row(rows: list[dict]) -> dict:
     return out
 
 
-def run_seeds(base: DemoConfig, seeds: list[int], results: str | None = None) -> tuple[list[dict], dict]:
+def finished_seed(cfg: DemoConfig) -> dict | None:
+    """The summary a finished run of exactly ``cfg`` left in its folder (``summary.json`` with the same
+    config), or None: nothing there, a run killed before its end, or one made with other settings."""
+    path = Path(cfg.out_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = summary.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg)))
+    return summary if isinstance(summary, dict) and same else None
+
+
+def run_seeds(
+    base: DemoConfig, seeds: list[int], results: str | None = None, skip_done: bool = False
+) -> tuple[list[dict], dict]:
     """The pipeline once per seed (``OUT_DIR/seed-N`` when there are several), then the mean row; with
     ``results``, every row is appended to that JSON-lines file as it is made (a killed run keeps the
-    finished seeds), each with the git commit, the time and ``"row": "seed"`` or ``"mean"``."""
+    finished seeds), each with the git commit, the time and ``"row": "seed"`` or ``"mean"``. With
+    ``skip_done``, a seed whose folder holds a finished run of the same settings (:func:`finished_seed`) is
+    not run again: its summary counts in the mean and its row is not appended a second time (so the same
+    command after a kill runs only the missing seeds)."""
     from agents.runfiles import git_sha
 
     if not seeds or len(set(seeds)) != len(seeds):
@@ -347,7 +374,15 @@ def run_seeds(base: DemoConfig, seeds: list[int], results: str | None = None) ->
     rows = []
     for seed in seeds:
         out = str(Path(base.out_dir) / f"seed-{seed}") if len(seeds) > 1 else base.out_dir
-        result = run_pipeline(dataclasses.replace(base, seed=seed, out_dir=out))
+        cfg = dataclasses.replace(base, seed=seed, out_dir=out)
+        done = finished_seed(cfg) if skip_done else None
+        if done is not None:
+            print(
+                f"[demo] seed {seed}: finished before in {out} (summary.json, same settings); not run again"
+            )
+            rows.append({"row": "seed", **meta, **done})
+            continue
+        result = run_pipeline(cfg)
         row = {"row": "seed", **meta, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **result}
         rows.append(row)
         _append(results, row)
@@ -397,5 +432,5 @@ def cmd_demo(args) -> int:
         rm_layer=args.rm_layer,
         ppo_overrides=extra,
     )
-    run_seeds(base, args.seeds or [args.seed], args.results)
+    run_seeds(base, args.seeds or [args.seed], args.results, skip_done=args.skip_done)
     return 0

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from agents.demo import HEADLINE, DemoConfig, mean_row, run_pipeline, run_seeds
+from agents.demo import HEADLINE, DemoConfig, finished_seed, mean_row, run_pipeline, run_seeds
 
 
 def _tiny(tmp_path) -> DemoConfig:
@@ -79,6 +79,29 @@ def test_demo_seeds_append_one_row_each_and_the_mean(tmp_path, capsys):
     assert mean_row(rows[:1])["win_rate_vs_initial_sd"] == 0.0
     with pytest.raises(ValueError, match="distinct seeds"):
         run_seeds(_tiny(tmp_path), [1, 1])
+
+
+def test_demo_skip_done_runs_only_the_seeds_without_a_finished_run(tmp_path, capsys):
+    """After a kill (seed 1 left no summary.json), the same command with ``skip_done`` reruns only seed 1:
+    seed 0's row is not appended again, and the mean equals the uninterrupted run's (deterministic)."""
+    import dataclasses
+
+    results = tmp_path / "r.jsonl"
+    base = _tiny(tmp_path)
+    _, mean = run_seeds(base, [0, 1], str(results))
+    (tmp_path / "demo" / "seed-1" / "summary.json").unlink()  # killed before seed 1 ended
+    _, again = run_seeds(base, [0, 1], str(results), skip_done=True)
+    assert "seed 0: finished before" in capsys.readouterr().out
+    lines = [json.loads(x) for x in results.read_text().splitlines()]
+    assert [(x["row"], x.get("seed")) for x in lines] == [
+        *[("seed", 0), ("seed", 1), ("mean", None)],
+        *[("seed", 1), ("mean", None)],
+    ]
+    same = [k for k in mean if k != "time" and not k.startswith("seconds")]
+    assert {k: again[k] for k in same} == {k: mean[k] for k in same}
+    seed0 = dataclasses.replace(base, seed=0, out_dir=str(tmp_path / "demo" / "seed-0"))
+    assert finished_seed(seed0)["seed"] == 0
+    assert finished_seed(dataclasses.replace(seed0, questions=9)) is None  # other settings: run again
 
 
 def test_demo_cli_refuses_a_bad_rm_layer(capsys):

@@ -70,12 +70,17 @@ def test_imported_questions_get_fresh_ids_and_keep_the_source_id(tmp_path, store
 def test_the_same_file_twice_is_refused_unless_allow_repeat(tmp_path, store, capsys):
     """A second import of the same bytes would add every question again: refused, naming the first import,
     store unchanged; ``allow_repeat`` (``--allow-repeat``) imports it again; other bytes are a new file."""
-    path = write(tmp_path / "in.jsonl", [row(question_id="q1", query=[11]), row(question_id="q2", query=[12])])
+    path = write(
+        tmp_path / "in.jsonl", [row(question_id="q1", query=[11]), row(question_id="q2", query=[12])]
+    )
     assert store.import_jsonl(path) == 2
     before = snapshot(store)
     copy = tmp_path / "copy.jsonl"
     copy.write_bytes(path.read_bytes())  # another name, the same bytes
-    with pytest.raises(LabelFileError, match=r"copy.jsonl: this store imported the same file .* from .*in.jsonl \(2 rows\); a second import would add every question again\. Pass allow_repeat=True .*; nothing was imported\."):
+    with pytest.raises(
+        LabelFileError,
+        match=r"copy.jsonl: this store imported the same file .* from .*in.jsonl \(2 rows\); a second import would add every question again\. Pass allow_repeat=True .*; nothing was imported\.",
+    ):
         store.import_jsonl(copy)
     assert snapshot(store) == before
     assert cli("labels", "import", str(path), "--store", str(store.path)) == 2
