@@ -78,14 +78,28 @@ def _log(msg: str, t0: float) -> None:
 
 
 @torch.no_grad()
-def evaluate_policy(policy, rm, labeler, tokenizer, overrides: dict, n: int, seed: int) -> dict:
-    """Sample ``n`` responses on held-out (valid split) prompts; score with the RM and the labeler."""
+def evaluate_policy(
+    policy, rm, labeler, tokenizer, overrides: dict, n: int, seed: int, reference=None
+) -> dict:
+    """Sample ``n`` responses on held-out (valid split) prompts; score with the RM and the labeler. With
+    ``reference`` (the initial policy), also the policy's KL to it on these samples: the mean over
+    responses of the summed log-ratio of the sampled tokens (both tempered), the per-response KL of §2.2
+    that PPO's ``objective/kl`` estimates on training prompts."""
     from textenv.models.sampling import generator_sample_fn
     from textenv.sampler import sample_task
     from textenv.task import make_task
 
+    kls: list[torch.Tensor] = []
+
+    def sample(context, length, generator=None):
+        responses, logprobs = policy.sample(context, length, generator=generator)
+        if reference is not None:
+            ref = reference.forward_stats(torch.cat([context, responses], 1), context.shape[1]).logprobs
+            kls.append((logprobs.float() - ref.float()).sum(-1))
+        return responses
+
     task = make_task(TASK, tokenizer, split="valid", **overrides)
-    drawn = sample_task(task, generator_sample_fn(policy.sample), n, seed=seed)
+    drawn = sample_task(task, generator_sample_fn(sample), n, seed=seed)
     queries = [list(p.query) for p in drawn.prompts]
     resp = [[int(t) for t in r] for r in drawn.responses]
     texts = [tokenizer.decode(r) for r in resp]
@@ -94,6 +108,7 @@ def evaluate_policy(policy, rm, labeler, tokenizer, overrides: dict, n: int, see
         "labeler": np.asarray(labeler.scores("", texts), dtype=float),
         "queries": [tokenizer.decode(q) for q in queries],
         "texts": texts,
+        **({"kl": float(torch.cat(kls).mean())} if kls else {}),
     }
 
 
@@ -172,7 +187,9 @@ def _report(
         print(f"BEFORE  {before['rm'][i]:+.2f} (VADER {before['labeler'][i]:+.2f}) {before['texts'][i]!r}")
         print(f"AFTER   {after['rm'][i]:+.2f} (VADER {after['labeler'][i]:+.2f}) {after['texts'][i]!r}")
         print("-" * 100)
-    kl = float(np.mean(kls[-5:]))
+    # the KL of the policy the win rate judges: on the held-out samples, after the last update (with
+    # kl.stop_at_target the last iterations' training KL is still rising towards the target)
+    kl = after["kl"]
     return {
         "rm_heldout_accuracy": res["eval/accuracy"],
         "rm_heldout_questions": res["questions/heldout"],
@@ -189,8 +206,9 @@ def _report(
         "labeler_rise_in_std": (float(after["labeler"].mean()) - float(before["labeler"].mean()))
         / (float(before["labeler"].std()) or 1.0),
         "labeler_rise_in_standard_errors": _t_stat(after["labeler"], before["labeler"]),
+        "kl_heldout": kl,
         "kl_last": kls[-1],
-        "kl_mean_last_5": kl,
+        "kl_mean_last_5": float(np.mean(kls[-5:])),
         "target_kl": train_cfg.kl.target,
         "kl_off_target": abs(kl - train_cfg.kl.target) / train_cfg.kl.target,
         "beta_last": rows[-1]["objective/kl_coef"],
@@ -234,7 +252,7 @@ def run_pipeline(cfg: DemoConfig) -> dict:
         summary = train_policy(train_cfg, progress=True)
         t_ppo = time.perf_counter() - t_ppo
         t_after = time.perf_counter()
-        after = evaluate_policy(summary["agent"].policy, *evaluate)
+        after = evaluate_policy(summary["agent"].policy, *evaluate, reference=initial)
         t_eval += time.perf_counter() - t_after
     rows = [json.loads(x) for x in (out / "ppo" / "metrics.jsonl").read_text().splitlines() if x.strip()]
     result = _report(res, before, after, rows, train_cfg, summary, t0, labeler)
@@ -264,7 +282,7 @@ def run_pipeline(cfg: DemoConfig) -> dict:
         f"{result['heldout_rm_score_after']:+.2f} ({result['rm_rise_in_std']:+.1f} std, "
         f"{result['rm_rise_in_standard_errors']:.1f} s.e.); VADER {result['heldout_labeler_before']:+.3f} -> "
         f"{result['heldout_labeler_after']:+.3f} ({result['labeler_rise_in_std']:+.1f} std, "
-        f"{result['labeler_rise_in_standard_errors']:.1f} s.e.); KL {result['kl_mean_last_5']:.2f} nats (target "
+        f"{result['labeler_rise_in_standard_errors']:.1f} s.e.); held-out KL {result['kl_heldout']:.2f} nats (target "
         f"{result['target_kl']:g}, beta {result['beta_last']:.3f}); RM accuracy {res['eval/accuracy']:.0%}; "
         f"{result['seconds'] / 60:.1f} min; curves: {result['curves']}"
     )
@@ -332,7 +350,7 @@ def add_parser(sub) -> dict:
 
 
 # the per-seed numbers a --seeds run averages (mean and sd over the seeds)
-HEADLINE = ("rm_heldout_accuracy", "win_rate_vs_initial", "kl_mean_last_5", "kl_off_target", "seconds")
+HEADLINE = ("rm_heldout_accuracy", "win_rate_vs_initial", "kl_heldout", "kl_off_target", "seconds")
 
 
 def mean_row(rows: list[dict]) -> dict:
@@ -392,8 +410,8 @@ def run_seeds(
         print(
             f"[demo] over seeds {seeds}: win rate {mean['win_rate_vs_initial_mean']:.1%} +- "
             f"{mean['win_rate_vs_initial_sd']:.1%} (sd), reward-model accuracy {mean['rm_heldout_accuracy_mean']:.1%} "
-            f"+- {mean['rm_heldout_accuracy_sd']:.1%}, KL {mean['kl_mean_last_5_mean']:.2f} +- "
-            f"{mean['kl_mean_last_5_sd']:.2f}, {mean['seconds_mean'] / 60:.1f} min per seed"
+            f"+- {mean['rm_heldout_accuracy_sd']:.1%}, KL {mean['kl_heldout_mean']:.2f} +- "
+            f"{mean['kl_heldout_sd']:.2f}, {mean['seconds_mean'] / 60:.1f} min per seed"
         )
     return rows, mean
 

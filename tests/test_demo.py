@@ -52,8 +52,64 @@ def test_demo_pipeline_tiny(tmp_path, capsys):
     }
     assert all(v > 0 for v in phases.values()) and sum(phases.values()) < summary["seconds"] + phases["ppo"]
     assert summary["kl_off_target"] == pytest.approx(
-        abs(summary["kl_mean_last_5"] - summary["target_kl"]) / summary["target_kl"]
+        abs(summary["kl_heldout"] - summary["target_kl"]) / summary["target_kl"]
     )
+
+
+def test_the_heldout_kl_is_the_summed_log_ratio_of_the_sampled_tokens():
+    """evaluate_policy's KL against a plain loop: per response, the sum over its tokens of log pi - log rho
+    (both tempered), from token-by-token full forward passes; zero when the reference is the policy."""
+    import torch
+
+    from agents.demo import evaluate_policy
+    from agents.policy import PolicyWithValue
+    from rewards.labelers import SentimentLabeler
+    from textenv.models import load_causal_lm
+
+    torch.manual_seed(0)
+    lm, tok = load_causal_lm("tiny-gpt2")
+    other, _ = load_causal_lm("tiny-gpt2")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    policy, ref = (PolicyWithValue(m, tok.pad_token_id, 0.7) for m in (other, lm))
+
+    class Scores:  # a reward model stand-in: evaluate_policy only calls score
+        def score(self, queries, responses, batch_size=64):
+            return [0.0] * len(queries)
+
+    drawn = []  # (context row without its left padding, response) as the policy sampled them
+    sample = policy.sample
+
+    def recording(context, length, generator=None):
+        responses, logprobs = sample(context, length, generator=generator)
+        for c, r in zip(context.tolist(), responses.tolist()):
+            drawn.append(([t for t in c if t != tok.pad_token_id], r))
+        return responses, logprobs
+
+    policy.sample = recording
+    overrides = {
+        "query_length": 8,
+        "response_length": 4,
+        "min_query_length": 8,
+        "truncate_token": None,
+        "truncate_after": 0,
+    }
+    args = (Scores(), SentimentLabeler(), tok, overrides, 6, 3)
+    out = evaluate_policy(policy, *args, reference=ref)
+    assert len(drawn) == 6
+    assert evaluate_policy(ref, *args, reference=ref)["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert "kl" not in evaluate_policy(policy, *args)
+    # the plain loop: the same samples, scored token by token without a cache
+    total = []
+    for q, r in drawn:
+        kl = 0.0
+        for t in range(len(r)):
+            ids = torch.tensor([q + r[:t]])
+            lp, lr = (torch.log_softmax(m(ids).logits[0, -1] / 0.7, -1)[r[t]] for m in (other, lm))
+            kl += float((lp - lr).detach())
+        total.append(kl)
+    assert out["kl"] == pytest.approx(sum(total) / len(total), rel=1e-4, abs=1e-4)
 
 
 def test_demo_seeds_append_one_row_each_and_the_mean(tmp_path, capsys):
