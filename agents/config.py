@@ -88,12 +88,14 @@ class RunSection:
 
     @property
     def torch_device(self) -> str:
-        """``device`` with ``"auto"`` resolved: ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``."""
-        if self.device != "auto":
+        """``device`` with ``"auto"`` resolved: ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``;
+        ``"cuda"`` is ``cuda:LOCAL_RANK`` too (each process of a launch its own GPU), and stays ``"cuda"``
+        without one (the run then refuses it, naming the device)."""
+        if self.device not in ("auto", "cuda"):
             return self.device
         if torch.cuda.is_available():
             return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
-        return "cpu"
+        return "cpu" if self.device == "auto" else "cuda"
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -192,6 +194,18 @@ def _lookup(values: Any, loc: tuple, default: Any) -> Any:
     return values
 
 
+def _type_hint(err: dict) -> str:
+    """How to write a value of the wrong type (types are strict: nothing is coerced)."""
+    given = err.get("input")
+    if err["type"] == "int_type" and isinstance(given, float) and given.is_integer():
+        return f" (write it without a decimal point or exponent: {int(given)})"
+    if err["type"] in ("int_type", "float_type") and isinstance(given, bool):
+        return " (a number, not true/false)"
+    if err["type"] == "bool_type":
+        return " (write true or false)"
+    return ""
+
+
 def _format_error(table: str, values: dict, exc: Exception) -> str:
     if not isinstance(exc, ValidationError):
         return f"[{table}] {exc}"
@@ -201,7 +215,7 @@ def _format_error(table: str, values: dict, exc: Exception) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if loc:
             value = _lookup(values, err["loc"], err.get("input"))
-            lines.append(f"{table}.{loc} = {value!r}: {msg[0].lower()}{msg[1:]}")
+            lines.append(f"{table}.{loc} = {value!r}: {msg[0].lower()}{msg[1:]}{_type_hint(err)}")
         else:
             lines.append(f"[{table}] {msg}")
     return "\n".join(lines)

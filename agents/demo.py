@@ -9,21 +9,23 @@
 5. print before/after samples on held-out prompts, the win rate of the final policy over the initial
    one on the same held-out prompts judged by the labeler (ties one half, with its standard error, the
    paper's measure), the reward model's held-out accuracy, the reward-model and labeler scores before and
-   after, the KL against its target, and write ``curves.png`` and ``summary.json``.
+   after, the final policy's KL to the initial one on those held-out samples against its target, and
+   write ``curves.png`` and ``summary.json``.
 
 ``--seeds 0 1 2`` runs it once per seed and reports the mean and sd; ``--results FILE`` appends each
 seed's summary and the mean as JSON lines with the git commit (``make demo`` writes
 ``benchmarks/results/demo.jsonl``).
 
-Sized for 2 CPU cores (about 13 minutes), with named deviations from the paper, each an option of
+Sized for 2 CPU cores (about 10 minutes), with named deviations from the paper, each an option of
 :class:`DemoConfig` or of the PPO config: shorter queries and responses than the paper's 64 + 24 and no
 truncation rule; a reward model that trains only its head, on frozen features of the trunk's block 2 (of
 30; ``rm_layer = None`` is the paper's final layer) mean-pooled over the response tokens, for 20 epochs
 (the paper trains the whole model for one epoch on its last token): on the mock labels this head learns
 from fewer labels (BENCHMARKS.md), and it runs 2 blocks instead of 30, so scoring is nearly free; a
 policy that trains its top 2 blocks (the frozen lower 28 are shared with the reference); the paper's
-reference code's KL target of 6 with a short horizon so that beta adapts within the run, and a larger
-learning rate than the paper's 1e-5."""
+reference code's KL target of 6 with a short horizon so that beta adapts within the run, a KL budget
+(``kl.stop_at_target``: PPO ends after the first iteration whose KL reaches the target, at most 40), and a
+larger learning rate than the paper's 1e-5."""
 
 from __future__ import annotations
 
@@ -232,6 +234,9 @@ def run_pipeline(cfg: DemoConfig) -> dict:
     t0 = time.perf_counter()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # a summary is the mark of a finished run (--skip-done): a rerun killed half way must not leave the
+    # last run's beside its own half-written files
+    (out / "summary.json").unlink(missing_ok=True)
     labeler = SentimentLabeler()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -258,7 +263,7 @@ def run_pipeline(cfg: DemoConfig) -> dict:
     result = _report(res, before, after, rows, train_cfg, summary, t0, labeler)
     result["seed"] = cfg.seed
     # the settings, as --skip-done compares them before it reuses this seed's folder
-    result["config"] = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    result["settings"] = _settings(cfg, train_cfg)
     result["git"] = git_sha()
     # where the minutes went: the reward stage's parts, the two evaluations, PPO and its phases
     result["phase_seconds"] = {
@@ -363,16 +368,31 @@ def mean_row(rows: list[dict]) -> dict:
     return out
 
 
+def _settings(cfg: DemoConfig, train_cfg=None) -> dict:
+    """What a finished run is compared on before ``--skip-done`` reuses it: the demo's settings but its
+    folder, and (when given) the resolved PPO config but its paths, so an edit of the preset counts."""
+    out = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(cfg))).items() if k != "out_dir"}
+    if train_cfg is not None:
+        ppo = json.loads(json.dumps(train_cfg.to_dict()))
+        ppo["run"].pop("out_dir", None)
+        ppo["env"].pop("reward", None)
+        out["ppo"] = ppo
+    return out
+
+
 def finished_seed(cfg: DemoConfig) -> dict | None:
-    """The summary a finished run of exactly ``cfg`` left in its folder (``summary.json`` with the same
-    config), or None: nothing there, a run killed before its end, or one made with other settings."""
+    """The summary a finished run of ``cfg``'s settings left in its folder (``summary.json``, written last,
+    with the same settings and PPO config), or None: nothing there, a run killed before its end (a rerun
+    deletes the old summary first), or one made with other settings or another preset."""
     path = Path(cfg.out_dir) / "summary.json"
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    same = summary.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg)))
-    return summary if isinstance(summary, dict) and same else None
+    if not isinstance(summary, dict) or "settings" not in summary:
+        return None
+    train_cfg = _ppo_config(cfg, Path(cfg.out_dir))
+    return summary if summary["settings"] == _settings(cfg, train_cfg) else None
 
 
 def run_seeds(
@@ -395,8 +415,9 @@ def run_seeds(
         cfg = dataclasses.replace(base, seed=seed, out_dir=out)
         done = finished_seed(cfg) if skip_done else None
         if done is not None:
+            at = f" at commit {done.get('git')}" if done.get("git") != meta["git"] else ""
             print(
-                f"[demo] seed {seed}: finished before in {out} (summary.json, same settings); not run again"
+                f"[demo] seed {seed}: finished before in {out}{at} (summary.json, same settings); not run again"
             )
             rows.append({"row": "seed", **meta, **done})
             continue
@@ -405,6 +426,8 @@ def run_seeds(
         rows.append(row)
         _append(results, row)
     mean = {"row": "mean", **meta, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **mean_row(rows)}
+    # the commits the seeds ran at (reused seeds may be older than this one)
+    mean["seed_commits"] = sorted({str(r.get("git")) for r in rows})
     _append(results, mean)
     if len(seeds) > 1:
         print(

@@ -40,11 +40,17 @@ def init_from_env(device: str = "auto") -> tuple[int, int]:
     """Join the process group that ``accelerate launch`` / ``torchrun`` describe in the environment.
 
     Returns ``(rank, world_size)``; ``(0, 1)`` when not launched that way. ``device`` is the run's
-    (``run.device``): nccl when it is CUDA (``"auto"`` on a machine with a GPU; each rank then uses the GPU
-    ``LOCAL_RANK``), gloo otherwise (``"cpu"`` on a GPU machine too: nccl cannot carry CPU tensors), or
+    (``run.device``): nccl when it is CUDA (``"cuda"``, or ``"auto"`` on a machine with a GPU; each rank
+    then uses the GPU ``LOCAL_RANK``; a fixed ``"cuda:N"`` is refused), gloo otherwise (``"cpu"`` on a GPU machine too: nccl cannot carry CPU tensors), or
     whatever ``TEXTENV_BACKEND=gloo`` forces.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and device.startswith("cuda:"):
+        raise ValueError(
+            f"run.device={device!r} would put all {world} processes of this launch on one GPU; use "
+            "run.device='cuda' or 'auto' (each process takes the GPU LOCAL_RANK), and choose the GPUs with "
+            "CUDA_VISIBLE_DEVICES."
+        )
     if world > 1 and not dist.is_initialized():
         on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
         nccl = on_cuda and torch.cuda.is_available() and os.environ.get("TEXTENV_BACKEND") != "gloo"

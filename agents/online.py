@@ -47,9 +47,10 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass
 
+from agents.sections import STRICT
 from rewards.comparisons import ComparisonStore
 from rewards.labeling import runs as run_records
 from rewards.train import NormalizeWhen, RewardTrainConfig, normalization_seed
@@ -74,7 +75,7 @@ def retrain_points(initial: int, final: int, count: int = 20) -> list[int]:
 ONLINE_REWARD_DEFAULTS = RewardTrainConfig(lr=5e-5, batch_size=8, epochs=1, top_blocks=None)
 
 
-@dataclass(frozen=True, config=ConfigDict(allow_inf_nan=False, extra="forbid"))
+@dataclass(frozen=True, config=STRICT)
 class OnlineConfig:
     """``[online]`` of a train-policy config (and ``[online.reward]``: the reward-model training).
 
@@ -123,9 +124,11 @@ class OnlineConfig:
     @field_validator("reward", mode="before")
     @classmethod
     def _merge_reward(cls, value: Any) -> Any:
-        """A partial ``[online.reward]`` table overrides only the keys it gives."""
+        """A partial ``[online.reward]`` table overrides only the keys it gives; its values are typed as
+        strictly as every other table's (``epochs = true`` is refused, not read as 1)."""
         if isinstance(value, dict):
-            return {**dataclasses.asdict(ONLINE_REWARD_DEFAULTS), **value}
+            merged = {**dataclasses.asdict(ONLINE_REWARD_DEFAULTS), **value}
+            return RewardTrainConfig(**merged)  # strict, as every table
         return value
 
     def __post_init__(self) -> None:

@@ -123,7 +123,7 @@ class RunFiles:
         if damaged:
             print(f"[train-policy] resuming from {path.name}.", file=sys.stderr)
         saved = ckpt.load_state(path)
-        _check_resumable(self.cfg.to_dict(), saved["config"])
+        _check_resumable(self.cfg.to_dict(), _with_defaults(saved["config"]))
         if online is not None and "online" not in saved:
             raise ConfigError(
                 f"--resume: {path} holds no online-loop state (written by a textenv that could not resume "
@@ -140,7 +140,8 @@ class RunFiles:
 
 
 # What may differ on --resume: where and how often to write, the remedies the andon cord suggests (the
-# halt rule and the learning rate), and how often and how long the online loop waits for labels;
+# halt rule and the learning rate), whether the KL target ends the run, and how often and how long the
+# online loop waits for labels;
 # everything else would silently make another run.
 RESUMABLE = {
     ("run", key)
@@ -156,7 +157,16 @@ RESUMABLE = {
         "device",
         "parallel",  # the engine's own check refuses an FSDP checkpoint without FSDP and the reverse
     )
-} | {("online", "poll_s"), ("online", "max_wait_s")}
+} | {("online", "poll_s"), ("online", "max_wait_s"), ("kl", "stop_at_target")}  # the KL budget: when to end
+
+
+def _with_defaults(saved: dict) -> dict:
+    """A checkpoint's config with the defaults of the keys added since it was written (an older version's
+    checkpoint lacks them; their defaults are the behaviour it ran with), as it would load today."""
+    try:
+        return TrainConfig.from_dict(saved).to_dict()
+    except ConfigError:  # a key since removed or renamed: compared as saved, so the change is named
+        return saved
 
 
 def _check_resumable(mine: dict, theirs: dict) -> None:
@@ -172,11 +182,11 @@ def _check_resumable(mine: dict, theirs: dict) -> None:
     if changed:
         raise ConfigError(
             f"--resume: the config differs from the checkpoint's in {changed}; only [run] (but run.algo), "
-            "[halt], optim.lr, online.poll_s and online.max_wait_s may change on resume."
+            "[halt], optim.lr, kl.stop_at_target, online.poll_s and online.max_wait_s may change on resume."
         )
     moved = [
         f"{t}.{k}"
-        for t in ("halt", "optim")
+        for t in ("halt", "optim", "kl")
         for k in mine.get(t, {})
         if mine[t][k] != theirs.get(t, {}).get(k)
     ]

@@ -161,7 +161,7 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
             _after_iteration(cfg, files, agent, metrics, bar, online)
             history.append(metrics)
             if reached_kl_budget(cfg, metrics):
-                stopped = f"KL {metrics['objective/kl']:.2f} reached kl.target {cfg.kl.target:g}"
+                stopped = f"KL {metrics['objective/kl']:.3g} reached kl.target {cfg.kl.target:g}"
                 break
         if not files.checkpoint_path(agent.iteration).is_dir():  # the last iteration not saved yet
             files.save_checkpoint(agent, online)

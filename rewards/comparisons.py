@@ -464,14 +464,6 @@ class ComparisonStore:
         if not items:
             raise LabelFileError(f"{path}: no rows (the file is empty or blank){NOTHING_IMPORTED}")
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        before = self.imported_before(digest)
-        if before is not None and not allow_repeat:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(before[2]))
-            raise LabelFileError(
-                f"{path}: this store imported the same file (sha256 {digest[:12]}...) on {when} from "
-                f"{before[0]} ({before[1]} rows); a second import would add every question again. Pass "
-                f"allow_repeat=True (textenv labels import --allow-repeat) if that is meant{NOTHING_IMPORTED}"
-            )
         first: dict[str, tuple[Comparison, str]] = {}
         for c, source, where in items:
             if source and source in first:
@@ -479,6 +471,16 @@ class ComparisonStore:
             elif source:
                 first[source] = (c, where)
         with self._transaction() as conn:
+            # checked inside the write lock: two imports of one file at once cannot both pass
+            before = self.imported_before(digest)
+            if before is not None and not allow_repeat:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(before[2]))
+                raise LabelFileError(
+                    f"{path}: this store imported the same file (sha256 {digest[:12]}...) on {when} from "
+                    f"{before[0]} ({before[1]} rows); a second import would add every question again. Pass "
+                    "allow_repeat=True (textenv labels import --allow-repeat) if that is meant"
+                    f"{NOTHING_IMPORTED}"
+                )
             new_ids: dict[str, str] = {}
             for c, source, _ in items:
                 c.source_id = source or None

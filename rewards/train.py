@@ -28,7 +28,8 @@ from rewards.optim import linear_decay, make_optimizer
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, config=ConfigDict(allow_inf_nan=False, extra="forbid"))
+# strict types, as every train-policy table: a bool is not read as 1, nor 1 as True
+@dataclass(frozen=True, config=ConfigDict(allow_inf_nan=False, extra="forbid", strict=True))
 class RewardTrainConfig:
     """Reward-model training settings; defaults are the reference code's books values (§1.3 table).
 

@@ -284,16 +284,41 @@ def test_an_empty_config_or_a_missing_model_is_a_config_error(tmp_path):
 def test_kl_stop_at_target_ends_the_run_after_the_first_iteration_at_the_target(tmp_path, capsys):
     """``kl.stop_at_target`` (a KL budget): the run ends, with a checkpoint, after the first iteration whose
     KL reaches the target; every iteration before it is the unstopped run's, and it ends no halt."""
-    ref = train_policy(tiny_config(tmp_path / "ref", "--kl.target=0.001"), progress=False)
+    ref = train_policy(tiny_config(tmp_path / "ref", "--kl.target=0.02"), progress=False)
     out = train_policy(
-        tiny_config(tmp_path / "s", "--kl.target=0.001", "--kl.stop_at_target=true"), progress=False
+        tiny_config(tmp_path / "s", "--kl.target=0.02", "--kl.stop_at_target=true"), progress=False
     )
     kls = [r["objective/kl"] for r in metric_rows(tmp_path / "s" / "run")]
-    assert 1 <= out["iterations"] < ref["iterations"] and len(kls) == out["iterations"]
-    assert kls[-1] >= 0.001 and all(k < 0.001 for k in kls[:-1])
-    assert out["stopped"] == f"KL {kls[-1]:.2f} reached kl.target 0.001"
+    # the tiny run's KLs are about 0, -0.03, 0.05, -0.01: two iterations under the target, then the stop
+    assert 2 <= out["iterations"] < ref["iterations"] and len(kls) == out["iterations"]
+    assert kls[-1] >= 0.02 and all(k < 0.02 for k in kls[:-1])
+    assert out["stopped"] == f"KL {kls[-1]:.3g} reached kl.target 0.02"
     assert metric_rows(tmp_path / "s" / "run") == metric_rows(tmp_path / "ref" / "run")[: out["iterations"]]
     assert (tmp_path / "s" / "run" / "checkpoints").is_dir() and not (
         tmp_path / "s" / "run" / "halt.json"
     ).exists()
     assert ref["stopped"] is None
+    # the budget may be lifted on resume: the run goes on exactly as the one that never stopped
+    resumed = train_policy(
+        tiny_config(tmp_path / "s", "--kl.target=0.02", "--kl.stop_at_target=false"),
+        resume=True,
+        progress=False,
+    )
+    assert resumed["stopped"] is None and resumed["iterations"] == ref["iterations"]
+    assert metric_rows(tmp_path / "s" / "run") == metric_rows(tmp_path / "ref" / "run")
+    assert "resuming with changed ['kl.stop_at_target']" in capsys.readouterr().err
+
+
+def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_path):
+    """A checkpoint written by an older version lacks the keys added since (e.g. kl.stop_at_target): they
+    compare as their defaults, the behaviour it ran with, and a key that really differs is still named."""
+    from agents.config import ConfigError
+    from agents.runfiles import _check_resumable, _with_defaults
+
+    mine = tiny_config(tmp_path).to_dict()
+    old = json.loads(json.dumps(mine))
+    del old["kl"]["stop_at_target"]
+    _check_resumable(mine, _with_defaults(old))  # no error
+    old["ppo"]["gamma"] = 0.5
+    with pytest.raises(ConfigError, match=r"differs from the checkpoint's in \['ppo.gamma'\]"):
+        _check_resumable(mine, _with_defaults(old))

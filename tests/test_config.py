@@ -43,9 +43,24 @@ ROOT = Path(__file__).resolve().parent.parent
         ("--online.initial_labels=0", "initial_labels=0"),
         ("--ppo.lr=1e-5", "no key 'lr' in [ppo] (it is in [optim])"),
         # a bool is not a number (it once became batch_size 1); nor a number a bool
-        ("--ppo.batch_size=true", "ppo.batch_size = True: input should be a valid integer"),
-        ("--optim.lr=true", "optim.lr = True: input should be a valid number"),
-        ("--kl.adaptive=1", "kl.adaptive = 1: input should be a valid boolean"),
+        (
+            "--ppo.batch_size=true",
+            "ppo.batch_size = True: input should be a valid integer (a number, not true/false)",
+        ),
+        ("--optim.lr=true", "optim.lr = True: input should be a valid number (a number, not true/false)"),
+        ("--kl.adaptive=1", "kl.adaptive = 1: input should be a valid boolean (write true or false)"),
+        # nor a float an int: the message says how to write it
+        (
+            "--ppo.total_episodes=1e6",
+            "ppo.total_episodes = 1000000.0: input should be a valid integer (write it without a decimal "
+            "point or exponent: 1000000)",
+        ),
+        ("--ppo.batch_size=2.5", "ppo.batch_size = 2.5: input should be a valid integer"),
+        # [online] and [online.reward] are as strict
+        ("--online.initial_labels=true", "online.initial_labels = True: input should be a valid integer"),
+        ("--online.enabled=1", "online.enabled = 1: input should be a valid boolean"),
+        ("--online.reward.epochs=true", "online.reward.epochs = True: input should be a valid integer"),
+        ("--online.reward.lr=nan", "online.reward.lr = nan: input should be a finite number"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(override, message):

@@ -158,6 +158,31 @@ def test_demo_skip_done_runs_only_the_seeds_without_a_finished_run(tmp_path, cap
     seed0 = dataclasses.replace(base, seed=0, out_dir=str(tmp_path / "demo" / "seed-0"))
     assert finished_seed(seed0)["seed"] == 0
     assert finished_seed(dataclasses.replace(seed0, questions=9)) is None  # other settings: run again
+    # another PPO config (an override here; an edited preset the same way): run again
+    other_ppo = (*seed0.ppo_overrides, "--optim.lr=2e-4")
+    assert finished_seed(dataclasses.replace(seed0, ppo_overrides=other_ppo)) is None
+    moved = tmp_path / "moved"  # the folder itself is not a setting
+    (tmp_path / "demo" / "seed-0").rename(moved)
+    assert finished_seed(dataclasses.replace(seed0, out_dir=str(moved)))["seed"] == 0
+    (moved / "summary.json").write_text("[1, 2]")  # not a summary: run again, no crash
+    assert finished_seed(dataclasses.replace(seed0, out_dir=str(moved))) is None
+    assert again["seed_commits"] == sorted({x["git"] for x in lines[:2]})
+
+
+def test_a_rerun_deletes_the_old_summary_first(tmp_path):
+    """A rerun killed half way must not leave the previous run's summary.json, the mark --skip-done
+    trusts, beside its own half-written files (here the rerun fails at its PPO config)."""
+    import dataclasses
+
+    from agents.config import ConfigError
+
+    cfg = _tiny(tmp_path)
+    run_pipeline(cfg)
+    assert finished_seed(cfg) is not None
+    bad = dataclasses.replace(cfg, ppo_overrides=(*cfg.ppo_overrides, "--ppo.batch_size=true"))
+    with pytest.raises(ConfigError, match=r"ppo\.batch_size = True"):
+        run_pipeline(bad)
+    assert not (tmp_path / "demo" / "summary.json").exists() and finished_seed(cfg) is None
 
 
 def test_demo_cli_refuses_a_bad_rm_layer(capsys):

@@ -181,7 +181,6 @@ def test_the_parallel_setting():
     [
         ("auto", None, "nccl"),
         ("cuda", None, "nccl"),
-        ("cuda:1", None, "nccl"),
         ("cpu", None, "gloo"),
         ("auto", "gloo", "gloo"),
     ],
@@ -201,3 +200,19 @@ def test_the_process_group_backend_follows_run_device(monkeypatch, device, force
         monkeypatch.delenv("TEXTENV_BACKEND", raising=False)
     D.init_from_env(device)
     assert seen["backend"] == backend and seen.get("gpu") == (1 if backend == "nccl" else None)
+
+
+def test_a_fixed_gpu_is_refused_under_a_launch_of_several_processes(monkeypatch):
+    """``run.device = "cuda:1"`` under torchrun would put every rank on GPU 1 (nccl refuses duplicate GPUs
+    with an obscure error): refused first, naming the fix; ``"cuda"`` resolves to ``cuda:LOCAL_RANK``."""
+    from agents.config import load_config
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(
+        ValueError, match=r"run.device='cuda:1' would put all 2 processes .* use run.device='cuda'"
+    ):
+        D.init_from_env("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert load_config("tiny_toy", ["--run.device=cuda"]).run.torch_device == "cuda:1"
