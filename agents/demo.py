@@ -297,7 +297,7 @@ def run_pipeline(cfg: DemoConfig) -> dict:
 def add_parser(sub) -> dict:
     p = sub.add_parser(
         "demo",
-        help="the paper's offline pipeline on the embedded model (about 15 min on 2 CPU cores)",
+        help="the paper's offline pipeline on the embedded model (about 10 min on 2 CPU cores)",
         description=__doc__,
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
