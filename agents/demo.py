@@ -87,19 +87,12 @@ def evaluate_policy(
     ``reference`` (the initial policy), also the policy's KL to it on these samples: the mean over
     responses of the summed log-ratio of the sampled tokens (both tempered), the per-response KL of §2.2
     that PPO's ``objective/kl`` estimates on training prompts."""
+    from agents.policy import KLRecordingSampler
     from textenv.models.sampling import generator_sample_fn
     from textenv.sampler import sample_task
     from textenv.task import make_task
 
-    kls: list[torch.Tensor] = []
-
-    def sample(context, length, generator=None):
-        responses, logprobs = policy.sample(context, length, generator=generator)
-        if reference is not None:
-            ref = reference.forward_stats(torch.cat([context, responses], 1), context.shape[1]).logprobs
-            kls.append((logprobs.float() - ref.float()).sum(-1))
-        return responses
-
+    sample = KLRecordingSampler(policy, reference) if reference is not None else policy.sample
     task = make_task(TASK, tokenizer, split="valid", **overrides)
     drawn = sample_task(task, generator_sample_fn(sample), n, seed=seed)
     queries = [list(p.query) for p in drawn.prompts]
@@ -110,7 +103,7 @@ def evaluate_policy(
         "labeler": np.asarray(labeler.scores("", texts), dtype=float),
         "queries": [tokenizer.decode(q) for q in queries],
         "texts": texts,
-        **({"kl": float(torch.cat(kls).mean())} if kls else {}),
+        **({"kl": float(sample.kls.mean())} if reference is not None else {}),
     }
 
 

@@ -404,3 +404,28 @@ class AdapterDisabledReference:
 
     def parameters(self):
         return iter(())
+
+
+class KLRecordingSampler:
+    """``policy.sample`` that also records each sampled response's KL to ``reference``: the sum over its
+    tokens of log pi - log rho (both tempered), the per-response KL of PAPER.md §2.2 that PPO's
+    ``objective/kl`` estimates. Call it as a sample function (it returns the responses only); ``kls``
+    holds one value per response sampled so far."""
+
+    def __init__(self, policy: PolicyWithValue, reference: PolicyWithValue) -> None:
+        self.policy, self.reference = policy, reference
+        self._kls: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def __call__(
+        self, context: torch.Tensor, length: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        responses, logprobs = self.policy.sample(context, length, generator=generator)
+        query_responses = torch.cat([context, responses], 1)
+        ref = self.reference.forward_stats(query_responses, context.shape[1]).logprobs
+        self._kls.append((logprobs.float() - ref.float()).sum(-1).cpu())
+        return responses
+
+    @property
+    def kls(self) -> torch.Tensor:
+        return torch.cat(self._kls) if self._kls else torch.zeros(0)

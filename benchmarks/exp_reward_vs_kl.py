@@ -3,8 +3,8 @@ targets, against the optimal frontier for the same reward estimated from samples
 
 For each beta the KL-regularised optimum is pi*(y|x) ∝ rho(y|x) exp(r(x,y)/beta); self-normalised
 importance weights over ``--samples`` responses of rho per prompt estimate its reward and KL
-(:func:`textenv.metrics.optimal_frontier`). The PPO points are each run's mean KL and mock reward over
-its last iterations.
+(:func:`textenv.metrics.optimal_frontier`). Each PPO point is its final policy's KL to rho and mean
+mock reward on the frontier's own prompts (``--final-samples`` responses each).
 
     python -m benchmarks.exp_reward_vs_kl                        # small: targets 1 and 4, minutes
     python -m benchmarks.exp_reward_vs_kl --full                 # more targets, samples and episodes
@@ -59,6 +59,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--samples", type=int, default=32, help="samples of rho per prompt for the frontier")
+    p.add_argument(
+        "--final-samples",
+        type=int,
+        default=8,
+        help="samples of each final PPO policy per frontier prompt (its KL and reward, where the frontier is)",
+    )
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--query-length", type=int, default=32)
     p.add_argument("--response-length", type=int, default=16)
@@ -78,12 +84,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def final_point(agent, lm, tok, args, overrides: dict) -> tuple[float, float]:
+    """The final policy's (KL to rho, mean mock reward) on the frontier's own prompts (the same draw),
+    ``--final-samples`` responses each: measured where the frontier is, so the two compare prompt for
+    prompt, and on the policy PPO ended with (not the mix of the last iterations' rollouts)."""
+    from agents.policy import KLRecordingSampler, PolicyWithValue
+    from textenv.models.sampling import generator_sample_fn
+    from textenv.sampler import sample_task
+    from textenv.scorers import MockSentimentScore
+    from textenv.task import make_task
+
+    task = make_task(TASK, tok, **overrides)
+    rho = PolicyWithValue(lm, task.pad_id, args.temperature, vocab_size=task.vocab_size)
+    sample = KLRecordingSampler(agent.policy, rho)
+    drawn = sample_task(
+        task,
+        generator_sample_fn(sample),
+        args.prompts,
+        k=args.final_samples,
+        seed=args.seed,
+        sample_seed=args.seed + 1,
+    )
+    rewards = MockSentimentScore(tok)(None, drawn.responses)
+    return float(sample.kls.mean()), float(np.mean(rewards))
+
+
 def ppo_point(
-    args, target: float, gold, front: list[dict], rho_reward: float
+    args, target: float, gold, front: list[dict], rho_reward: float, final=None
 ) -> tuple[tuple[float, float], dict]:
-    """PPO at KL target ``target``: its (mean KL, mean mock reward) over the last quarter of the
-    iterations, and its result row (with the frontier's reward at that KL, and ``frontier_fraction``: the
-    share of the frontier's gain over rho that PPO got, ``(ppo - rho) / (frontier - rho)``)."""
+    """PPO at KL target ``target``: the final policy's (KL, mean mock reward) on the frontier's prompts
+    (:func:`final_point`, through ``final(agent)``), and its result row: that point, the frontier's
+    reward at that KL, ``frontier_fraction`` (the share of the frontier's gain over rho that PPO got,
+    ``(ppo - rho) / (frontier - rho)``), and the training rollouts' mean KL and reward over the last
+    quarter of the iterations (``tail_kl``, ``tail_reward``: other prompts, several policies)."""
     cfg = ppo_config(
         Path(args.out_dir) / f"target-{target:g}",
         task=TASK,
@@ -98,10 +131,11 @@ def ppo_point(
         query_length=args.query_length,
         response_length=args.response_length,
     )
-    rows, _ = run_ppo(cfg, gold)
+    rows, agent = run_ppo(cfg, gold)
     write_rows(Path(args.out_dir) / f"target-{target:g}.jsonl", rows)
     tail = rows[-max(1, len(rows) // 4) :]
-    kl, reward = float(np.mean([r["kl"] for r in tail])), float(np.mean([r["gold"] for r in tail]))
+    tail_kl, tail_reward = np.mean([r["kl"] for r in tail]), np.mean([r["gold"] for r in tail])
+    kl, reward = final(agent) if final is not None else (float(tail_kl), float(tail_reward))
     # the frontier's reward at this KL (linear interpolation along the KL axis)
     ks, rs = zip(*sorted((f["kl"], f["reward"]) for f in front))
     at_kl = float(np.interp(kl, ks, rs))
@@ -110,12 +144,16 @@ def ppo_point(
         "target_kl": target,
         "ppo_kl": kl,
         "ppo_reward": reward,
+        "ppo_point": "final policy, frontier prompts" if final is not None else "training tail",
+        "tail_kl": float(tail_kl),
+        "tail_reward": float(tail_reward),
         "initial_reward": rows[0]["gold"],
         "frontier_reward_at_ppo_kl": at_kl,
         "rho_reward": rho_reward,
         "frontier_fraction": (reward - rho_reward) / (at_kl - rho_reward) if at_kl > rho_reward else None,
         "iterations": len(rows),
         "episodes": rows[-1]["episodes"],
+        "final_samples": args.final_samples if final is not None else None,
         "model": args.model,
         **metadata(),
     }
@@ -134,8 +172,12 @@ def main(argv=None) -> list[dict]:
     front, rho_reward = frontier(lm, tok, args, overrides)
     gold = MockSentimentScore(tok).score_text
     points, results = {}, []
+
+    def final(agent):
+        return final_point(agent, lm, tok, args, overrides)
+
     for target in args.targets:
-        points[f"PPO, target {target:g}"], row = ppo_point(args, target, gold, front, rho_reward)
+        points[f"PPO, target {target:g}"], row = ppo_point(args, target, gold, front, rho_reward, final)
         results.append(row)
     plot(
         Path(args.plot),

@@ -97,15 +97,40 @@ def test_exp_reward_vs_kl_tiny(tmp_path):
             str(tmp_path / "r"),
             "--plot",
             str(tmp_path / "r.png"),
+            "--final-samples",
+            "2",
         ]
     )
     assert len(rows) == 1 and rows[0]["target_kl"] == 2 and (tmp_path / "r.png").exists()
+    assert rows[0]["ppo_point"] == "final policy, frontier prompts" and rows[0]["final_samples"] == 2
     assert all(isinstance(rows[0][k], float) for k in ("ppo_kl", "ppo_reward", "frontier_reward_at_ppo_kl"))
     r = rows[0]
     gain = r["frontier_reward_at_ppo_kl"] - r["rho_reward"]
     assert r["frontier_fraction"] == (
         pytest.approx((r["ppo_reward"] - r["rho_reward"]) / gain) if gain > 0 else None
     )
+
+
+def test_the_final_point_of_the_initial_policy_is_rho_itself():
+    """final_point measures a policy where the frontier is: rho's own policy has KL 0 there, and its
+    reward is the mock reward of its samples on the frontier's prompts."""
+    import argparse
+    import math
+    import types
+
+    from agents.policy import PolicyWithValue
+    from benchmarks.exp_reward_vs_kl import TASK, final_point
+    from benchmarks.experiments import fixed_length_overrides
+    from textenv.models import load_causal_lm
+    from textenv.task import make_task
+
+    lm, tok = load_causal_lm("tiny-gpt2")
+    overrides = fixed_length_overrides(8, 4)
+    task = make_task(TASK, tok, **overrides)
+    agent = types.SimpleNamespace(policy=PolicyWithValue(lm, task.pad_id, 0.7, vocab_size=task.vocab_size))
+    args = argparse.Namespace(prompts=3, final_samples=2, seed=0, temperature=0.7)
+    kl, reward = final_point(agent, lm, tok, args, overrides)
+    assert kl == pytest.approx(0.0, abs=1e-5) and math.isfinite(reward)
 
 
 @pytest.mark.slow
