@@ -4,7 +4,8 @@ targets, against the optimal frontier for the same reward estimated from samples
 For each beta the KL-regularised optimum is pi*(y|x) ∝ rho(y|x) exp(r(x,y)/beta); self-normalised
 importance weights over ``--samples`` responses of rho per prompt estimate its reward and KL
 (:func:`textenv.metrics.optimal_frontier`). Each PPO point is its final policy's KL to rho and mean
-mock reward on the frontier's own prompts (``--final-samples`` responses each).
+mock reward on the frontier's own prompts (``--final-samples`` responses each), with its win rate over
+the initial policy on ``--eval-prompts`` held-out prompts judged by the labeler.
 
     python -m benchmarks.exp_reward_vs_kl                        # small: targets 1 and 4, minutes
     python -m benchmarks.exp_reward_vs_kl --full                 # more targets, samples and episodes
@@ -19,7 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS, arg_parser, emit, metadata, out_path
-from benchmarks.experiments import fixed_length_overrides, plot, ppo_config, run_ppo, write_rows
+from benchmarks.experiments import (
+    fixed_length_overrides,
+    plot,
+    ppo_config,
+    run_ppo,
+    win_rate_vs_initial,
+    write_rows,
+)
 
 TASK = "MockSentiment-v0"
 
@@ -59,6 +67,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--samples", type=int, default=32, help="samples of rho per prompt for the frontier")
+    p.add_argument(
+        "--eval-prompts",
+        type=int,
+        default=64,
+        help="held-out prompts for the win rate over the initial policy",
+    )
     p.add_argument(
         "--final-samples",
         type=int,
@@ -113,7 +127,8 @@ def ppo_point(
     args, target: float, gold, front: list[dict], rho_reward: float, final=None
 ) -> tuple[tuple[float, float], dict]:
     """PPO at KL target ``target``: the final policy's (KL, mean mock reward) on the frontier's prompts
-    (:func:`final_point`, through ``final(agent)``), and its result row: that point, the frontier's
+    (:func:`final_point`, through ``final(agent)``, which also gives the win rate over rho on held-out
+    prompts), and its result row: that point, the frontier's
     reward at that KL, ``frontier_fraction`` (the share of the frontier's gain over rho that PPO got,
     ``(ppo - rho) / (frontier - rho)``), and the training rollouts' mean KL and reward over the last
     quarter of the iterations (``tail_kl``, ``tail_reward``: other prompts, several policies)."""
@@ -135,7 +150,9 @@ def ppo_point(
     write_rows(Path(args.out_dir) / f"target-{target:g}.jsonl", rows)
     tail = rows[-max(1, len(rows) // 4) :]
     tail_kl, tail_reward = np.mean([r["kl"] for r in tail]), np.mean([r["gold"] for r in tail])
-    kl, reward = final(agent) if final is not None else (float(tail_kl), float(tail_reward))
+    kl, reward, (win, win_se) = (
+        final(agent) if final is not None else (float(tail_kl), float(tail_reward), (None, None))
+    )
     # the frontier's reward at this KL (linear interpolation along the KL axis)
     ks, rs = zip(*sorted((f["kl"], f["reward"]) for f in front))
     at_kl = float(np.interp(kl, ks, rs))
@@ -154,6 +171,11 @@ def ppo_point(
         "iterations": len(rows),
         "episodes": rows[-1]["episodes"],
         "final_samples": args.final_samples if final is not None else None,
+        # the paper's measure, as in every experiment: the final policy against rho on the same held-out
+        # prompts, judged by the labeler (ties one half)
+        "win_rate_vs_initial": win,
+        "win_rate_se": win_se,
+        "eval_prompts": args.eval_prompts if final is not None else None,
         "model": args.model,
         **metadata(),
     }
@@ -163,6 +185,7 @@ def ppo_point(
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
 
+    from rewards.labelers import SentimentLabeler
     from textenv.models import load_causal_lm
     from textenv.scorers import MockSentimentScore
 
@@ -173,8 +196,14 @@ def main(argv=None) -> list[dict]:
     gold = MockSentimentScore(tok).score_text
     points, results = {}, []
 
+    labeler = SentimentLabeler()  # the mock reward's labeler: argmax of VADER = argmax of its log-odds
+
     def final(agent):
-        return final_point(agent, lm, tok, args, overrides)
+        kl, reward = final_point(agent, lm, tok, args, overrides)
+        win = win_rate_vs_initial(
+            agent, lm, tok, labeler, TASK, args.eval_prompts, args.seed + 7, **overrides
+        )
+        return kl, reward, win
 
     for target in args.targets:
         points[f"PPO, target {target:g}"], row = ppo_point(args, target, gold, front, rho_reward, final)

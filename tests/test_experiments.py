@@ -99,10 +99,13 @@ def test_exp_reward_vs_kl_tiny(tmp_path):
             str(tmp_path / "r.png"),
             "--final-samples",
             "2",
+            "--eval-prompts",
+            "3",
         ]
     )
     assert len(rows) == 1 and rows[0]["target_kl"] == 2 and (tmp_path / "r.png").exists()
     assert rows[0]["ppo_point"] == "final policy, frontier prompts" and rows[0]["final_samples"] == 2
+    assert 0 <= rows[0]["win_rate_vs_initial"] <= 1 and rows[0]["eval_prompts"] == 3
     assert all(isinstance(rows[0][k], float) for k in ("ppo_kl", "ppo_reward", "frontier_reward_at_ppo_kl"))
     r = rows[0]
     gain = r["frontier_reward_at_ppo_kl"] - r["rho_reward"]
