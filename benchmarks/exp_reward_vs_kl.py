@@ -128,10 +128,10 @@ def ppo_point(
 ) -> tuple[tuple[float, float], dict]:
     """PPO at KL target ``target``: the final policy's (KL, mean mock reward) on the frontier's prompts
     (:func:`final_point`, through ``final(agent)``, which also gives the win rate over rho on held-out
-    prompts), and its result row: that point, the frontier's
-    reward at that KL, ``frontier_fraction`` (the share of the frontier's gain over rho that PPO got,
-    ``(ppo - rho) / (frontier - rho)``), and the training rollouts' mean KL and reward over the last
-    quarter of the iterations (``tail_kl``, ``tail_reward``: other prompts, several policies)."""
+    prompts), and its result row: that point, the frontier's reward at that KL, ``frontier_fraction``
+    (the share of the frontier's gain over rho that PPO got, ``(ppo - rho) / (frontier - rho)``), and
+    the training rollouts' mean KL and reward over the last quarter of the iterations (``tail_kl``,
+    ``tail_reward``: other prompts, several policies)."""
     cfg = ppo_config(
         Path(args.out_dir) / f"target-{target:g}",
         task=TASK,
