@@ -41,8 +41,9 @@ def frontier(lm, tok, args, overrides: dict) -> tuple[list[dict], float]:
     from textenv.task import make_task
 
     task = make_task(TASK, tok, **overrides)
-    sample_fn = hf_sample_fn(lm, task.pad_id, args.temperature, task.vocab_size)
-    drawn = sample_task(task, sample_fn, args.prompts, k=args.samples, seed=args.seed)
+    # a prompt's samples share one prefill (they are consecutive rows), in batches of 512 rows
+    sample_fn = hf_sample_fn(lm, task.pad_id, args.temperature, task.vocab_size, share_prefix="auto")
+    drawn = sample_task(task, sample_fn, args.prompts, k=args.samples, seed=args.seed, batch_size=512)
     gold = MockSentimentScore(tok)
     rewards = gold(None, drawn.responses).reshape(args.prompts, args.samples)
     betas = np.geomspace(0.05, 20, 40)
