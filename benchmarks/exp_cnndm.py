@@ -98,6 +98,7 @@ def rl_policies(args, out: Path, sft_dir: Path, truncate_after: int) -> dict:
             iterations=args.iterations,
             batch=args.batch,
             lr=1e-4,
+            seed=args.seed,
             extra=extra,
             query_length=args.query_length,
             response_length=args.response_length,

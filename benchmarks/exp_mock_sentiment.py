@@ -73,6 +73,7 @@ def run_setting(args, name: str, n: int, lm, tok, gold, labeler, overrides: dict
         lr=args.lr,
         horizon=args.horizon,
         stop_at_target=args.stop_at_target,
+        seed=args.seed,
         query_length=args.query_length,
         response_length=args.response_length,
     )

@@ -143,6 +143,7 @@ def ppo_point(
         lr=args.lr,
         horizon=args.horizon,
         stop_at_target=args.stop_at_target,
+        seed=args.seed,
         extra=(f"--policy.temperature={args.temperature}",),
         query_length=args.query_length,
         response_length=args.response_length,

@@ -45,6 +45,7 @@ def ppo_config(
     lr: float = 3e-4,
     horizon: int | None = None,
     stop_at_target: bool = False,
+    seed: int = 0,
     extra: tuple[str, ...] = (),
 ):
     from agents.config import load_config
@@ -74,6 +75,7 @@ def ppo_config(
             # the andon cord at 3 x the KL target given here (demo.toml's explicit 9.0 is for its target 3)
             f"--halt.kl_threshold={3.0 * target_kl}",
             f"--optim.lr={lr}",
+            f"--ppo.seed={seed}",  # the experiment's --seed drives PPO too, not only labels and prompts
             *extra,
         ],
     )

@@ -205,3 +205,13 @@ def test_win_rate_vs_initial_compares_responses_to_the_same_prompt():
         paired_win_rate(
             judge, a, responses(lm, tok, "MockSentiment-v0", 6, sample_seed=1, **{**kw, "seed": 4})
         )
+
+
+def test_the_experiment_seed_drives_ppo_too(tmp_path):
+    """``--seed`` reaches PPO's own seed (sampling, minibatch order): a second seed of an experiment is a
+    second PPO run, not the first one again with other labels."""
+    from benchmarks.experiments import ppo_config
+
+    kw = dict(task="MockSentiment-v0", model="tiny-gpt2")
+    assert ppo_config(tmp_path / "a", **kw).ppo.seed == 0
+    assert ppo_config(tmp_path / "b", seed=3, **kw).ppo.seed == 3
