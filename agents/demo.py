@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -452,6 +453,12 @@ def _layer(text: str) -> int | None:
 
 
 def cmd_demo(args) -> int:
+    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
+        print(
+            f"textenv demo: --seeds needs distinct seeds, got {args.seeds}; e.g. --seeds 0 1 2.",
+            file=sys.stderr,
+        )
+        return 2
     if args.env_only:
         from textenv.demo import run_demo
 

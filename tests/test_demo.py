@@ -192,3 +192,10 @@ def test_demo_cli_refuses_a_bad_rm_layer(capsys):
         main(["demo", "--rm-layer", "top"])
     assert exc.value.code == 2
     assert "'top' is not a block number; give an int >= 1 or 'final'" in capsys.readouterr().err
+
+
+def test_demo_cli_refuses_repeated_seeds(capsys):
+    from agents.cli import main
+
+    assert main(["demo", "--seeds", "1", "1"]) == 2
+    assert "--seeds needs distinct seeds, got [1, 1]; e.g. --seeds 0 1 2." in capsys.readouterr().err
