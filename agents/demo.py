@@ -389,6 +389,12 @@ def finished_seed(cfg: DemoConfig) -> dict | None:
     return summary if summary["settings"] == _settings(cfg, train_cfg) else None
 
 
+def check_seeds(seeds: list[int]) -> None:
+    """``--seeds`` must name at least one seed, each once (every seed writes its own folder)."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds needs distinct seeds, got {seeds}; e.g. --seeds 0 1 2.")
+
+
 def run_seeds(
     base: DemoConfig, seeds: list[int], results: str | None = None, skip_done: bool = False
 ) -> tuple[list[dict], dict]:
@@ -400,8 +406,7 @@ def run_seeds(
     command after a kill runs only the missing seeds)."""
     from agents.runfiles import git_sha
 
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds needs distinct seeds, got {seeds}.")
+    check_seeds(seeds)
     meta = {"benchmark": "demo", "git": git_sha(), "model": base.model, "threads": torch.get_num_threads()}
     rows = []
     for seed in seeds:
@@ -453,11 +458,10 @@ def _layer(text: str) -> int | None:
 
 
 def cmd_demo(args) -> int:
-    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
-        print(
-            f"textenv demo: --seeds needs distinct seeds, got {args.seeds}; e.g. --seeds 0 1 2.",
-            file=sys.stderr,
-        )
+    try:
+        check_seeds(args.seeds or [args.seed])  # before any work, as a one-line error
+    except ValueError as exc:
+        print(f"textenv demo: {exc}", file=sys.stderr)
         return 2
     if args.env_only:
         from textenv.demo import run_demo
