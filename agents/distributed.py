@@ -41,7 +41,8 @@ def init_from_env(device: str = "auto") -> tuple[int, int]:
 
     Returns ``(rank, world_size)``; ``(0, 1)`` when not launched that way. ``device`` is the run's
     (``run.device``): nccl when it is CUDA (``"cuda"``, or ``"auto"`` on a machine with a GPU; each rank
-    then uses the GPU ``LOCAL_RANK``; a fixed ``"cuda:N"`` is refused), gloo otherwise (``"cpu"`` on a GPU machine too: nccl cannot carry CPU tensors), or
+    then uses the GPU ``LOCAL_RANK``; a fixed ``"cuda:N"`` is refused), gloo otherwise (``"cpu"`` on a GPU
+    machine too: nccl cannot carry CPU tensors), or
     whatever ``TEXTENV_BACKEND=gloo`` forces.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
