@@ -242,17 +242,35 @@ class DDPEngine(Engine):
         return self.ddp.no_sync()
 
 
-def _shard(module: nn.Module) -> nn.Module:
+def mixed_precision(precision: str):
+    """FSDP2's :class:`~torch.distributed.fsdp.MixedPrecisionPolicy` for the transformer blocks under
+    ``run.precision``: with ``"bf16"`` a block's weights are gathered in bfloat16 (half the all-gather
+    traffic and half the memory of the unsharded block; its matmuls run in bfloat16 under autocast
+    anyway), while the shards the optimiser steps stay float32 and gradients are reduce-scattered in
+    float32. Inside the blocks the residual stream is bfloat16 too (a block's inputs are cast to its
+    weights' dtype: CPU layer norms refuse float32 inputs with bfloat16 weights). ``None``
+    (gather the float32 shards) for ``"fp32"``, and for ``"fp16"``, whose dynamic loss scaling unscales
+    float32 gradients."""
+    if precision != "bf16":
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+
+
+def _shard(module: nn.Module, precision: str = "fp32") -> nn.Module:
     """FSDP2: every transformer block of ``module``'s LMs (the policy's, a separate value model's) its own
-    unit, the rest in the root unit (a :class:`_Call`, returned)."""
+    unit, gathered in the dtype of :func:`mixed_precision`; the rest (embeddings, final norm, heads) in
+    the float32 root unit (a :class:`_Call`, returned), so log-probs, values and KL stay float32."""
     from torch.distributed.fsdp import fully_shard
 
     from textenv.models.trunk import blocks_of
 
+    kwargs = {"mp_policy": mp} if (mp := mixed_precision(precision)) is not None else {}
     for lm in (getattr(module, "hf", None), getattr(getattr(module, "value_model", None), "lm", None)):
         if lm is not None:
             for block in blocks_of(lm.base_model):
-                fully_shard(block)
+                fully_shard(block, **kwargs)
     root = _Call(module)
     fully_shard(root)
     return root
@@ -266,7 +284,7 @@ class FSDPEngine(Engine):
 
     def __init__(self, policy: nn.Module) -> None:
         super().__init__(policy)
-        self.root = _shard(policy)
+        self.root = _shard(policy, getattr(policy, "precision", "fp32"))
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self.root(method, *args, **kwargs)
@@ -285,7 +303,7 @@ class FSDPEngine(Engine):
     def reference(self, reference: Any) -> Any:
         if getattr(reference, "policy", None) is self.policy:  # LoRA: the policy with adapters disabled
             return _AdapterDisabled(self)
-        return _ShardedReference(_shard(reference))
+        return _ShardedReference(_shard(reference, getattr(reference, "precision", "fp32")))
 
 
 class _ShardedReference:

@@ -98,6 +98,7 @@ def run_setting(args, name: str, n: int, lm, tok, gold, labeler, overrides: dict
         "episodes": rows[-1]["episodes"],
         "seconds": time.perf_counter() - t0,
         "model": args.model,
+        "seed": args.seed,
         "rm_layer": args.rm_layer,
         "rm_epochs": args.rm_epochs,
         "target_kl": args.target_kl,

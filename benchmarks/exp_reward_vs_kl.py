@@ -179,6 +179,7 @@ def ppo_point(
         "win_rate_se": win_se,
         "eval_prompts": args.eval_prompts if final is not None else None,
         "model": args.model,
+        "seed": args.seed,
         **metadata(),
     }
     return (kl, reward), row

@@ -72,7 +72,7 @@ def ppo_config(
             f"--kl.target={target_kl}",
             f"--kl.horizon={horizon or max(batch * iterations // 2, 1)}",
             f"--kl.stop_at_target={str(stop_at_target).lower()}",
-            # the andon cord at 3 x the KL target given here (demo.toml's explicit 9.0 is for its target 3)
+            # the andon cord at 3 x the KL target given here (demo.toml's explicit 18.0 is for its target 6)
             f"--halt.kl_threshold={3.0 * target_kl}",
             f"--optim.lr={lr}",
             f"--ppo.seed={seed}",  # the experiment's --seed drives PPO too, not only labels and prompts
