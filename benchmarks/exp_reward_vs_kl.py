@@ -180,6 +180,9 @@ def ppo_point(
         "eval_prompts": args.eval_prompts if final is not None else None,
         "model": args.model,
         "seed": args.seed,
+        "lr": args.lr,
+        "batch": args.batch,
+        "horizon": args.horizon,
         **metadata(),
     }
     return (kl, reward), row
