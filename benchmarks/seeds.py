@@ -5,6 +5,7 @@ in its own standard error, seed by seed).
 
     python -m benchmarks.seeds benchmarks/results/exp_label_efficiency_demo.jsonl --by labels
     python -m benchmarks.seeds benchmarks/results/exp_reward_vs_kl_demo.jsonl --by target_kl --where lr=7.5e-05
+    python -m benchmarks.seeds FILE --by labels --plot out.png --apart "0=RL on the true reward" --logx
 
 A row without ``seed`` is seed 0 (the scripts' default, from before rows recorded it). Two rows with the
 same setting and seed are refused (filter them with ``--where``): a seed counts once.
@@ -146,6 +147,43 @@ def report(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def plot_win_rates(summary: dict, path: Path, apart: list[str], logx: bool, title: str) -> None:
+    """The mean win rate per setting with its pooled standard error; settings named in ``apart``
+    (``VALUE`` or ``VALUE=LABEL``, e.g. experiment 4's ``0=RL on the true reward``) are drawn as
+    points right of the others."""
+    from benchmarks.experiments import plot
+
+    labels = dict(a.split("=", 1) if "=" in a else (a, "") for a in apart)
+    apart = list(labels)
+    by = summary["by"]
+    rated = [s for s in summary["settings"] if "win_rate_pooled_se" in s]
+    line = [s for s in rated if str(s[by]) not in apart]
+    if not line:
+        raise ValueError(f"--plot: every setting is in --apart {apart}; nothing to draw as a line.")
+    right = max(s[by] for s in line) * (1.3 if logx else 1.0)
+    name = f"mean over seeds ({', '.join(map(str, sorted({n for s in line for n in s['seeds']})))})"
+    points = {
+        f"{labels[str(s[by])] or f'{by} = {s[by]}'} (drawn right of the grid)": (
+            right,
+            s["win_rate_vs_initial"]["mean"],
+            s["win_rate_pooled_se"],
+        )
+        for s in rated
+        if str(s[by]) in apart
+    }
+    plot(
+        path,
+        {name: [(s[by], s["win_rate_vs_initial"]["mean"]) for s in line]},
+        by,
+        "win rate vs the initial policy (±1 pooled s.e.)",
+        title,
+        points=points,
+        errors={name: [s["win_rate_pooled_se"] for s in line]},
+        logx=logx,
+        hline=0.5,
+    )
+
+
 def main(argv=None) -> dict:
     p = arg_parser(__doc__)
     p.add_argument("results", help="a JSON-lines results file")
@@ -153,6 +191,16 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--where", nargs="*", default=[], metavar="FIELD=VALUE", help="keep only rows whose FIELD is VALUE"
     )
+    p.add_argument("--plot", help="draw the mean win rates to this PNG")
+    p.add_argument(
+        "--apart",
+        nargs="*",
+        default=[],
+        metavar="VALUE[=LABEL]",
+        help="settings drawn as separate points (--plot)",
+    )
+    p.add_argument("--logx", action="store_true", help="a log-scale x axis (--plot)")
+    p.add_argument("--title", default="win rate over seeds", help="the plot's title")
     args = p.parse_args(argv)
     where = {}
     for item in args.where:
@@ -165,6 +213,8 @@ def main(argv=None) -> dict:
         p.error(f"no rows in {args.results} match --where {' '.join(args.where)}")
     summary = summarize(rows, args.by)
     print(report(summary))
+    if args.plot:
+        plot_win_rates(summary, Path(args.plot), args.apart, args.logx, args.title)
     return summary
 
 

@@ -60,3 +60,18 @@ def test_a_seed_counts_once_and_bad_arguments_are_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         S.main([str(path), "--by", "labels", "--where", "git=zzz"])
     assert "no rows in" in capsys.readouterr().err
+
+
+def test_the_plot_draws_the_means_and_the_settings_apart(tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(
+        "benchmarks.experiments.plot", lambda path, curves, *a, **kw: drawn.update(curves=curves, **kw)
+    )
+    S.plot_win_rates(S.summarize(rows(), "labels"), tmp_path / "p.png", ["128=RL"], True, "t")
+    (line,) = drawn["curves"].values()
+    assert line == [(32, pytest.approx(0.53))]
+    assert list(drawn["points"]) == ["RL (drawn right of the grid)"]
+    x, y, se = drawn["points"]["RL (drawn right of the grid)"]
+    assert (x, y, se) == (pytest.approx(32 * 1.3), pytest.approx(0.74), pytest.approx(0.02 / math.sqrt(3)))
+    with pytest.raises(ValueError, match=r"every setting is in --apart"):
+        S.plot_win_rates(S.summarize(rows(), "labels"), tmp_path / "p.png", ["32", "128"], False, "t")
