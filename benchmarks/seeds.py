@@ -36,7 +36,15 @@ MEASURES = (
 
 def load(path: str | Path, where: dict[str, str] | None = None) -> list[dict]:
     """The rows of ``path`` whose fields equal ``where``'s (compared as text: ``lr=7.5e-05``)."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{path}, line {n}: not a JSON object ({exc.msg}); fix or remove the line."
+                ) from exc
     where = where or {}
     return [r for r in rows if all(str(r.get(k)) == v for k, v in where.items())]
 

@@ -75,3 +75,10 @@ def test_the_plot_draws_the_means_and_the_settings_apart(tmp_path, monkeypatch):
     assert (x, y, se) == (pytest.approx(32 * 1.3), pytest.approx(0.74), pytest.approx(0.02 / math.sqrt(3)))
     with pytest.raises(ValueError, match=r"every setting is in --apart"):
         S.plot_win_rates(S.summarize(rows(), "labels"), tmp_path / "p.png", ["32", "128"], False, "t")
+
+
+def test_a_broken_line_is_named(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(rows()[0]) + "\n{half a row\n")
+    with pytest.raises(ValueError, match=r"r.jsonl, line 2: not a JSON object .*fix or remove the line"):
+        S.load(path)
