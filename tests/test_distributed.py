@@ -29,6 +29,8 @@ CASES = [
     ("rloo_top", "rloo", ["--run.algo=rloo", "--policy.train=top_blocks", "--policy.top_blocks=1"]),
     # bf16 autocast; FSDP gathers bfloat16 weights (MixedPrecisionPolicy), DDP casts float32 ones
     ("ppo_bf16", "ppo", ["--ppo.minibatches=1", "--run.precision=bf16"]),
+    # LoRA adapters (peft): only they train, and the reference is the policy with its adapters disabled
+    ("ppo_lora", "ppo", ["--ppo.minibatches=1", "--policy.train=lora", "--policy.lora_r=4"]),
 ]
 
 
