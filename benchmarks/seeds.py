@@ -4,7 +4,7 @@ compared two ways (the pooled difference in pooled standard errors, and the pair
 in its own standard error, seed by seed).
 
     python -m benchmarks.seeds benchmarks/results/exp_label_efficiency_demo.jsonl --by labels
-    python -m benchmarks.seeds benchmarks/results/exp_reward_vs_kl_demo.jsonl --by target_kl --where lr=7.5e-05
+    python -m benchmarks.seeds benchmarks/results/exp_reward_vs_kl_demo.jsonl --by target_kl --where lr=7.5e-05 batch=32
     python -m benchmarks.seeds FILE --by labels --plot out.png --apart "0=RL on the true reward" --logx
 
 A row without ``seed`` is seed 0 (the scripts' default, from before rows recorded it). Two rows with the
