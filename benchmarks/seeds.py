@@ -40,11 +40,16 @@ def load(path: str | Path, where: dict[str, str] | None = None) -> list[dict]:
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(
                     f"{path}, line {n}: not a JSON object ({exc.msg}); fix or remove the line."
                 ) from exc
+            if not isinstance(row, dict):
+                raise ValueError(
+                    f"{path}, line {n}: not a JSON object (a {type(row).__name__}); fix or remove the line."
+                )
+            rows.append(row)
     where = where or {}
     return [r for r in rows if all(str(r.get(k)) == v for k, v in where.items())]
 
@@ -91,7 +96,12 @@ def summarize(rows: list[dict], by: str) -> dict:
     for a, b in pairwise(settings):
         if "win_rate_vs_initial" not in a or "win_rate_vs_initial" not in b:
             continue
-        common = sorted(set(a["seeds"]) & set(b["seeds"]))
+        win = "win_rate_vs_initial"
+        common = [
+            s
+            for s in sorted(set(a["seeds"]) & set(b["seeds"]))
+            if groups[a[by]][s].get(win) is not None and groups[b[by]][s].get(win) is not None
+        ]
         diff = b["win_rate_vs_initial"]["mean"] - a["win_rate_vs_initial"]["mean"]
         se = math.hypot(a.get("win_rate_pooled_se", math.nan), b.get("win_rate_pooled_se", math.nan))
         paired = [

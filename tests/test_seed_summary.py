@@ -82,3 +82,13 @@ def test_a_broken_line_is_named(tmp_path):
     path.write_text(json.dumps(rows()[0]) + "\n{half a row\n")
     with pytest.raises(ValueError, match=r"r.jsonl, line 2: not a JSON object .*fix or remove the line"):
         S.load(path)
+    path.write_text("[1, 2]\n")
+    with pytest.raises(ValueError, match=r"line 1: not a JSON object \(a list\)"):
+        S.load(path)
+
+
+def test_a_seed_without_a_win_rate_is_left_out_of_the_paired_differences():
+    r = rows()
+    r[5]["win_rate_vs_initial"] = None  # seed 2, 128 labels
+    (adj,) = S.summarize(r, "labels")["adjacent"]
+    assert adj["paired"] == [pytest.approx(0.20), pytest.approx(0.24)]
