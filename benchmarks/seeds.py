@@ -23,8 +23,9 @@ import numpy as np
 
 from benchmarks.common import arg_parser
 
+WIN = "win_rate_vs_initial"  # the paper's measure, the one adjacent settings are compared on
 MEASURES = (
-    "win_rate_vs_initial",
+    WIN,
     "rm_heldout_accuracy",
     "frontier_fraction",
     "frontier_reward_share",
@@ -94,19 +95,16 @@ def summarize(rows: list[dict], by: str) -> dict:
         settings.append(entry)
     adjacent = []
     for a, b in pairwise(settings):
-        if "win_rate_vs_initial" not in a or "win_rate_vs_initial" not in b:
+        if WIN not in a or WIN not in b:
             continue
-        win = "win_rate_vs_initial"
         common = [
             s
             for s in sorted(set(a["seeds"]) & set(b["seeds"]))
-            if groups[a[by]][s].get(win) is not None and groups[b[by]][s].get(win) is not None
+            if groups[a[by]][s].get(WIN) is not None and groups[b[by]][s].get(WIN) is not None
         ]
-        diff = b["win_rate_vs_initial"]["mean"] - a["win_rate_vs_initial"]["mean"]
+        diff = b[WIN]["mean"] - a[WIN]["mean"]
         se = math.hypot(a.get("win_rate_pooled_se", math.nan), b.get("win_rate_pooled_se", math.nan))
-        paired = [
-            groups[b[by]][s]["win_rate_vs_initial"] - groups[a[by]][s]["win_rate_vs_initial"] for s in common
-        ]
+        paired = [groups[b[by]][s][WIN] - groups[a[by]][s][WIN] for s in common]
         paired_se = float(np.std(paired, ddof=1) / math.sqrt(len(paired))) if len(paired) > 1 else None
         adjacent.append(
             {
@@ -127,7 +125,7 @@ def _fmt(entry: dict, m: str) -> str:
     v = entry.get(m)
     if v is None:
         return "-"
-    pct = m in ("win_rate_vs_initial", "rm_heldout_accuracy", "frontier_fraction", "frontier_reward_share")
+    pct = m in (WIN, "rm_heldout_accuracy", "frontier_fraction", "frontier_reward_share")
     scale, unit = (100, "%") if pct else (1, "")
     sd = f" ± {v['sd'] * scale:.1f}" if v["sd"] is not None else ""
     return f"{v['mean'] * scale:.1f}{sd}{unit}"
@@ -143,7 +141,7 @@ def report(summary: dict) -> str:
     ]
     for s in summary["settings"]:
         pooled = (
-            f"{s['win_rate_vs_initial']['mean'] * 100:.1f}% ± {s['win_rate_pooled_se'] * 100:.1f}"
+            f"{s[WIN]['mean'] * 100:.1f}% ± {s['win_rate_pooled_se'] * 100:.1f}"
             if "win_rate_pooled_se" in s
             else "-"
         )
@@ -183,7 +181,7 @@ def plot_win_rates(summary: dict, path: Path, apart: list[str], logx: bool, titl
     points = {
         f"{labels[str(s[by])] or f'{by} = {s[by]}'} (drawn right of the grid)": (
             right,
-            s["win_rate_vs_initial"]["mean"],
+            s[WIN]["mean"],
             s["win_rate_pooled_se"],
         )
         for s in rated
@@ -191,7 +189,7 @@ def plot_win_rates(summary: dict, path: Path, apart: list[str], logx: bool, titl
     }
     plot(
         path,
-        {name: [(s[by], s["win_rate_vs_initial"]["mean"]) for s in line]},
+        {name: [(s[by], s[WIN]["mean"]) for s in line]},
         by,
         "win rate vs the initial policy (±1 pooled s.e.)",
         title,
