@@ -224,10 +224,17 @@ def main(argv=None) -> dict:
             p.error(f"--where {item!r}: write FIELD=VALUE, e.g. --where lr=7.5e-05")
         k, v = item.split("=", 1)
         where[k] = v
-    rows = load(args.results, where)
-    if not rows:
-        p.error(f"no rows in {args.results} match --where {' '.join(args.where)}")
-    summary = summarize(rows, args.by)
+    if not Path(args.results).is_file():
+        p.error(
+            f"{args.results}: no such file; give a JSON-lines results file, e.g. benchmarks/results/demo.jsonl"
+        )
+    try:
+        rows = load(args.results, where)
+        if not rows:
+            p.error(f"no rows in {args.results} match --where {' '.join(args.where)}")
+        summary = summarize(rows, args.by)
+    except ValueError as exc:  # a broken line, a missing --by field, a seed twice: one line, exit 2
+        p.error(str(exc))
     print(report(summary))
     if args.plot:
         plot_win_rates(summary, Path(args.plot), args.apart, args.logx, args.title)

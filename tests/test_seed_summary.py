@@ -92,3 +92,14 @@ def test_a_seed_without_a_win_rate_is_left_out_of_the_paired_differences():
     r[5]["win_rate_vs_initial"] = None  # seed 2, 128 labels
     (adj,) = S.summarize(r, "labels")["adjacent"]
     assert adj["paired"] == [pytest.approx(0.20), pytest.approx(0.24)]
+
+
+def test_the_command_line_names_a_missing_file_and_a_wrong_field(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        S.main([str(tmp_path / "none.jsonl"), "--by", "labels"])
+    assert "none.jsonl: no such file; give a JSON-lines results file" in capsys.readouterr().err
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(rows()[0]) + "\n")
+    with pytest.raises(SystemExit):
+        S.main([str(path), "--by", "label"])
+    assert "a row has no field 'label'" in capsys.readouterr().err
