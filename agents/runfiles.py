@@ -157,7 +157,12 @@ RESUMABLE = {
         "device",
         "parallel",  # the engine's own check refuses an FSDP checkpoint without FSDP and the reverse
     )
-} | {("online", "poll_s"), ("online", "max_wait_s"), ("kl", "stop_at_target")}  # the KL budget: when to end
+} | {
+    ("online", "poll_s"),
+    ("online", "max_wait_s"),
+    ("kl", "stop_at_target"),  # the KL budget: when to end
+    ("kl", "stop_window"),
+}
 
 
 def _with_defaults(saved: dict) -> dict:
@@ -182,7 +187,8 @@ def _check_resumable(mine: dict, theirs: dict) -> None:
     if changed:
         raise ConfigError(
             f"--resume: the config differs from the checkpoint's in {changed}; only [run] (but run.algo), "
-            "[halt], optim.lr, kl.stop_at_target, online.poll_s and online.max_wait_s may change on resume."
+            "[halt], optim.lr, kl.stop_at_target, kl.stop_window, online.poll_s and online.max_wait_s may change "
+            "on resume."
         )
     moved = [
         f"{t}.{k}"

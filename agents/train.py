@@ -109,10 +109,14 @@ def _resume(files: RunFiles, agent, online, rank: int, world: int) -> int:
         raise ConfigError(f"--resume: {exc}") from None
 
 
-def reached_kl_budget(cfg: TrainConfig, metrics: dict) -> bool:
-    """``kl.stop_at_target``: this iteration's KL (nats per response, the one the controller reads) has
-    reached the target. The algorithms without a KL (``objective/kl`` absent) never stop on it."""
-    return cfg.kl.stop_at_target and metrics.get("objective/kl", -math.inf) >= cfg.kl.target
+def reached_kl_budget(cfg: TrainConfig, history: list[dict]) -> bool:
+    """``kl.stop_at_target``: the mean KL (nats per response, the one the controller reads) of the last
+    ``kl.stop_window`` iterations of ``history`` (fewer at the start) has reached the target. The
+    algorithms without a KL (``objective/kl`` absent) never stop on it."""
+    if not cfg.kl.stop_at_target or not history:
+        return False
+    kls = [m.get("objective/kl", -math.inf) for m in history[-cfg.kl.stop_window :]]
+    return sum(kls) / len(kls) >= cfg.kl.target
 
 
 def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -160,8 +164,11 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
                 )
             _after_iteration(cfg, files, agent, metrics, bar, online)
             history.append(metrics)
-            if reached_kl_budget(cfg, metrics):
-                stopped = f"KL {metrics['objective/kl']:.3g} reached kl.target {cfg.kl.target:g}"
+            if reached_kl_budget(cfg, history):
+                w = min(cfg.kl.stop_window, len(history))
+                kl = sum(m["objective/kl"] for m in history[-w:]) / w
+                over = f" (mean of the last {w})" if w > 1 else ""
+                stopped = f"KL {kl:.3g}{over} reached kl.target {cfg.kl.target:g}"
                 break
         if not files.checkpoint_path(agent.iteration).is_dir():  # the last iteration not saved yet
             files.save_checkpoint(agent, online)

@@ -66,6 +66,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="end each PPO run once its KL reaches its target (kl.stop_at_target)",
     )
+    p.add_argument(
+        "--stop-window",
+        type=int,
+        default=1,
+        help="with --stop-at-target: stop when the mean KL of the last N iterations reaches the target "
+        "(kl.stop_window; 1: one iteration's KL)",
+    )
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--samples", type=int, default=32, help="samples of rho per prompt for the frontier")
     p.add_argument(
@@ -143,6 +150,7 @@ def ppo_point(
         lr=args.lr,
         horizon=args.horizon,
         stop_at_target=args.stop_at_target,
+        stop_window=args.stop_window,
         seed=args.seed,
         extra=(f"--policy.temperature={args.temperature}",),
         query_length=args.query_length,
@@ -183,6 +191,7 @@ def ppo_point(
         "lr": args.lr,
         "batch": args.batch,
         "horizon": args.horizon,
+        "stop_window": args.stop_window if args.stop_at_target else None,
         **metadata(),
     }
     return (kl, reward), row

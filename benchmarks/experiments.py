@@ -45,6 +45,7 @@ def ppo_config(
     lr: float = 3e-4,
     horizon: int | None = None,
     stop_at_target: bool = False,
+    stop_window: int = 1,
     seed: int = 0,
     extra: tuple[str, ...] = (),
 ):
@@ -72,6 +73,7 @@ def ppo_config(
             f"--kl.target={target_kl}",
             f"--kl.horizon={horizon or max(batch * iterations // 2, 1)}",
             f"--kl.stop_at_target={str(stop_at_target).lower()}",
+            f"--kl.stop_window={stop_window}",
             # the andon cord at 3 x the KL target given here (demo.toml's explicit 18.0 is for its target 6)
             f"--halt.kl_threshold={3.0 * target_kl}",
             f"--optim.lr={lr}",
@@ -89,9 +91,10 @@ def run_ppo(cfg, gold) -> tuple[list[dict], object]:
     from agents.train import reached_kl_budget
 
     agent = build_agent(cfg)
-    rows = []
+    rows, history = [], []
     for _ in range(cfg.iterations):
         m = agent.step()
+        history.append(m)
         rows.append(
             {
                 "episodes": m["episodes"],
@@ -101,7 +104,7 @@ def run_ppo(cfg, gold) -> tuple[list[dict], object]:
                 "gold": float(np.mean([gold(t) for t in agent.last_batch.texts])),
             }
         )
-        if reached_kl_budget(cfg, m):
+        if reached_kl_budget(cfg, history):
             break
     return rows, agent
 
