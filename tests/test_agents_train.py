@@ -309,6 +309,48 @@ def test_kl_stop_at_target_ends_the_run_after_the_first_iteration_at_the_target(
     assert "resuming with changed ['kl.stop_at_target']" in capsys.readouterr().err
 
 
+def test_kl_stop_window_stops_on_the_mean_kl_of_the_last_iterations(tmp_path):
+    """``kl.stop_window = 3``: the budget reads the mean KL of the last 3 iterations (fewer at the start),
+    checked against a plain loop over the unstopped run's KLs, and the stop message says so."""
+    from agents.config import ConfigError
+    from agents.train import reached_kl_budget
+
+    ref = train_policy(tiny_config(tmp_path / "ref"), progress=False)
+    kls = [r["objective/kl"] for r in metric_rows(tmp_path / "ref" / "run")]
+    assert len(kls) >= 4
+    target = (kls[1] + kls[2] + kls[3]) / 3 - 1e-9  # the window of iterations 2-4 reaches it
+    first = next(
+        i
+        for i in range(len(kls))
+        if sum(kls[max(0, i - 2) : i + 1]) / len(kls[max(0, i - 2) : i + 1]) >= target
+    )
+    cfg = tiny_config(
+        tmp_path / "s", f"--kl.target={target!r}", "--kl.stop_at_target=true", "--kl.stop_window=3"
+    )
+    out = train_policy(cfg, progress=False)
+    assert out["iterations"] == first + 1 < ref["iterations"]
+    w = min(3, first + 1)
+    mean = sum(kls[first + 1 - w : first + 1]) / w
+    assert out["stopped"] == (
+        f"KL {mean:.3g}{f' (mean of the last {w})' if w > 1 else ''} reached kl.target {target:g}"
+    )
+
+    # the function itself, on histories of made-up KLs (an algorithm without a KL never stops)
+    def with_kl(**kl):
+        return tiny_config(
+            tmp_path, "--kl.stop_at_target=true", *(f"--kl.{k}={str(v).lower()}" for k, v in kl.items())
+        )
+
+    hist = [{"objective/kl": k} for k in (3.0, 0.0, 0.0, 2.5)]
+    assert reached_kl_budget(with_kl(target=2.0, stop_window=3), hist[:1])  # 3.0 alone
+    assert not reached_kl_budget(with_kl(target=2.0, stop_window=3), hist)  # (0 + 0 + 2.5) / 3
+    assert reached_kl_budget(with_kl(target=2.0, stop_window=1), hist)
+    assert not reached_kl_budget(with_kl(target=2.0, stop_window=1), [{"objective/score": 9.0}])
+    assert not reached_kl_budget(with_kl(target=2.0, stop_at_target=False), hist)
+    with pytest.raises(ConfigError, match=r"kl\.stop_window = 0: input should be greater than or equal to 1"):
+        tiny_config(tmp_path, "--kl.stop_window=0")
+
+
 def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_path):
     """A checkpoint written by an older version lacks the keys added since (e.g. kl.stop_at_target): they
     compare as their defaults, the behaviour it ran with, and a key that really differs is still named."""
