@@ -7,7 +7,7 @@ A config (TOML, see the presets in ``agents/configs/*.toml``) has these tables::
               folder or hub id, an http(s):// reward server, module:function), [env.reward_options]
               (textenv.reward_plugins.RewardSpec's fields) and [env.overrides] for the task
     [policy]  model, temperature ("task": the task's), train ("full" | "top_blocks" | "lora"), ...
-    [optim]   lr, lr_decay, optimizer, adam_eps                       (shared by every algorithm)
+    [optim]   lr, lr_decay, optimizer, adam_eps, fused                (shared by every algorithm)
     [kl]      coef, adaptive, target, horizon, form, estimator        (shared; PAPER.md §1.4-1.5)
     [halt]    kl_threshold, kl_factor, kl_patience                    (shared; the andon cord)
     [ppo], [rloo], ...   each algorithm's own fields (agents.algos.ALGOS)

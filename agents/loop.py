@@ -163,7 +163,7 @@ class Agent:
         self.reference = self.engine.reference(self.reference)
         self.params = self.trainable_parameters()
         o = config.optim
-        self.optimizer = make_optimizer(self.params, lr=o.lr, kind=o.optimizer, eps=o.adam_eps)
+        self.optimizer = make_optimizer(self.params, lr=o.lr, kind=o.optimizer, eps=o.adam_eps, fused=o.fused)
         # run.precision = "fp16": dynamic loss scaling (bf16 and fp32 need none: a disabled scaler is a no-op)
         fp16 = getattr(policy, "precision", "fp32") == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)

@@ -162,6 +162,7 @@ RESUMABLE = {
     ("online", "max_wait_s"),
     ("kl", "stop_at_target"),  # the KL budget: when to end
     ("kl", "stop_window"),
+    ("optim", "fused"),  # the same optimiser state either way
 }
 
 
@@ -187,8 +188,8 @@ def _check_resumable(mine: dict, theirs: dict) -> None:
     if changed:
         raise ConfigError(
             f"--resume: the config differs from the checkpoint's in {changed}; only [run] (but run.algo), "
-            "[halt], optim.lr, kl.stop_at_target, kl.stop_window, online.poll_s and online.max_wait_s may change "
-            "on resume."
+            "[halt], optim.lr, optim.fused, kl.stop_at_target, kl.stop_window, online.poll_s and "
+            "online.max_wait_s may change on resume."
         )
     moved = [
         f"{t}.{k}"

@@ -31,12 +31,17 @@ class OptimConfig:
         lr_decay: linear decay to 0 over ``total_episodes`` (the reference code).
         optimizer: ``tf_adam`` (the reference code's epsilon placement) or ``torch_adam``.
         adam_eps: Adam's epsilon (1e-5).
+        fused: ``tf_adam`` through PyTorch's fused Adam kernel (TF1's epsilon mapped onto PyTorch's, see
+            :mod:`rewards.optim`): one pass over the parameters and moments instead of about 18, equal to
+            the per-tensor loop within float rounding. False: the loop, bit for bit what versions before
+            it ran. May change on resume (the optimiser state is the same).
     """
 
     lr: float = Field(1e-5, gt=0)
     lr_decay: bool = True
     optimizer: Literal["tf_adam", "torch_adam"] = "tf_adam"
     adam_eps: float = Field(1e-5, gt=0)
+    fused: bool = True
 
 
 @dataclass(frozen=True, config=STRICT)

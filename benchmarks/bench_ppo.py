@@ -5,7 +5,8 @@ Cases (each implementation and mode runs in its own subprocess, so peak RSS is i
 * ``tiny``: a GPT-2 config with 2 layers, width 64 and a 1,024-token BPE vocabulary trained on the books
   corpus; 16 episodes x (16 query + 16 response) tokens, 1 PPO epoch.
 * ``embedded``: SmolLM2-135M, 8 episodes x (64 + 24) tokens, 4 epochs, full fine-tuning; our top-2-blocks
-  and LoRA (r = 16) modes are reported separately (their speed-up over our full mode).
+  and LoRA (r = 16) modes are reported separately (their speed-up over our full mode), and ``full_loop``
+  (on request) is full fine-tuning with Adam's per-tensor loop instead of its fused kernel.
 * ``gemma3``: the optional Gemma-3-270M (262,144-token vocabulary; ``textenv setup --only gemma3-270m``),
   4 episodes x (32 + 16) tokens, 1 epoch: what its vocabulary costs in time and peak memory.
 
@@ -160,7 +161,8 @@ def run_ours(case: str, mode: str, iterations: int) -> dict:
         total_episodes=c["batch"] * (iterations + 1),
         epochs=c["epochs"],
         minibatches=1,
-        optim=OptimConfig(lr=1e-5),
+        # full_loop: full fine-tuning with the per-tensor TF-Adam loop (optim.fused = false), the before
+        optim=OptimConfig(lr=1e-5, fused=mode != "full_loop"),
         kl=KLConfig(coef=0.15),
         halt=HaltConfig(kl_patience=0),
     )
@@ -453,7 +455,13 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--cases", nargs="+", default=["tiny", "embedded"], choices=list(CASES), help="gemma3 needs its asset"
     )
-    parser.add_argument("--impls", nargs="+", default=["trl", "full", "top_blocks", "lora"])
+    parser.add_argument(
+        "--impls",
+        nargs="+",
+        default=["trl", "full", "top_blocks", "lora"],
+        choices=["trl", "full", "top_blocks", "lora", "full_loop"],
+        help="full_loop: full fine-tuning with optim.fused = false (Adam's per-tensor loop), side by side",
+    )
     parser.add_argument("--iterations", type=int, default=3, help="measured iterations (after 1 warm-up)")
     parser.add_argument(
         "--trl-path", default=None, help="folder where trl==1.12.0 was installed with --target"
@@ -474,7 +482,7 @@ def main(argv=None) -> None:
     for case in args.cases:
         rows = {}
         for impl in args.impls:
-            if case == "tiny" and impl in ("top_blocks", "lora"):
+            if case == "tiny" and impl in ("top_blocks", "lora", "full_loop"):
                 continue  # the tiny case compares full fine-tuning only
             cmd = [sys.executable, "-m", "benchmarks.bench_ppo", "--worker", case, impl]
             cmd += ["--iterations", str(args.iterations), "--threads", str(args.threads)]
@@ -489,7 +497,7 @@ def main(argv=None) -> None:
             if "trl" in rows and impl != "trl":
                 row["speedup_vs_trl"] = row["episodes_per_s"] / rows["trl"]["episodes_per_s"]
                 row["peak_rss_vs_trl"] = row["peak_rss_gb"] / rows["trl"]["peak_rss_gb"]
-            if "full" in rows and impl in ("top_blocks", "lora"):
+            if "full" in rows and impl in ("top_blocks", "lora", "full_loop"):
                 row["speedup_vs_our_full"] = row["episodes_per_s"] / rows["full"]["episodes_per_s"]
             emit({**row, **meta, "threads": args.threads}, out=Path(args.out))
 

@@ -39,6 +39,8 @@ class RewardTrainConfig:
         epochs: passes over the labels (the paper: 1, to avoid overfitting).
         optimizer: ``tf_adam`` (reference code) or ``torch_adam``.
         adam_eps: Adam epsilon (1e-5).
+        fused: ``tf_adam`` through PyTorch's fused kernel, equal to the per-tensor loop within float
+            rounding (:mod:`rewards.optim`); False: the loop.
         top_blocks: None trains the whole model (the paper); k trains only the top k blocks + head.
         seed: shuffle seed (the same permutation on every rank in the reference code).
     """
@@ -48,6 +50,7 @@ class RewardTrainConfig:
     epochs: int = Field(1, ge=1)
     optimizer: Literal["tf_adam", "torch_adam"] = "tf_adam"
     adam_eps: float = Field(1e-5, gt=0)
+    fused: bool = True
     top_blocks: int | None = Field(None, ge=0)
     seed: int = Field(0, ge=0)
 
@@ -184,7 +187,9 @@ def train_reward_model(
     rm.set_trainable(config.top_blocks)
     rm.train()  # dropout is 0 everywhere (the loader disabled it), so train mode changes nothing
     params = [p for p in rm.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, lr=config.lr, kind=config.optimizer, eps=config.adam_eps)
+    optimizer = make_optimizer(
+        params, lr=config.lr, kind=config.optimizer, eps=config.adam_eps, fused=config.fused
+    )
     t0 = time.perf_counter()
     losses, lrs = _train_epochs(rm, items, config, optimizer, label_type, features, progress)
     rm.eval()

@@ -238,7 +238,10 @@ def test_online_run_raises_the_labelers_score(tmp_path):
         agent.step()
         gold.append(loop.labeler_score(agent.last_batch.texts))
     assert loop.retrains == 4
-    assert np.mean(gold[-3:]) > np.mean(gold[:3]) + 0.3, gold
+    # against the initial policy's batch: at lr 1e-2 the second iteration has already learned (0.65 from
+    # -0.09), so the mean of the first three (0.67) sat within 0.1 of the last three's (0.93-1.04, Adam's
+    # fused kernel or its loop, optim.fused / online.reward.fused)
+    assert np.mean(gold[-3:]) > gold[0] + 0.5, gold
 
 
 def test_mock_labeler_latency_delays_the_answers(tmp_path):

@@ -62,17 +62,54 @@ def tf_adam_reference(grads, lr, b1, b2, eps):
     return out
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("lr, betas, eps", [(1e-3, (0.9, 0.999), 1e-5), (0.05, (0.5, 0.8), 1e-3)])
-def test_tf_adam_matches_the_closed_form_at_every_step(lr, betas, eps):
+def test_tf_adam_matches_the_closed_form_at_every_step(lr, betas, eps, fused):
     rng = np.random.default_rng(0)
     grads = [rng.normal(size=4) * s for s in (1.0, 0.1, 3.0, 0.5, 1e-3, 2.0)]
     p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
-    opt = AdamTF([p], lr=lr, betas=betas, eps=eps)
+    opt = AdamTF([p], lr=lr, betas=betas, eps=eps, fused=fused)
     for step, (g, ref) in enumerate(zip(grads, tf_adam_reference(grads, lr, *betas, eps), strict=True), 1):
         p.grad = torch.tensor(g)
         assert opt.step() is None
         np.testing.assert_allclose(p.detach().numpy(), ref, rtol=1e-10, atol=1e-14, err_msg=f"step {step}")
         assert opt.state[p]["step"] == step
+
+
+def test_fused_tf_adam_equals_the_loop_within_float_rounding_and_shares_its_state():
+    """``fused=True`` (PyTorch's kernel with epsilon ``eps / sqrt(1 - beta2^t)``) against the per-tensor
+    loop, float32, over steps where one tensor sits some out (so the group holds two step counts), and a
+    state written by either continues in the other."""
+    torch.manual_seed(0)
+    shapes = [(7, 5), (5,), (3, 2, 4)]
+    loop = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    fused = [torch.nn.Parameter(p.detach().clone()) for p in loop]
+    a, b = AdamTF(loop, lr=1e-2, eps=1e-5), AdamTF(fused, lr=1e-2, eps=1e-5, fused=True)
+    for step in range(12):
+        for i, (p, q) in enumerate(zip(loop, fused)):
+            if i == 1 and step % 3 == 0:  # no gradient: this tensor's step count falls behind
+                p.grad = q.grad = None
+                continue
+            g = torch.randn(p.shape) * 10.0 ** (step % 4 - 2)
+            p.grad, q.grad = g.clone(), g.clone()
+        a.step(), b.step()
+        for p, q in zip(loop, fused):
+            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+    steps = [int(b.state[q]["step"]) for q in fused]
+    assert steps == [int(a.state[p]["step"]) for p in loop] == [12, 8, 12]
+    assert all(torch.is_tensor(b.state[q]["step"]) for q in fused)
+    # the moments and step counts move between the two paths
+    a2, b2 = AdamTF(loop, lr=1e-2, fused=True), AdamTF(fused, lr=1e-2, fused=False)
+    a2.load_state_dict(a.state_dict()), b2.load_state_dict(b.state_dict())
+    for p, q in zip(loop, fused):
+        g = torch.randn(p.shape)
+        p.grad, q.grad = g.clone(), g.clone()
+    a2.step(), b2.step()
+    for p, q in zip(loop, fused):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+    assert (
+        [int(a2.state[p]["step"]) for p in loop] == [int(b2.state[q]["step"]) for q in fused] == [13, 9, 13]
+    )
 
 
 def test_tf_adam_defaults_and_make_optimizer():
@@ -81,7 +118,8 @@ def test_tf_adam_defaults_and_make_optimizer():
     opt = make_optimizer([p], lr=0.3)
     assert type(opt) is AdamTF and opt.defaults["lr"] == 0.3 and opt.defaults["eps"] == 1e-5
     opt = make_optimizer([p], lr=0.3, eps=1e-7)
-    assert opt.defaults["eps"] == 1e-7
+    assert opt.defaults["eps"] == 1e-7 and opt.fused is False
+    assert make_optimizer([p], lr=0.3, fused=True).fused is True
     t = make_optimizer([p], lr=0.2, kind="torch_adam", eps=1e-6)
     assert type(t) is torch.optim.Adam and t.defaults["lr"] == 0.2 and t.defaults["eps"] == 1e-6
     for kind in ("sgd", "torch_adamw", "zz"):  # names sorting before and after the valid ones
