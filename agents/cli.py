@@ -8,6 +8,9 @@ from collections.abc import Sequence
 
 from textenv import cli as textenv_cli
 
+# the commands that train or sample: glibc keeps their freed memory (agents.allocator); not the servers
+COMPUTE = frozenset({"train-policy", "train-reward", "train-sft", "evaluate", "sample", "demo"})
+
 
 def build_parser():
     parser, sub = textenv_cli.build_parser(return_subparsers=True, with_demo=False)
@@ -55,6 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if args.command in COMPUTE:
+        from agents.allocator import keep_freed_memory
+
+        try:
+            keep_freed_memory()
+        except ValueError as exc:  # a bad TEXTENV_MALLOC
+            parser.error(str(exc))
     if args.command == "train-policy":
         return commands[args.command](args, extra)
     return commands[args.command](args)

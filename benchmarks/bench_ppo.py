@@ -22,6 +22,10 @@ KV cache read) at the memory bandwidth measured in the same worker, per phase (`
 ``phase_ratio_to_roofline``). ``optimizer_traffic_s`` is what the AdamW steps' memory traffic alone
 costs at that bandwidth (paid by the update, not counted in the roofline).
 
+Every worker, TRL's too, keeps freed memory in the process as the ``textenv`` training commands do
+(:mod:`agents.allocator`; ``TEXTENV_MALLOC=default`` runs both on glibc's defaults; each row records
+``malloc``).
+
 TRL is installed outside the project's environment (``pip install --no-deps --target DIR trl==1.12.0``)
 and put on ``sys.path`` in the TRL worker only:
 
@@ -398,7 +402,10 @@ def run_trl(case: str, iterations: int, trl_path: str) -> dict:
 
 # ------------------------------------------------------------------------------------------ driver
 def worker(args) -> None:
+    from agents.allocator import keep_freed_memory
+
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the textenv commands do, for both sides (TEXTENV_MALLOC=default: glibc's own)
     if args.impl == "trl":
         out = run_trl(args.case, args.iterations, args.trl_path)
     else:
@@ -474,6 +481,12 @@ def main(argv=None) -> None:
         args.case, args.impl = args.worker
         worker(args)
         return
+    from agents.allocator import setting
+
+    try:
+        setting()
+    except ValueError as exc:
+        parser.error(str(exc))
     if "trl" in args.impls and not args.trl_path:
         parser.error(
             "--trl-path is required for the TRL side (pip install --no-deps --target DIR trl==1.12.0)"
@@ -499,7 +512,7 @@ def main(argv=None) -> None:
                 row["peak_rss_vs_trl"] = row["peak_rss_gb"] / rows["trl"]["peak_rss_gb"]
             if "full" in rows and impl in ("top_blocks", "lora", "full_loop"):
                 row["speedup_vs_our_full"] = row["episodes_per_s"] / rows["full"]["episodes_per_s"]
-            emit({**row, **meta, "threads": args.threads}, out=Path(args.out))
+            emit({**row, **meta, "threads": args.threads, "malloc": setting()}, out=Path(args.out))
 
 
 if __name__ == "__main__":
