@@ -95,6 +95,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plot", default=str(RESULTS / "exp_reward_vs_kl.png"))
     p.add_argument("--out", default=str(RESULTS / "exp_reward_vs_kl.jsonl"))
     args = p.parse_args(argv)
+    if args.stop_window < 1:
+        p.error(f"--stop-window {args.stop_window}: give a number of iterations, at least 1")
     if args.full:
         args.targets, args.iterations, args.batch, args.prompts, args.samples = (
             [0.5, 1, 2, 4, 8],

@@ -215,3 +215,13 @@ def test_the_experiment_seed_drives_ppo_too(tmp_path):
     kw = dict(task="MockSentiment-v0", model="tiny-gpt2")
     assert ppo_config(tmp_path / "a", **kw).ppo.seed == 0
     assert ppo_config(tmp_path / "b", seed=3, **kw).ppo.seed == 3
+
+
+def test_exp_reward_vs_kl_refuses_a_stop_window_under_one(capsys):
+    from benchmarks import exp_reward_vs_kl
+
+    with pytest.raises(SystemExit) as exc:
+        exp_reward_vs_kl.parse_args(["--stop-at-target", "--stop-window", "0"])
+    assert exc.value.code == 2
+    assert "--stop-window 0: give a number of iterations, at least 1" in capsys.readouterr().err
+    assert exp_reward_vs_kl.parse_args(["--stop-at-target", "--stop-window", "3"]).stop_window == 3
