@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from agents import distributed as D
-from agents.sections import AlgoConfig
+from agents.sections import RECENT_KLS, AlgoConfig
 from rewards.optim import linear_decay, make_optimizer
 from textenv.env import NonFiniteRewardError
 from textenv.kl import AdaptiveKLController, FixedKLController, kl_per_token
@@ -154,6 +154,7 @@ class Agent:
         self.context_length = envs.unwrapped.task.context_length
         self.response_length = envs.unwrapped.config.response_length
         self.kl_ctl = config.kl.controller()
+        self.recent_kls: list[float] = []
         self.params = self.trainable_parameters()
         if not self.params:
             raise ValueError("the policy has no trainable parameters; check set_trainable / enable_lora.")
@@ -337,6 +338,8 @@ class Agent:
         t1 = time.perf_counter()
         metrics.update(D.mean_metrics(self.update(batch)))
         self.kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
+        # the last KLs, checkpointed: kl.stop_window's budget reads them after a resume
+        self.recent_kls = [*self.recent_kls, float(metrics["objective/kl"])][-RECENT_KLS:]
         self.iteration += 1
         metrics.update(
             {
@@ -367,6 +370,7 @@ class Agent:
             "optimizer": D.local_state(self.optimizer.state_dict()),  # FSDP: this rank's shards
             "kl_ctl": self.kl_ctl.state_dict(),
             "kl_over": self.kl_over,
+            "recent_kls": list(self.recent_kls),
             "generator": self.generator.get_state(),
             "np_rng": self.np_rng.bit_generator.state,
             "rank": self.rank,
@@ -403,6 +407,7 @@ class Agent:
         if self.scaler.is_enabled() and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.kl_over = int(state.get("kl_over", 0))
+        self.recent_kls = [float(k) for k in state.get("recent_kls", [])]
         self.generator.set_state(state["generator"])
         self.np_rng.bit_generator.state = state["np_rng"]
         self.iteration = int(state["iteration"])

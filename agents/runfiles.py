@@ -170,12 +170,32 @@ def _with_defaults(saved: dict) -> dict:
     """A checkpoint's config with the defaults of the keys added since it was written (an older version's
     checkpoint lacks them; their defaults are the behaviour it ran with), as it would load today."""
     try:
-        return TrainConfig.from_dict(saved).to_dict()
+        out = TrainConfig.from_dict(saved).to_dict()
     except ConfigError:  # a key since removed or renamed: compared as saved, so the change is named
         return saved
+    # Adam's fused kernel came with a default of true, but a checkpoint without the key ran the loop
+    if "fused" not in saved.get("optim", {}):
+        out["optim"]["fused"] = False
+    reward = saved.get("online", {}).get("reward")
+    if isinstance(reward, dict) and "fused" not in reward and isinstance(out["online"].get("reward"), dict):
+        out["online"]["reward"]["fused"] = False
+    return out
+
+
+def _without_reward_fused(config: dict) -> dict:
+    """``config`` without ``online.reward.fused`` (Adam's kernel or its loop may change on resume, as
+    ``optim.fused`` may: the optimiser state is the same)."""
+    reward = config.get("online", {}).get("reward")
+    if not isinstance(reward, dict) or "fused" not in reward:
+        return config
+    return {
+        **config,
+        "online": {**config["online"], "reward": {k: v for k, v in reward.items() if k != "fused"}},
+    }
 
 
 def _check_resumable(mine: dict, theirs: dict) -> None:
+    mine, theirs = _without_reward_fused(mine), _without_reward_fused(theirs)
     changed = [
         f"{t}.{k}"
         for t in mine
@@ -188,8 +208,8 @@ def _check_resumable(mine: dict, theirs: dict) -> None:
     if changed:
         raise ConfigError(
             f"--resume: the config differs from the checkpoint's in {changed}; only [run] (but run.algo), "
-            "[halt], optim.lr, optim.fused, kl.stop_at_target, kl.stop_window, online.poll_s and "
-            "online.max_wait_s may change on resume."
+            "[halt], optim.lr, optim.fused, online.reward.fused, kl.stop_at_target, kl.stop_window, "
+            "online.poll_s and online.max_wait_s may change on resume."
         )
     moved = [
         f"{t}.{k}"

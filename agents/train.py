@@ -148,6 +148,9 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
         files.save_checkpoint(agent, online)  # iteration 0: a kill while the first labels come in resumes
     bar = _progress_bar(cfg.iterations, start, cfg.run.algo) if progress and rank == 0 else None
     history: list[dict] = []
+    # the KLs before this invocation (a resume), so that kl.stop_window reads the same window as an
+    # uninterrupted run
+    before = [{"objective/kl": k} for k in getattr(agent, "recent_kls", [])] if resume else []
     stopped = None
     t_start = time.perf_counter()
     try:
@@ -164,9 +167,9 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
                 )
             _after_iteration(cfg, files, agent, metrics, bar, online)
             history.append(metrics)
-            if reached_kl_budget(cfg, history):
-                w = min(cfg.kl.stop_window, len(history))
-                kl = sum(m["objective/kl"] for m in history[-w:]) / w
+            if reached_kl_budget(cfg, before + history):
+                w = min(cfg.kl.stop_window, len(before + history))
+                kl = sum(m["objective/kl"] for m in (before + history)[-w:]) / w
                 over = f" (mean of the last {w})" if w > 1 else ""
                 stopped = f"KL {kl:.3g}{over} reached kl.target {cfg.kl.target:g}"
                 break

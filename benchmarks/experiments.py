@@ -85,7 +85,8 @@ def ppo_config(
 
 def run_ppo(cfg, gold) -> tuple[list[dict], object]:
     """Train; returns per-iteration rows ``{episodes, kl, kl_coef, score, gold}`` and the agent. With
-    ``kl.stop_at_target`` it ends after the first iteration whose KL reaches the target (as
+    ``kl.stop_at_target`` it ends after the first iteration whose KL (the mean of the last
+    ``kl.stop_window``) reaches the target (as
     ``textenv train-policy`` does)."""
     from agents.build import build_agent
     from agents.train import reached_kl_budget

@@ -30,16 +30,12 @@ import torch
 from torch.optim.adam import adam
 
 
+FUSED_DEVICES = ("cpu", "cuda")  # where PyTorch's fused Adam kernel is known to exist
+
+
 def _fusable(p: torch.Tensor) -> bool:
     """PyTorch has a fused Adam kernel for this tensor's device and dtype (CPU and CUDA floats)."""
-    try:
-        from torch.optim.optimizer import _get_fused_kernels_supported_devices as devices
-    except ImportError:  # a private helper: if a later PyTorch moves it, CPU and CUDA still have the kernel
-
-        def devices():
-            return ["cpu", "cuda"]
-
-    return p.device.type in devices() and p.dtype in (
+    return p.device.type in FUSED_DEVICES and p.dtype in (
         torch.float16,
         torch.bfloat16,
         torch.float32,
@@ -68,6 +64,13 @@ class AdamTF(torch.optim.Optimizer):
             raise ValueError(f"invalid AdamTF settings lr={lr}, betas={betas}, eps={eps}.")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
         self.fused = bool(fused)
+        # each parameter's step count on the host: reading the state's (a device tensor on the fused
+        # path) would synchronise with a GPU once per parameter and step
+        self._steps: dict[torch.Tensor, int] = {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._steps = {}  # read again from the loaded state at the next step
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -86,10 +89,14 @@ class AdamTF(torch.optim.Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
+                done = self._steps.get(p)
+                if done is None:
+                    done = int(state["step"])
+                self._steps[p] = done + 1
                 if self.fused and _fusable(p):
-                    at_step.setdefault(int(state["step"]), []).append(p)
+                    at_step.setdefault(done, []).append(p)
                     continue
-                state["step"] = t = int(state["step"]) + 1
+                state["step"] = t = done + 1
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
@@ -133,7 +140,8 @@ def make_optimizer(
     fused: bool = False,
 ) -> torch.optim.Optimizer:
     """``tf_adam`` (the reference code's, default) or ``torch_adam`` (an option), both with ``eps``;
-    ``fused``: ``tf_adam`` through PyTorch's fused kernel (:class:`AdamTF`)."""
+    ``fused``: ``tf_adam`` through PyTorch's fused kernel (:class:`AdamTF`); ``torch_adam`` takes
+    PyTorch's own default implementation whatever ``fused`` says."""
     if kind == "tf_adam":
         return AdamTF(params, lr=lr, eps=eps, fused=fused)
     if kind == "torch_adam":

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from textenv.assets import SETUP_COMMAND
+
+# the CLI's glibc setting (agents.allocator) is process-wide and cannot be undone: tests that call the CLI
+# in-process must not change it for the whole session (tests/test_allocator.py checks it in subprocesses)
+os.environ.setdefault("TEXTENV_MALLOC", "default")
 
 
 @pytest.fixture(scope="session")

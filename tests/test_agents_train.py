@@ -351,6 +351,47 @@ def test_kl_stop_window_stops_on_the_mean_kl_of_the_last_iterations(tmp_path):
         tiny_config(tmp_path, "--kl.stop_window=0")
 
 
+def test_kl_stop_window_after_a_resume_stops_where_the_uninterrupted_run_stops(tmp_path):
+    """The agent checkpoints its last KLs: a run cut short and resumed reads the same 3-iteration window
+    as one that never stopped, so it stops at the same iteration with the same message."""
+    kls = [r["objective/kl"] for r in _unstopped_kls(tmp_path)]
+    target = (kls[1] + kls[2] + kls[3]) / 3 - 1e-9
+    stop = [f"--kl.target={target!r}", "--kl.stop_at_target=true", "--kl.stop_window=3"]
+    whole = train_policy(tiny_config(tmp_path / "whole", *stop), progress=False)
+    n = whole["iterations"]
+    assert n >= 2
+    cut = train_policy(
+        tiny_config(tmp_path / "cut", *stop, f"--run.iterations={n - 1}", "--run.checkpoint_every=1"),
+        progress=False,
+    )
+    assert cut["stopped"] is None and cut["iterations"] == n - 1
+    resumed = train_policy(tiny_config(tmp_path / "cut", *stop), resume=True, progress=False)
+    assert resumed["iterations"] == n and resumed["stopped"] == whole["stopped"]
+    assert metric_rows(tmp_path / "cut" / "run") == metric_rows(tmp_path / "whole" / "run")
+
+
+def _unstopped_kls(tmp_path):
+    train_policy(tiny_config(tmp_path / "ref"), progress=False)
+    return metric_rows(tmp_path / "ref" / "run")
+
+
+def test_a_checkpoint_from_before_fused_adam_ran_the_loop_and_may_switch(tmp_path, capsys):
+    """A checkpoint without ``optim.fused`` ran Adam's loop: it compares as ``fused = false`` (resuming
+    with today's default is a named change, allowed), and ``online.reward.fused`` may change on resume."""
+    from agents.runfiles import _check_resumable, _with_defaults
+
+    mine = tiny_config(tmp_path).to_dict()
+    old = json.loads(json.dumps(mine))
+    del old["optim"]["fused"]
+    assert _with_defaults(old)["optim"]["fused"] is False
+    _check_resumable(mine, _with_defaults(old))  # allowed, and said
+    assert "resuming with changed ['optim.fused']" in capsys.readouterr().err
+    online = tiny_config(tmp_path, "--online.enabled=true").to_dict()
+    other = json.loads(json.dumps(online))
+    other["online"]["reward"]["fused"] = not online["online"]["reward"]["fused"]
+    _check_resumable(online, other)  # no error
+
+
 def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_path):
     """A checkpoint written by an older version lacks the keys added since (e.g. kl.stop_at_target): they
     compare as their defaults, the behaviour it ran with, and a key that really differs is still named."""

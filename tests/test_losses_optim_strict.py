@@ -1,5 +1,6 @@
 """rewards/losses.py and rewards/optim.py beyond one step and one-element batches (issue 20)."""
 
+import copy
 import math
 
 import numpy as np
@@ -191,3 +192,22 @@ def test_make_optimizer_kind_read_from_a_config_is_compared_by_value():
     # built at run time, as a TOML value is: not the interned literal
     assert type(make_optimizer(p, 1e-3, kind="".join(["tf_", "adam"]))) is AdamTF
     assert type(make_optimizer(p, 1e-3, kind="".join(["torch_", "adam"]))) is torch.optim.Adam
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_tf_adam_reloading_an_earlier_state_continues_from_its_step_count(fused):
+    """The step counts are kept on the host between steps; loading a state resets them from the state."""
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = AdamTF([p], lr=0.1, fused=fused)
+    for _ in range(3):
+        p.grad = torch.ones(3)
+        opt.step()
+    saved = copy.deepcopy(opt.state_dict())
+    for _ in range(2):
+        p.grad = torch.ones(3)
+        opt.step()
+    assert int(opt.state[p]["step"]) == 5
+    opt.load_state_dict(saved)
+    p.grad = torch.ones(3)
+    opt.step()
+    assert int(opt.state[p]["step"]) == 4
