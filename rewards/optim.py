@@ -29,7 +29,6 @@ from typing import Literal
 import torch
 from torch.optim.adam import adam
 
-
 FUSED_DEVICES = ("cpu", "cuda")  # where PyTorch's fused Adam kernel is known to exist
 
 
