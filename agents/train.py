@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -109,14 +108,18 @@ def _resume(files: RunFiles, agent, online, rank: int, world: int) -> int:
         raise ConfigError(f"--resume: {exc}") from None
 
 
-def reached_kl_budget(cfg: TrainConfig, history: list[dict]) -> bool:
-    """``kl.stop_at_target``: the mean KL (nats per response, the one the controller reads) of the last
-    ``kl.stop_window`` iterations of ``history`` (fewer at the start) has reached the target. The
-    algorithms without a KL (``objective/kl`` absent) never stop on it."""
-    if not cfg.kl.stop_at_target or not history:
-        return False
-    kls = [m.get("objective/kl", -math.inf) for m in history[-cfg.kl.stop_window :]]
-    return sum(kls) / len(kls) >= cfg.kl.target
+def reached_kl_budget(cfg: TrainConfig, kls: list[float]) -> str | None:
+    """``kl.stop_at_target``: the stop message once the mean of the last ``kl.stop_window`` of ``kls``
+    (fewer at the start; nats per response, the KL the controller reads; the agent's ``recent_kls``,
+    which a checkpoint keeps) has reached the target, else None."""
+    window = kls[-cfg.kl.stop_window :]
+    if not cfg.kl.stop_at_target or not window:
+        return None
+    kl = sum(window) / len(window)
+    if kl < cfg.kl.target:
+        return None
+    over = f" (mean of the last {len(window)})" if len(window) > 1 else ""
+    return f"KL {kl:.3g}{over} reached kl.target {cfg.kl.target:g}"
 
 
 def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -148,9 +151,6 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
         files.save_checkpoint(agent, online)  # iteration 0: a kill while the first labels come in resumes
     bar = _progress_bar(cfg.iterations, start, cfg.run.algo) if progress and rank == 0 else None
     history: list[dict] = []
-    # the KLs before this invocation (a resume), so that kl.stop_window reads the same window as an
-    # uninterrupted run
-    before = [{"objective/kl": k} for k in getattr(agent, "recent_kls", [])] if resume else []
     stopped = None
     t_start = time.perf_counter()
     try:
@@ -167,11 +167,9 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
                 )
             _after_iteration(cfg, files, agent, metrics, bar, online)
             history.append(metrics)
-            if reached_kl_budget(cfg, before + history):
-                w = min(cfg.kl.stop_window, len(before + history))
-                kl = sum(m["objective/kl"] for m in (before + history)[-w:]) / w
-                over = f" (mean of the last {w})" if w > 1 else ""
-                stopped = f"KL {kl:.3g}{over} reached kl.target {cfg.kl.target:g}"
+            # the agent's last KLs, restored on resume: the same window as an uninterrupted run's
+            stopped = reached_kl_budget(cfg, agent.recent_kls)
+            if stopped:
                 break
         if not files.checkpoint_path(agent.iteration).is_dir():  # the last iteration not saved yet
             files.save_checkpoint(agent, online)

@@ -92,10 +92,9 @@ def run_ppo(cfg, gold) -> tuple[list[dict], object]:
     from agents.train import reached_kl_budget
 
     agent = build_agent(cfg)
-    rows, history = [], []
+    rows = []
     for _ in range(cfg.iterations):
         m = agent.step()
-        history.append(m)
         rows.append(
             {
                 "episodes": m["episodes"],
@@ -105,7 +104,7 @@ def run_ppo(cfg, gold) -> tuple[list[dict], object]:
                 "gold": float(np.mean([gold(t) for t in agent.last_batch.texts])),
             }
         )
-        if reached_kl_budget(cfg, history):
+        if reached_kl_budget(cfg, agent.recent_kls):
             break
     return rows, agent
 
