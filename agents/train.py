@@ -151,10 +151,12 @@ def train_policy(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
         files.save_checkpoint(agent, online)  # iteration 0: a kill while the first labels come in resumes
     bar = _progress_bar(cfg.iterations, start, cfg.run.algo) if progress and rank == 0 else None
     history: list[dict] = []
-    stopped = None
+    # a resumed run whose checkpoint already met its KL budget (killed between its last checkpoint and
+    # its exit) ends here, as the uninterrupted run did
+    stopped = reached_kl_budget(cfg, agent.recent_kls)
     t_start = time.perf_counter()
     try:
-        while agent.iteration < cfg.iterations:
+        while stopped is None and agent.iteration < cfg.iterations:
             try:
                 online_stats = _before_iteration(cfg, files, agent, online)
                 metrics = agent.step()
@@ -258,5 +260,6 @@ def cli_train_policy(args, extra: list[str] = ()) -> int:
     if D.rank() == 0 and out["first"] and out["last"]:
         print(_summary_line(out))
     elif D.rank() == 0:
-        print(f"[train-policy] already at iteration {out['iterations']} of {cfg.iterations}; nothing to do.")
+        why = f"stopped: {out['stopped']}" if out.get("stopped") else f"of {cfg.iterations}"
+        print(f"[train-policy] already at iteration {out['iterations']} ({why}); nothing to do.")
     return 0

@@ -368,6 +368,10 @@ def test_kl_stop_window_after_a_resume_stops_where_the_uninterrupted_run_stops(t
     resumed = train_policy(tiny_config(tmp_path / "cut", *stop), resume=True, progress=False)
     assert resumed["iterations"] == n and resumed["stopped"] == whole["stopped"]
     assert metric_rows(tmp_path / "cut" / "run") == metric_rows(tmp_path / "whole" / "run")
+    # killed after its last checkpoint, before it exited: the resume ends at once, no extra iteration
+    again = train_policy(tiny_config(tmp_path / "whole", *stop), resume=True, progress=False)
+    assert again["iterations"] == n and again["stopped"] == whole["stopped"]
+    assert metric_rows(tmp_path / "whole" / "run") == metric_rows(tmp_path / "cut" / "run")
 
 
 def _unstopped_kls(tmp_path):
