@@ -5,8 +5,10 @@ Cases (each implementation and mode runs in its own subprocess, so peak RSS is i
 * ``tiny``: a GPT-2 config with 2 layers, width 64 and a 1,024-token BPE vocabulary trained on the books
   corpus; 16 episodes x (16 query + 16 response) tokens, 1 PPO epoch.
 * ``embedded``: SmolLM2-135M, 8 episodes x (64 + 24) tokens, 4 epochs, full fine-tuning; our top-2-blocks
-  and LoRA (r = 16) modes are reported separately (their speed-up over our full mode), and ``full_loop``
-  (on request) is full fine-tuning with Adam's per-tensor loop instead of its fused kernel.
+  and LoRA (r = 16) modes are reported separately (their speed-up over our full mode); on request,
+  ``full_loop`` is full fine-tuning with Adam's per-tensor loop instead of its fused kernel and
+  ``full_blas`` full fine-tuning with ``TEXTENV_CPU_MATMUL=blas`` (PyTorch's own float32 matmul instead of
+  oneDNN's, :mod:`textenv.models.cpu_linear`).
 * ``gemma3``: the optional Gemma-3-270M (262,144-token vocabulary; ``textenv setup --only gemma3-270m``),
   4 episodes x (32 + 16) tokens, 1 epoch: what its vocabulary costs in time and peak memory.
 
@@ -16,7 +18,7 @@ trains a separate value network (its design), we use a value head on the policy 
 Reported: episodes/s (the median iteration after one warm-up), peak RSS, the phase split (sample / score
 / reference / update; TRL's "score" includes its value-network pass, timed by wrapping its functions),
 and, for our embedded full mode, the iteration's FLOPs divided by this machine's fp32 matmul rate
-measured in the same run (``flop_bound_s``) and a roofline (``roofline_s``): the same FLOPs at that rate,
+measured in the same run (the faster of the BLAS and oneDNN, both recorded; ``flop_bound_s``) and a roofline (``roofline_s``): the same FLOPs at that rate,
 except that each decode step costs the larger of its FLOPs and its memory traffic (all weights plus the
 KV cache read) at the memory bandwidth measured in the same worker, per phase (``roofline_phases_s``,
 ``phase_ratio_to_roofline``). ``optimizer_traffic_s`` is what the AdamW steps' memory traffic alone
@@ -24,7 +26,8 @@ costs at that bandwidth (paid by the update, not counted in the roofline).
 
 Every worker, TRL's too, keeps freed memory in the process as the ``textenv`` training commands do
 (:mod:`agents.allocator`; ``TEXTENV_MALLOC=default`` runs both on glibc's defaults; each row records
-``malloc``).
+``malloc``), and both sides' linear layers run on the same float32 kernels (``TEXTENV_CPU_MATMUL``; each
+row records ``cpu_matmul``).
 
 TRL is installed outside the project's environment (``pip install --no-deps --target DIR trl==1.12.0``)
 and put on ``sys.path`` in the TRL worker only:
@@ -38,6 +41,7 @@ import argparse
 import copy
 import itertools
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -50,6 +54,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import RESULTS, arg_parser, emit, metadata
+from textenv.models import cpu_linear
 
 CASES = {
     "tiny": dict(batch=16, query=16, response=16, epochs=1),
@@ -279,15 +284,26 @@ def memory_bandwidth(n: int = 64 * 2**20, repeat: int = 8) -> dict:
     return {"read": 4 * n / read, "copy": 8 * n / copy_}
 
 
-def matmul_rate(n: int = 1024, repeat: int = 10) -> float:
-    """fp32 matmul FLOP/s of this machine (best of ``repeat``)."""
+def matmul_rate(n: int = 1024, repeat: int = 10) -> dict:
+    """fp32 matmul FLOP/s of this machine (best of ``repeat``) through PyTorch's BLAS (``torch.mm``) and,
+    where this PyTorch has it, through oneDNN (the kernel :mod:`textenv.models.cpu_linear` uses); the
+    roofline takes the larger."""
+    from textenv.models.cpu_linear import onednn_available
+
     a, b = torch.randn(n, n), torch.randn(n, n)
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
+    kernels = {"blas": lambda: a @ b}
+    if onednn_available():
+        kernels["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    rates = {}
+    for name, fn in kernels.items():
+        fn()
+        best = float("inf")
+        for _ in range(repeat):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+        rates[name] = 2 * n**3 / best
+    return rates
 
 
 # -------------------------------------------------------------------------------------------- TRL
@@ -309,6 +325,9 @@ def trl_models(case: str):
 
     reward = seq_classifier(rm_lm)
     value = seq_classifier(lm)
+    if cpu_linear.wanted():  # the same float32 kernels as ours (load_causal_lm gave lm and rm_lm them)
+        cpu_linear.use_onednn(reward)
+        cpu_linear.use_onednn(value)
     return lm, tok, reward, value, copy.deepcopy(lm)
 
 
@@ -412,7 +431,8 @@ def worker(args) -> None:
         out = run_ours(args.case, args.impl, args.iterations)
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     if args.case in ("embedded", "gemma3") and args.impl == "full":
-        out["matmul_flops_per_s"] = matmul_rate()
+        out["matmul_flops_per_s_by_kernel"] = rates = matmul_rate()
+        out["matmul_flops_per_s"] = max(rates.values())  # the best the machine showed: the stricter bound
         out["memory_bytes_per_s"] = memory_bandwidth()
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -436,6 +456,9 @@ def summarize(case: str, impl: str, raw: dict) -> dict:
         row.update(
             flops_per_iteration=raw["flops_per_iteration"],
             matmul_gflops=raw["matmul_flops_per_s"] / 1e9,
+            matmul_gflops_by_kernel={
+                k: v / 1e9 for k, v in raw.get("matmul_flops_per_s_by_kernel", {}).items()
+            },
             flop_bound_s=ideal,
             ratio_to_flop_bound=it / ideal,
         )
@@ -466,8 +489,9 @@ def main(argv=None) -> None:
         "--impls",
         nargs="+",
         default=["trl", "full", "top_blocks", "lora"],
-        choices=["trl", "full", "top_blocks", "lora", "full_loop"],
-        help="full_loop: full fine-tuning with optim.fused = false (Adam's per-tensor loop), side by side",
+        choices=["trl", "full", "top_blocks", "lora", "full_loop", "full_blas"],
+        help="full_loop: full fine-tuning with optim.fused = false (Adam's per-tensor loop); full_blas: full "
+        "fine-tuning with TEXTENV_CPU_MATMUL=blas (PyTorch's own float32 matmul, not oneDNN); side by side",
     )
     parser.add_argument("--iterations", type=int, default=3, help="measured iterations (after 1 warm-up)")
     parser.add_argument(
@@ -485,7 +509,8 @@ def main(argv=None) -> None:
 
     try:
         setting()
-    except ValueError as exc:
+        cpu_linear.wanted()
+    except (ValueError, RuntimeError) as exc:
         parser.error(str(exc))
     if "trl" in args.impls and not args.trl_path:
         parser.error(
@@ -495,13 +520,14 @@ def main(argv=None) -> None:
     for case in args.cases:
         rows = {}
         for impl in args.impls:
-            if case == "tiny" and impl in ("top_blocks", "lora", "full_loop"):
+            if case == "tiny" and impl in ("top_blocks", "lora", "full_loop", "full_blas"):
                 continue  # the tiny case compares full fine-tuning only
             cmd = [sys.executable, "-m", "benchmarks.bench_ppo", "--worker", case, impl]
             cmd += ["--iterations", str(args.iterations), "--threads", str(args.threads)]
             if impl == "trl":
                 cmd += ["--trl-path", args.trl_path]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            env = {**os.environ, cpu_linear.ENV: "blas"} if impl == "full_blas" else None
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode or not lines:
                 raise SystemExit(f"{case}/{impl} failed:\n{proc.stderr[-3000:]}")
@@ -510,9 +536,13 @@ def main(argv=None) -> None:
             if "trl" in rows and impl != "trl":
                 row["speedup_vs_trl"] = row["episodes_per_s"] / rows["trl"]["episodes_per_s"]
                 row["peak_rss_vs_trl"] = row["peak_rss_gb"] / rows["trl"]["peak_rss_gb"]
-            if "full" in rows and impl in ("top_blocks", "lora", "full_loop"):
+            if "full" in rows and impl in ("top_blocks", "lora", "full_loop", "full_blas"):
                 row["speedup_vs_our_full"] = row["episodes_per_s"] / rows["full"]["episodes_per_s"]
-            emit({**row, **meta, "threads": args.threads, "malloc": setting()}, out=Path(args.out))
+            matmul = "blas" if impl == "full_blas" else ("onednn" if cpu_linear.wanted() else "blas")
+            emit(
+                {**row, **meta, "threads": args.threads, "malloc": setting(), "cpu_matmul": matmul},
+                out=Path(args.out),
+            )
 
 
 if __name__ == "__main__":

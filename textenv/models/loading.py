@@ -17,7 +17,8 @@
   which names the embedded default; it never retries or hangs.
 
 Every tokenizer gets a pad token distinct from EOS (see :mod:`textenv.models.tokenization`); dropout is
-disabled in every model by default (PAPER.md §1.3, must-have 23).
+disabled in every model by default (PAPER.md §1.3, must-have 23). Float32 linear layers run through oneDNN
+on x86-64 CPUs unless ``TEXTENV_CPU_MATMUL=blas`` (see :mod:`textenv.models.cpu_linear`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from textenv.assets import (
     require_asset,
     sha256_file,
 )
+from textenv.models import cpu_linear
 from textenv.models.tokenization import ensure_pad_token, load_gpt2_tokenizer
 
 if TYPE_CHECKING:
@@ -128,6 +130,8 @@ def load_causal_lm(
     if disable_dropout:
         set_dropout(model, 0.0)
     model.to(device=torch.device(device), dtype=dtype)
+    if cpu_linear.wanted():  # TEXTENV_CPU_MATMUL: float32 CPU linear layers through oneDNN
+        cpu_linear.use_onednn(model)
     model.eval()
     return model, tok
 

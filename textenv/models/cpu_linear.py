@@ -1,0 +1,152 @@
+"""Float32 linear layers on the CPU through oneDNN instead of the BLAS (``TEXTENV_CPU_MATMUL``).
+
+PyTorch's CPU wheels send a float32 ``nn.Linear`` to MKL's ``sgemm``. On an AMD EPYC with AVX-512 (this
+project's CI machine) that runs at about 190 GFLOP/s on 2 cores for the training shapes of SmolLM2-135M
+(704 x 576 x 1536), while oneDNN, which PyTorch also ships (the kernel ``torch.ops.mkldnn._linear_pointwise``
+that ``torch.compile`` uses for CPU inference), runs the same products at 370-440 GFLOP/s forward and
+backward; for the 8-row products of a decode step it is 1.8-2.8x faster too (``python -m
+benchmarks.bench_cpu_linear`` measures both side by side). Both are float32 with float32 accumulation: they
+differ only in summation order (the last bits), never in precision.
+
+:func:`use_onednn` turns the ``nn.Linear`` modules of a model into :class:`OneDNNLinear`, a subclass whose
+``forward`` runs the product (and, in training, both products of the backward pass) through oneDNN when
+the call is a plain float32 CPU one, and is ``nn.Linear.forward`` otherwise (CUDA, autocast to bf16/fp16,
+other dtypes, sharded DTensor weights, ``torch.compile`` tracing, a 1-D input). Parameters, state dicts,
+``isinstance(m, nn.Linear)``, deep copies and LoRA wrapping are unchanged.
+
+:func:`~textenv.models.load_causal_lm` applies it to every model it loads, per ``TEXTENV_CPU_MATMUL``:
+
+* ``auto`` (default): oneDNN on x86-64 when this PyTorch has the kernel, else the BLAS;
+* ``onednn``: oneDNN (an error where the kernel is missing);
+* ``blas``: PyTorch's own path, bit for bit the behaviour before this option.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ENV = "TEXTENV_CPU_MATMUL"
+CHOICES = ("auto", "onednn", "blas")
+
+
+@functools.cache
+def onednn_available() -> bool:
+    """Whether this PyTorch has oneDNN's linear kernel and it gives float32 products on this CPU."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if op is None:
+        return False
+    try:
+        x, w = torch.ones(2, 3), torch.ones(4, 3)
+        out = op(x, w, None, "none", [], "")
+    except RuntimeError:
+        return False
+    return out.dtype == torch.float32 and bool((out == 3).all())
+
+
+def setting() -> str:
+    """``TEXTENV_CPU_MATMUL`` (default ``auto``); any other value is an error naming it and the choices."""
+    value = os.environ.get(ENV, "auto").strip().lower()
+    if value not in CHOICES:
+        raise ValueError(
+            f"{ENV}={os.environ[ENV]!r}: use 'auto' (the default: oneDNN on x86-64 CPUs), 'onednn' or "
+            "'blas' (PyTorch's own float32 matmul)."
+        )
+    return value
+
+
+def wanted() -> bool:
+    """Whether :func:`~textenv.models.load_causal_lm` should apply :func:`use_onednn` (the setting)."""
+    mode = setting()
+    if mode == "blas":
+        return False
+    if mode == "onednn":
+        if not onednn_available():
+            raise RuntimeError(
+                f"{ENV}=onednn, but this PyTorch has no usable oneDNN linear kernel "
+                "(torch.ops.mkldnn._linear_pointwise); use TEXTENV_CPU_MATMUL=blas."
+            )
+        return True
+    return platform.machine().lower() in ("x86_64", "amd64") and onednn_available()
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class _OneDNNLinearFn(torch.autograd.Function):
+    """``x @ weight.T + bias`` with all three products (forward, input and weight gradients) in oneDNN."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _linear(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _linear(grad, weight.t(), None)  # grad @ W
+        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
+            flat = grad.reshape(-1, grad.shape[-1])
+            if ctx.needs_input_grad[1]:
+                grad_w = _linear(flat.t(), x.reshape(-1, x.shape[-1]).t(), None)  # grad^T @ x
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                grad_b = flat.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def _plain(t: torch.Tensor | None) -> bool:
+    return t is None or (type(t) in (torch.Tensor, nn.Parameter) and t.dtype == torch.float32)
+
+
+class OneDNNLinear(nn.Linear):
+    """``nn.Linear`` whose plain float32 CPU calls run through oneDNN (see the module docstring)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
+        if (
+            input.device.type == "cpu"
+            and input.dim() >= 2
+            and _plain(input)
+            and _plain(weight)
+            and _plain(bias)
+            and weight.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()
+            and input.numel() > 0
+        ):
+            if torch.is_grad_enabled() and (
+                input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+            ):
+                return _OneDNNLinearFn.apply(input, weight, bias)
+            return _linear(input, weight, bias)
+        return F.linear(input, weight, bias)
+
+
+def use_onednn(model: nn.Module, enabled: bool = True) -> int:
+    """Turn every ``nn.Linear`` of ``model`` (exactly that class, so subclasses with their own forward
+    are left alone) into :class:`OneDNNLinear`, or back with ``enabled=False``. Returns how many modules
+    changed. Raises when ``enabled`` and this PyTorch lacks the kernel."""
+    if enabled and not onednn_available():
+        raise RuntimeError(
+            "this PyTorch has no usable oneDNN linear kernel (torch.ops.mkldnn._linear_pointwise); "
+            "keep PyTorch's own matmul (TEXTENV_CPU_MATMUL=blas)."
+        )
+    source, target = (nn.Linear, OneDNNLinear) if enabled else (OneDNNLinear, nn.Linear)
+    changed = 0
+    for module in model.modules():
+        if type(module) is source:
+            module.__class__ = target
+            changed += 1
+    return changed
