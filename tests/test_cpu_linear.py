@@ -1,0 +1,139 @@
+"""textenv.models.cpu_linear: float32 CPU linear layers through oneDNN, against float64 reference loops."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from textenv.models import cpu_linear, load_causal_lm
+from textenv.models.cpu_linear import OneDNNLinear, use_onednn
+
+pytestmark = pytest.mark.skipif(not cpu_linear.onednn_available(), reason="no oneDNN linear kernel")
+
+
+def reference_linear(x, w, b):
+    """y[..., o] = sum_i x[..., i] w[o, i] + b[o], as a plain loop in float64."""
+    x2 = x.double().reshape(-1, x.shape[-1])
+    out = torch.zeros(x2.shape[0], w.shape[0], dtype=torch.float64)
+    for r in range(x2.shape[0]):
+        for o in range(w.shape[0]):
+            out[r, o] = (x2[r] * w[o].double()).sum() + (0.0 if b is None else float(b[o]))
+    return out.reshape(*x.shape[:-1], w.shape[0])
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(5, 7), (2, 3, 7), (3, 1, 7)])
+def test_forward_and_gradients_match_a_float64_loop(bias, shape):
+    torch.manual_seed(0)
+    layer = nn.Linear(7, 4, bias=bias)
+    assert use_onednn(layer) == 1 and type(layer) is OneDNNLinear
+    x = torch.randn(*shape, requires_grad=True)
+    y = layer(x)
+    assert y.dtype == torch.float32 and y.shape == (*shape[:-1], 4)
+    bias_ = None if layer.bias is None else layer.bias.detach()
+    torch.testing.assert_close(y.double(), reference_linear(x.detach(), layer.weight.detach(), bias_))
+    g = torch.randn_like(y)
+    y.backward(g)
+    # dL/dx = g @ W, dL/dW = g^T x, dL/db = sum of g over rows (plain loops in float64)
+    g2, x2 = g.double().reshape(-1, 4), x.detach().double().reshape(-1, 7)
+    w = layer.weight.detach().double()
+    gx = torch.stack([sum(g2[r, o] * w[o] for o in range(4)) for r in range(len(g2))])
+    gw = torch.stack([sum(g2[r, o] * x2[r] for r in range(len(g2))) for o in range(4)])
+    torch.testing.assert_close(x.grad.double().reshape(-1, 7), gx, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.weight.grad.double(), gw, rtol=1e-5, atol=1e-6)
+    if bias:
+        torch.testing.assert_close(layer.bias.grad.double(), g2.sum(0), rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_weight_and_input_without_grad():
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 3)
+    use_onednn(layer)
+    layer.weight.requires_grad_(False)
+    x = torch.randn(4, 6, requires_grad=True)
+    layer(x).sum().backward()
+    assert layer.weight.grad is None and layer.bias.grad is not None and x.grad is not None
+    layer.weight.requires_grad_(True)
+    x = torch.randn(4, 6)  # no input gradient wanted
+    layer(x).sum().backward()
+    assert layer.weight.grad is not None
+
+
+def test_falls_back_to_pytorch_where_onednn_does_not_apply():
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 5)
+    use_onednn(layer)
+    x = torch.randn(3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps its dtype
+        assert layer(x).dtype == torch.bfloat16
+    one_d = torch.randn(8)
+    torch.testing.assert_close(layer(one_d), nn.functional.linear(one_d, layer.weight, layer.bias))
+    double = copy.deepcopy(layer).double()
+    assert double(x.double()).dtype == torch.float64
+    assert layer(torch.randn(0, 8)).shape == (0, 5)
+
+
+def test_module_identity_is_kept():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    keys = list(model.state_dict())
+    assert use_onednn(model) == 2
+    assert all(isinstance(m, nn.Linear) for m in (model[0], model[2]))
+    assert list(model.state_dict()) == keys
+    clone = copy.deepcopy(model)
+    assert type(clone[0]) is OneDNNLinear
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(clone(x), model(x))
+    assert torch.equal(model(x), model(x))  # deterministic
+    assert use_onednn(model, enabled=False) == 2 and type(model[0]) is nn.Linear
+
+
+def test_subclasses_with_their_own_forward_are_left_alone():
+    class Scaled(nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    model = nn.Sequential(Scaled(3, 3), nn.Linear(3, 3))
+    assert use_onednn(model) == 1 and type(model[0]) is Scaled
+
+
+def test_setting_names_a_bad_value(monkeypatch):
+    monkeypatch.setenv(cpu_linear.ENV, "mkl")
+    with pytest.raises(ValueError, match=r"TEXTENV_CPU_MATMUL='mkl': use 'auto'.*'onednn' or 'blas'"):
+        cpu_linear.setting()
+
+
+def test_onednn_requested_without_the_kernel(monkeypatch):
+    monkeypatch.setenv(cpu_linear.ENV, "onednn")
+    monkeypatch.setattr(cpu_linear, "onednn_available", lambda: False)
+    with pytest.raises(RuntimeError, match=r"TEXTENV_CPU_MATMUL=onednn, but this PyTorch has no usable"):
+        cpu_linear.wanted()
+    with pytest.raises(RuntimeError, match=r"TEXTENV_CPU_MATMUL=blas"):
+        use_onednn(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("mode", ["blas", "onednn"])
+def test_load_causal_lm_follows_the_setting(monkeypatch, mode):
+    monkeypatch.setenv(cpu_linear.ENV, mode)
+    lm, _ = load_causal_lm("tiny-llama")
+    kinds = {type(m) for m in lm.modules() if isinstance(m, nn.Linear)}
+    assert kinds == ({nn.Linear} if mode == "blas" else {OneDNNLinear})
+
+
+def test_a_tiny_model_trains_the_same_on_both_kernels(monkeypatch):
+    """Loss and every gradient of a tiny Llama agree between oneDNN and PyTorch's BLAS within float32
+    rounding (the two differ only in summation order)."""
+    grads = {}
+    for mode in ("blas", "onednn"):
+        monkeypatch.setenv(cpu_linear.ENV, mode)
+        lm, _ = load_causal_lm("tiny-llama", seed=3)
+        ids = torch.randint(0, 500, (3, 12), generator=torch.Generator().manual_seed(0))
+        loss = lm(input_ids=ids, labels=ids).loss
+        loss.backward()
+        grads[mode] = (loss.detach(), {n: p.grad.clone() for n, p in lm.named_parameters()})
+    torch.testing.assert_close(grads["blas"][0], grads["onednn"][0], rtol=1e-5, atol=1e-6)
+    for name, g in grads["blas"][1].items():
+        torch.testing.assert_close(grads["onednn"][1][name], g, rtol=1e-4, atol=1e-6, msg=name)
