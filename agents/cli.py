@@ -60,10 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command in COMPUTE:
         from agents.allocator import keep_freed_memory
+        from textenv.models import cpu_linear
 
         try:
             keep_freed_memory()
-        except ValueError as exc:  # a bad TEXTENV_MALLOC
+            cpu_linear.wanted()
+        except (ValueError, RuntimeError) as exc:  # a bad TEXTENV_MALLOC or TEXTENV_CPU_MATMUL
             parser.error(str(exc))
     if args.command == "train-policy":
         return commands[args.command](args, extra)

@@ -137,3 +137,28 @@ def test_a_tiny_model_trains_the_same_on_both_kernels(monkeypatch):
     torch.testing.assert_close(grads["blas"][0], grads["onednn"][0], rtol=1e-5, atol=1e-6)
     for name, g in grads["blas"][1].items():
         torch.testing.assert_close(grads["onednn"][1][name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_training_command_refuses_a_bad_setting_as_a_usage_error(monkeypatch, capsys):
+    from agents.cli import main
+
+    monkeypatch.setenv(cpu_linear.ENV, "fast")
+    with pytest.raises(SystemExit) as exc:
+        main(["train-policy", "--config", "does-not-matter.toml"])
+    assert exc.value.code == 2
+    assert "TEXTENV_CPU_MATMUL='fast': use 'auto'" in capsys.readouterr().err
+
+
+def test_the_output_can_be_edited_in_place_like_f_linear():
+    """TRL divides a slice of the logits by the temperature in place: allowed on F.linear's output, so on
+    ours too (a custom Function returning the kernel's view would refuse it)."""
+    torch.manual_seed(0)
+    layer = nn.Linear(4, 6)
+    use_onednn(layer)
+    x = torch.randn(2, 5, 4, requires_grad=True)
+    logits = layer(x)[:, 1:-1]
+    logits /= 0.7
+    logits.sum().backward()
+    expected = torch.zeros(2, 5, 4)
+    expected[:, 1:-1] = layer.weight.detach().sum(0) / 0.7
+    torch.testing.assert_close(x.grad, expected)

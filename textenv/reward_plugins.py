@@ -550,7 +550,7 @@ def _load_seqcls(model_id: str):
     """``(tokenizer, model, loading_info)`` of a folder or hub id (the local HF cache first, offline-safe)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from textenv.models import hub_reachable
+    from textenv.models import cpu_linear, hub_reachable
 
     local = Path(model_id).expanduser().is_dir()
     path = str(Path(model_id).expanduser()) if local else model_id
@@ -558,6 +558,8 @@ def _load_seqcls(model_id: str):
     def load(**kw: Any):
         tok = AutoTokenizer.from_pretrained(path, **kw)
         model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kw)
+        if cpu_linear.wanted():  # as load_causal_lm: float32 CPU linear layers through oneDNN
+            cpu_linear.use_onednn(model)
         return tok, model, info
 
     try:

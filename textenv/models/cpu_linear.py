@@ -78,6 +78,8 @@ def wanted() -> bool:
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ weight.T + bias`` for a 2-D ``x`` (the kernel returns a view for more dimensions, and a custom
+    autograd Function must not: in-place edits of its output's slices would then be refused)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
@@ -85,7 +87,7 @@ class _OneDNNLinearFn(torch.autograd.Function):
     """``x @ weight.T + bias`` with all three products (forward, input and weight gradients) in oneDNN."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias):  # x: 2-D
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         return _linear(x, weight, bias)
@@ -97,12 +99,10 @@ class _OneDNNLinearFn(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = _linear(grad, weight.t(), None)  # grad @ W
-        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-            flat = grad.reshape(-1, grad.shape[-1])
-            if ctx.needs_input_grad[1]:
-                grad_w = _linear(flat.t(), x.reshape(-1, x.shape[-1]).t(), None)  # grad^T @ x
-            if ctx.has_bias and ctx.needs_input_grad[2]:
-                grad_b = flat.sum(0)
+        if ctx.needs_input_grad[1]:
+            grad_w = _linear(grad.t(), x.t(), None)  # grad^T @ x
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(0)
         return grad_x, grad_w, grad_b
 
 
@@ -126,11 +126,14 @@ class OneDNNLinear(nn.Linear):
             and not torch.compiler.is_compiling()
             and input.numel() > 0
         ):
+            flat = input.reshape(-1, input.shape[-1])
             if torch.is_grad_enabled() and (
                 input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
             ):
-                return _OneDNNLinearFn.apply(input, weight, bias)
-            return _linear(input, weight, bias)
+                out = _OneDNNLinearFn.apply(flat, weight, bias)
+            else:
+                out = _linear(flat, weight, bias)
+            return out.view(*input.shape[:-1], weight.shape[0])
         return F.linear(input, weight, bias)
 
 
