@@ -112,6 +112,9 @@ def build_models(case: str):
         )
         lm = GPT2LMHeadModel(cfg).eval()
         rm_lm = GPT2LMHeadModel(cfg).eval()
+        if cpu_linear.wanted():  # as load_causal_lm does for the real models
+            cpu_linear.use_onednn(lm)
+            cpu_linear.use_onednn(rm_lm)
         return lm, tok, rm_lm
     spec = "gemma3-270m" if case == "gemma3" else "smollm2-135m"
     lm, tok = load_causal_lm(spec)

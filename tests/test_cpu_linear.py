@@ -162,3 +162,25 @@ def test_the_output_can_be_edited_in_place_like_f_linear():
     expected = torch.zeros(2, 5, 4)
     expected[:, 1:-1] = layer.weight.detach().sum(0) / 0.7
     torch.testing.assert_close(x.grad, expected)
+
+
+def test_gpt2_conv1d_layers_match_the_blas(monkeypatch):
+    """GPT-2's Conv1D (weight stored (in, out)) gets the oneDNN path too; loss and gradients of a tiny
+    GPT-2 agree with PyTorch's own path within float32 rounding."""
+    from transformers.pytorch_utils import Conv1D
+
+    grads = {}
+    for mode in ("blas", "onednn"):
+        monkeypatch.setenv(cpu_linear.ENV, mode)
+        lm, _ = load_causal_lm("tiny-gpt2", seed=1)
+        convs = [m for m in lm.modules() if isinstance(m, Conv1D)]
+        assert convs and all((type(m) is Conv1D) == (mode == "blas") for m in convs)
+        ids = torch.randint(0, 500, (2, 9), generator=torch.Generator().manual_seed(0))
+        loss = lm(input_ids=ids, labels=ids).loss
+        loss.backward()
+        grads[mode] = (loss.detach(), {n: p.grad.clone() for n, p in lm.named_parameters()})
+    torch.testing.assert_close(grads["blas"][0], grads["onednn"][0], rtol=1e-5, atol=1e-6)
+    for name, g in grads["blas"][1].items():
+        torch.testing.assert_close(grads["onednn"][1][name], g, rtol=1e-4, atol=1e-6, msg=name)
+    assert use_onednn(lm, enabled=False) > len(convs) - 1
+    assert all(type(m) is Conv1D for m in lm.modules() if isinstance(m, Conv1D))

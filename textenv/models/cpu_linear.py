@@ -8,11 +8,12 @@ backward; for the 8-row products of a decode step it is 1.8-2.8x faster too (``p
 benchmarks.bench_cpu_linear`` measures both side by side). Both are float32 with float32 accumulation: they
 differ only in summation order (the last bits), never in precision.
 
-:func:`use_onednn` turns the ``nn.Linear`` modules of a model into :class:`OneDNNLinear`, a subclass whose
-``forward`` runs the product (and, in training, both products of the backward pass) through oneDNN when
-the call is a plain float32 CPU one, and is ``nn.Linear.forward`` otherwise (CUDA, autocast to bf16/fp16,
-other dtypes, sharded DTensor weights, ``torch.compile`` tracing, a 1-D input). Parameters, state dicts,
-``isinstance(m, nn.Linear)``, deep copies and LoRA wrapping are unchanged.
+:func:`use_onednn` turns the ``nn.Linear`` modules of a model (and GPT-2's ``transformers`` ``Conv1D``)
+into :class:`OneDNNLinear` (``OneDNNConv1D``), a subclass whose ``forward`` runs the product (and, in
+training, both products of the backward pass) through oneDNN when the call is a plain float32 CPU one,
+and is the parent's ``forward`` otherwise (CUDA, autocast to bf16/fp16, other dtypes, DTensor weights,
+``torch.compile`` tracing, a 1-D input). Parameters, state dicts, ``isinstance(m, nn.Linear)``, deep
+copies and LoRA wrapping are unchanged.
 
 :func:`~textenv.models.load_causal_lm` applies it to every model it loads, per ``TEXTENV_CPU_MATMUL``:
 
@@ -110,46 +111,81 @@ def _plain(t: torch.Tensor | None) -> bool:
     return t is None or (type(t) in (torch.Tensor, nn.Parameter) and t.dtype == torch.float32)
 
 
+def _applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """A plain float32 CPU call outside autocast and torch.compile (see the module docstring)."""
+    return (
+        x.device.type == "cpu"
+        and x.dim() >= 2
+        and _plain(x)
+        and _plain(weight)
+        and _plain(bias)
+        and weight.device.type == "cpu"
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and x.numel() > 0
+    )
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` through oneDNN (``weight`` (out, in), any strides)."""
+    flat = x.reshape(-1, x.shape[-1])
+    if torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    ):
+        out = _OneDNNLinearFn.apply(flat, weight, bias)
+    else:
+        out = _linear(flat, weight, bias)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
 class OneDNNLinear(nn.Linear):
     """``nn.Linear`` whose plain float32 CPU calls run through oneDNN (see the module docstring)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.weight, self.bias
-        if (
-            input.device.type == "cpu"
-            and input.dim() >= 2
-            and _plain(input)
-            and _plain(weight)
-            and _plain(bias)
-            and weight.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling()
-            and input.numel() > 0
-        ):
-            flat = input.reshape(-1, input.shape[-1])
-            if torch.is_grad_enabled() and (
-                input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-            ):
-                out = _OneDNNLinearFn.apply(flat, weight, bias)
-            else:
-                out = _linear(flat, weight, bias)
-            return out.view(*input.shape[:-1], weight.shape[0])
-        return F.linear(input, weight, bias)
+        if _applies(input, self.weight, self.bias):
+            return _onednn_linear(input, self.weight, self.bias)
+        return F.linear(input, self.weight, self.bias)
+
+
+@functools.cache
+def _conv1d_classes() -> tuple[type, type] | tuple[None, None]:
+    """(Hugging Face's ``Conv1D``, its oneDNN subclass): GPT-2's linear layers store the weight (in, out)."""
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:
+        return None, None
+
+    class OneDNNConv1D(Conv1D):
+        """``transformers``' ``Conv1D`` whose plain float32 CPU calls run through oneDNN."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if _applies(x, self.weight, self.bias):
+                return _onednn_linear(x, self.weight.t(), self.bias)
+            return super().forward(x)
+
+    OneDNNConv1D.__module__ = __name__
+    return Conv1D, OneDNNConv1D
 
 
 def use_onednn(model: nn.Module, enabled: bool = True) -> int:
-    """Turn every ``nn.Linear`` of ``model`` (exactly that class, so subclasses with their own forward
-    are left alone) into :class:`OneDNNLinear`, or back with ``enabled=False``. Returns how many modules
-    changed. Raises when ``enabled`` and this PyTorch lacks the kernel."""
+    """Turn every ``nn.Linear`` of ``model`` (and every ``transformers`` ``Conv1D``, GPT-2's) into its
+    oneDNN subclass, or back with ``enabled=False``; exactly those classes, so subclasses with their own
+    forward are left alone. Returns how many modules changed. Raises when ``enabled`` and this PyTorch
+    lacks the kernel."""
     if enabled and not onednn_available():
         raise RuntimeError(
             "this PyTorch has no usable oneDNN linear kernel (torch.ops.mkldnn._linear_pointwise); "
             "keep PyTorch's own matmul (TEXTENV_CPU_MATMUL=blas)."
         )
-    source, target = (nn.Linear, OneDNNLinear) if enabled else (OneDNNLinear, nn.Linear)
+    pairs = [(nn.Linear, OneDNNLinear)]
+    conv1d, onednn_conv1d = _conv1d_classes()
+    if conv1d is not None:
+        pairs.append((conv1d, onednn_conv1d))
+    swap = {plain: fast for plain, fast in pairs} if enabled else {fast: plain for plain, fast in pairs}
     changed = 0
     for module in model.modules():
-        if type(module) is source:
+        target = swap.get(type(module))
+        if target is not None:
             module.__class__ = target
             changed += 1
     return changed

@@ -46,7 +46,6 @@ from textenv.assets import (
     require_asset,
     sha256_file,
 )
-from textenv.models import cpu_linear
 from textenv.models.tokenization import ensure_pad_token, load_gpt2_tokenizer
 
 if TYPE_CHECKING:
@@ -108,6 +107,9 @@ def load_causal_lm(
     """
     import torch
 
+    from textenv.models import cpu_linear
+
+    onednn = cpu_linear.wanted()  # TEXTENV_CPU_MATMUL, checked before the (slow) load
     spec = resolve_spec(spec)
     dtype = _as_dtype(dtype)
     if spec in TINY_MODELS:
@@ -130,7 +132,7 @@ def load_causal_lm(
     if disable_dropout:
         set_dropout(model, 0.0)
     model.to(device=torch.device(device), dtype=dtype)
-    if cpu_linear.wanted():  # TEXTENV_CPU_MATMUL: float32 CPU linear layers through oneDNN
+    if onednn:  # float32 CPU linear layers through oneDNN
         cpu_linear.use_onednn(model)
     model.eval()
     return model, tok
