@@ -1,7 +1,8 @@
 """Model plumbing: loading causal LMs and tokenizers, padding, trunk splitting, sampling.
 
 The layers inside (each imports only those below it): ``loading`` -> ``tokenization`` -> ``textenv.assets``;
-``trunk`` and ``sampling`` stand apart. ``from textenv.models import load_causal_lm`` is the public entry.
+``trunk``, ``sampling`` and ``cpu_linear`` (float32 CPU linear layers through oneDNN) stand apart.
+``from textenv.models import load_causal_lm`` is the public entry.
 """
 
 from textenv.models.loading import (
