@@ -46,7 +46,11 @@ def timed(fn) -> float:
 def metadata(device: str = "cpu") -> dict:
     import torch
 
+    from textenv.models import cpu_linear
+
+    extra = {"cpu_matmul": "onednn" if cpu_linear.wanted() else "blas"} if device == "cpu" else {}
     return {
+        **extra,
         "git": git_sha(),
         "device": device
         if device != "cpu"
