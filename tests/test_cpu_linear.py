@@ -11,7 +11,14 @@ from torch import nn
 from textenv.models import cpu_linear, load_causal_lm
 from textenv.models.cpu_linear import OneDNNLinear, use_onednn
 
-pytestmark = pytest.mark.skipif(not cpu_linear.onednn_available(), reason="no oneDNN linear kernel")
+needs_kernel = pytest.mark.skipif(not cpu_linear.onednn_available(), reason="no oneDNN linear kernel")
+
+
+@pytest.fixture(autouse=True)
+def every_size(monkeypatch):
+    """The tests' products are tiny: send them through oneDNN anyway (the default sends products under
+    MIN_PRODUCT multiply-adds to the BLAS, which is faster there)."""
+    monkeypatch.setattr(cpu_linear, "MIN_PRODUCT", 0)
 
 
 def reference_linear(x, w, b):
@@ -24,6 +31,7 @@ def reference_linear(x, w, b):
     return out.reshape(*x.shape[:-1], w.shape[0])
 
 
+@needs_kernel
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(5, 7), (2, 3, 7), (3, 1, 7)])
 def test_forward_and_gradients_match_a_float64_loop(bias, shape):
@@ -48,6 +56,7 @@ def test_forward_and_gradients_match_a_float64_loop(bias, shape):
         torch.testing.assert_close(layer.bias.grad.double(), g2.sum(0), rtol=1e-5, atol=1e-6)
 
 
+@needs_kernel
 def test_frozen_weight_and_input_without_grad():
     torch.manual_seed(0)
     layer = nn.Linear(6, 3)
@@ -62,6 +71,7 @@ def test_frozen_weight_and_input_without_grad():
     assert layer.weight.grad is not None
 
 
+@needs_kernel
 def test_falls_back_to_pytorch_where_onednn_does_not_apply():
     torch.manual_seed(0)
     layer = nn.Linear(8, 5)
@@ -76,6 +86,7 @@ def test_falls_back_to_pytorch_where_onednn_does_not_apply():
     assert layer(torch.randn(0, 8)).shape == (0, 5)
 
 
+@needs_kernel
 def test_module_identity_is_kept():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
@@ -91,6 +102,7 @@ def test_module_identity_is_kept():
     assert use_onednn(model, enabled=False) == 2 and type(model[0]) is nn.Linear
 
 
+@needs_kernel
 def test_subclasses_with_their_own_forward_are_left_alone():
     class Scaled(nn.Linear):
         def forward(self, x):
@@ -115,6 +127,7 @@ def test_onednn_requested_without_the_kernel(monkeypatch):
         use_onednn(nn.Linear(2, 2))
 
 
+@needs_kernel
 @pytest.mark.parametrize("mode", ["blas", "onednn"])
 def test_load_causal_lm_follows_the_setting(monkeypatch, mode):
     monkeypatch.setenv(cpu_linear.ENV, mode)
@@ -123,6 +136,7 @@ def test_load_causal_lm_follows_the_setting(monkeypatch, mode):
     assert kinds == ({nn.Linear} if mode == "blas" else {OneDNNLinear})
 
 
+@needs_kernel
 def test_a_tiny_model_trains_the_same_on_both_kernels(monkeypatch):
     """Loss and every gradient of a tiny Llama agree between oneDNN and PyTorch's BLAS within float32
     rounding (the two differ only in summation order)."""
@@ -149,6 +163,7 @@ def test_a_training_command_refuses_a_bad_setting_as_a_usage_error(monkeypatch, 
     assert "TEXTENV_CPU_MATMUL='fast': use 'auto'" in capsys.readouterr().err
 
 
+@needs_kernel
 def test_the_output_can_be_edited_in_place_like_f_linear():
     """TRL divides a slice of the logits by the temperature in place: allowed on F.linear's output, so on
     ours too (a custom Function returning the kernel's view would refuse it)."""
@@ -164,6 +179,7 @@ def test_the_output_can_be_edited_in_place_like_f_linear():
     torch.testing.assert_close(x.grad, expected)
 
 
+@needs_kernel
 def test_gpt2_conv1d_layers_match_the_blas(monkeypatch):
     """GPT-2's Conv1D (weight stored (in, out)) gets the oneDNN path too; loss and gradients of a tiny
     GPT-2 agree with PyTorch's own path within float32 rounding."""
@@ -184,3 +200,102 @@ def test_gpt2_conv1d_layers_match_the_blas(monkeypatch):
         torch.testing.assert_close(grads["onednn"][1][name], g, rtol=1e-4, atol=1e-6, msg=name)
     assert use_onednn(lm, enabled=False) > len(convs) - 1
     assert all(type(m) is Conv1D for m in lm.modules() if isinstance(m, Conv1D))
+
+
+@needs_kernel
+def test_saves_what_the_backward_needs_only_as_f_linear_does():
+    """With a frozen weight the input is not saved: editing it in place after the forward is allowed (as
+    with F.linear), and a LoRA-style frozen layer keeps no activation for its backward."""
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 3)
+    use_onednn(layer)
+    layer.weight.requires_grad_(False)
+    layer.bias.requires_grad_(False)
+    x = torch.randn(4, 6, requires_grad=True)
+    h = x * 2
+    y = layer(h)
+    h.add_(1.0)  # F.linear allows this: its backward needs only the weight
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, 2 * layer.weight.sum(0).expand(4, 6))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+        layer(torch.randn(5, 6, requires_grad=True))
+    assert saved == [(3, 6)]  # the weight only
+
+
+@needs_kernel
+def test_double_backward_matches_f_linear():
+    torch.manual_seed(0)
+    ref = nn.Linear(5, 3)
+    layer = copy.deepcopy(ref)
+    use_onednn(layer)
+    x = torch.randn(4, 5)
+    second = []
+    for m in (ref, layer):
+        xi = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad((m(xi) ** 2).sum(), xi, create_graph=True)
+        (gg,) = torch.autograd.grad(g.pow(2).sum(), m.weight)
+        second.append(gg)
+    torch.testing.assert_close(second[1], second[0])
+
+
+@needs_kernel
+def test_torch_func_and_forward_ad_take_pytorch_path():
+    import torch.autograd.forward_ad as fwAD
+    from torch.func import functional_call, grad, jvp, vmap
+
+    torch.manual_seed(0)
+    ref = nn.Linear(7, 4)
+    layer = copy.deepcopy(ref)
+    use_onednn(layer)
+    x, t = torch.randn(3, 5, 7), torch.randn(3, 5, 7)
+
+    def weight_grad(m):
+        return grad(lambda p: functional_call(m, p, (x,)).sum())(dict(m.named_parameters()))["weight"]
+
+    torch.testing.assert_close(weight_grad(layer), weight_grad(ref))
+    torch.testing.assert_close(vmap(layer)(x), ref(x))
+    torch.testing.assert_close(jvp(layer, (x,), (t,))[1], jvp(ref, (x,), (t,))[1])
+    with torch.no_grad(), fwAD.dual_level():
+        tangent = fwAD.unpack_dual(layer(fwAD.make_dual(x, t))).tangent
+        expected = fwAD.unpack_dual(ref(fwAD.make_dual(x, t))).tangent
+    assert tangent is not None
+    torch.testing.assert_close(tangent, expected)
+
+
+@needs_kernel
+def test_small_products_sparse_inputs_and_disabled_onednn_use_f_linear(monkeypatch):
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 5)
+    use_onednn(layer)
+    x = torch.randn(3, 8)
+    expected = nn.functional.linear(x, layer.weight, layer.bias)
+    calls = []
+    real = cpu_linear._linear
+    monkeypatch.setattr(cpu_linear, "_linear", lambda *a: calls.append(1) or real(*a))
+    layer(x)
+    assert calls == [1]  # MIN_PRODUCT = 0 here: oneDNN
+    monkeypatch.setattr(cpu_linear, "MIN_PRODUCT", 3 * 8 * 5 + 1)  # one multiply-add short
+    assert torch.equal(layer(x), expected) and calls == [1]
+    monkeypatch.setattr(cpu_linear, "MIN_PRODUCT", 0)
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert torch.equal(layer(x), expected) and calls == [1]
+    sparse = x.to_sparse()
+    torch.testing.assert_close(layer(sparse), expected)
+    assert calls == [1]
+
+
+@needs_kernel
+def test_models_holding_the_layers_pickle(monkeypatch, tmp_path):
+    import io
+
+    monkeypatch.setenv(cpu_linear.ENV, "onednn")
+    lm, _ = load_causal_lm("tiny-gpt2")
+    buffer = io.BytesIO()
+    torch.save(lm, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert type(loaded.transformer.h[0].attn.c_attn).__name__ == "OneDNNConv1D"
+    ids = torch.randint(0, 400, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, lm(input_ids=ids).logits)

@@ -552,13 +552,14 @@ def _load_seqcls(model_id: str):
 
     from textenv.models import cpu_linear, hub_reachable
 
+    onednn = cpu_linear.wanted()  # TEXTENV_CPU_MATMUL, checked (a bad value named) before the load
     local = Path(model_id).expanduser().is_dir()
     path = str(Path(model_id).expanduser()) if local else model_id
 
     def load(**kw: Any):
         tok = AutoTokenizer.from_pretrained(path, **kw)
         model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kw)
-        if cpu_linear.wanted():  # as load_causal_lm: float32 CPU linear layers through oneDNN
+        if onednn:  # as load_causal_lm: float32 CPU linear layers through oneDNN
             cpu_linear.use_onednn(model)
         return tok, model, info
 

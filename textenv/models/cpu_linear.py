@@ -11,9 +11,12 @@ differ only in summation order (the last bits), never in precision.
 :func:`use_onednn` turns the ``nn.Linear`` modules of a model (and GPT-2's ``transformers`` ``Conv1D``)
 into :class:`OneDNNLinear` (``OneDNNConv1D``), a subclass whose ``forward`` runs the product (and, in
 training, both products of the backward pass) through oneDNN when the call is a plain float32 CPU one,
-and is the parent's ``forward`` otherwise (CUDA, autocast to bf16/fp16, other dtypes, DTensor weights,
-``torch.compile`` tracing, a 1-D input). Parameters, state dicts, ``isinstance(m, nn.Linear)``, deep
-copies and LoRA wrapping are unchanged.
+and is the parent's ``forward`` otherwise (CUDA, autocast to bf16/fp16, other dtypes, sparse or DTensor
+tensors, ``torch.compile`` tracing, ``torch.func`` transforms, forward-mode AD, a 1-D input, oneDNN
+disabled by ``torch.backends.mkldnn.flags``, and products under :data:`MIN_PRODUCT` multiply-adds, where
+the BLAS is faster). Parameters, state dicts, ``isinstance(m, nn.Linear)``, deep copies, pickling and LoRA
+wrapping are unchanged; tools that match the exact class (``torch.ao.quantization.quantize_dynamic(m,
+{nn.Linear})``) skip these layers: call ``use_onednn(model, enabled=False)`` first.
 
 :func:`~textenv.models.load_causal_lm` applies it to every model it loads, per ``TEXTENV_CPU_MATMUL``:
 
@@ -78,6 +81,11 @@ def wanted() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64") and onednn_available()
 
 
+# below this many multiply-adds per call (rows x in x out) the BLAS is faster (the kernel's fixed cost:
+# 0.26x at 8 x 64 x 64, 0.84x at 1 x 576 x 1536, 1.35x at 8 x 576 x 1536 on 1 thread); tests lower it
+MIN_PRODUCT = 2**20
+
+
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``x @ weight.T + bias`` for a 2-D ``x`` (the kernel returns a view for more dimensions, and a custom
     autograd Function must not: in-place edits of its output's slices would then be refused)."""
@@ -85,34 +93,46 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
 
 
 class _OneDNNLinearFn(torch.autograd.Function):
-    """``x @ weight.T + bias`` with all three products (forward, input and weight gradients) in oneDNN."""
+    """``x @ weight.T + bias`` (``x`` 2-D) with all three products (forward, input and weight gradients)
+    in oneDNN. Saves what the backward needs only, as ``F.linear`` does: ``x`` when the weight needs a
+    gradient, the weight when ``x`` does. A double backward (``create_graph=True``) runs differentiable
+    PyTorch products instead."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):  # x: 2-D
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
+    def forward(x, weight, bias):
         return _linear(x, weight, bias)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    def setup_context(ctx, inputs, output):
+        x, weight, bias = inputs
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(
+            x if ctx.needs_input_grad[1] else None, weight if ctx.needs_input_grad[0] else None
+        )
+
+    @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
+        differentiable = torch.is_grad_enabled()  # create_graph: the backward itself is recorded
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _linear(grad, weight.t(), None)  # grad @ W
-        if ctx.needs_input_grad[1]:
-            grad_w = _linear(grad.t(), x.t(), None)  # grad^T @ x
+        if ctx.needs_input_grad[0]:  # grad @ W
+            grad_x = grad @ weight if differentiable else _linear(grad, weight.t(), None)
+        if ctx.needs_input_grad[1]:  # grad^T @ x
+            grad_w = grad.t() @ x if differentiable else _linear(grad.t(), x.t(), None)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum(0)
         return grad_x, grad_w, grad_b
 
 
 def _plain(t: torch.Tensor | None) -> bool:
-    return t is None or (type(t) in (torch.Tensor, nn.Parameter) and t.dtype == torch.float32)
+    return t is None or (
+        type(t) in (torch.Tensor, nn.Parameter) and t.dtype == torch.float32 and t.layout == torch.strided
+    )
 
 
 def _applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """A plain float32 CPU call outside autocast and torch.compile (see the module docstring)."""
+    """A plain float32 CPU call, large enough, outside autocast, ``torch.compile``, ``torch.func``
+    transforms and forward-mode AD, with oneDNN enabled (``torch.backends.mkldnn.flags``)."""
     return (
         x.device.type == "cpu"
         and x.dim() >= 2
@@ -120,9 +140,12 @@ def _applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -
         and _plain(weight)
         and _plain(bias)
         and weight.device.type == "cpu"
+        and x.numel() * weight.shape[0] >= MIN_PRODUCT
+        and torch.backends.mkldnn.enabled
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
-        and x.numel() > 0
+        and not torch._C._are_functorch_transforms_active()
+        and torch.autograd.forward_ad._current_level < 0
     )
 
 
@@ -135,7 +158,7 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
         out = _OneDNNLinearFn.apply(flat, weight, bias)
     else:
         out = _linear(flat, weight, bias)
-    return out.view(*x.shape[:-1], weight.shape[0])
+    return out if x.dim() == 2 else out.view(*x.shape[:-1], weight.shape[0])
 
 
 class OneDNNLinear(nn.Linear):
@@ -149,7 +172,9 @@ class OneDNNLinear(nn.Linear):
 
 @functools.cache
 def _conv1d_classes() -> tuple[type, type] | tuple[None, None]:
-    """(Hugging Face's ``Conv1D``, its oneDNN subclass): GPT-2's linear layers store the weight (in, out)."""
+    """(Hugging Face's ``Conv1D``, its oneDNN subclass): GPT-2's linear layers store the weight (in, out).
+    Built on first use (importing ``transformers`` is slow); ``textenv.models.cpu_linear.OneDNNConv1D``
+    resolves to it, so models holding it pickle."""
     try:
         from transformers.pytorch_utils import Conv1D
     except ImportError:
@@ -163,8 +188,16 @@ def _conv1d_classes() -> tuple[type, type] | tuple[None, None]:
                 return _onednn_linear(x, self.weight.t(), self.bias)
             return super().forward(x)
 
-    OneDNNConv1D.__module__ = __name__
+    OneDNNConv1D.__module__, OneDNNConv1D.__qualname__ = __name__, "OneDNNConv1D"
     return Conv1D, OneDNNConv1D
+
+
+def __getattr__(name: str):  # PEP 562: OneDNNConv1D, built on first use
+    if name == "OneDNNConv1D":
+        cls = _conv1d_classes()[1]
+        if cls is not None:
+            return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def use_onednn(model: nn.Module, enabled: bool = True) -> int:
