@@ -299,3 +299,16 @@ def test_models_holding_the_layers_pickle(monkeypatch, tmp_path):
     ids = torch.randint(0, 400, (2, 7), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids).logits, lm(input_ids=ids).logits)
+
+
+@needs_kernel
+def test_torch_compile_traces_pytorch_path_without_graph_breaks():
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
+    model = copy.deepcopy(ref)
+    use_onednn(model)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    x = torch.randn(5, 6, requires_grad=True)
+    torch.testing.assert_close(compiled(x), ref(x))
+    compiled(x).sum().backward()
+    assert model[0].weight.grad is not None

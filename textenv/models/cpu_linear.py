@@ -134,7 +134,8 @@ def _applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -
     """A plain float32 CPU call, large enough, outside autocast, ``torch.compile``, ``torch.func``
     transforms and forward-mode AD, with oneDNN enabled (``torch.backends.mkldnn.flags``)."""
     return (
-        x.device.type == "cpu"
+        not torch.compiler.is_compiling()  # first: nothing below is traced
+        and x.device.type == "cpu"
         and x.dim() >= 2
         and _plain(x)
         and _plain(weight)
@@ -143,7 +144,6 @@ def _applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -
         and x.numel() * weight.shape[0] >= MIN_PRODUCT
         and torch.backends.mkldnn.enabled
         and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
         and not torch._C._are_functorch_transforms_active()
         and torch.autograd.forward_ad._current_level < 0
     )
