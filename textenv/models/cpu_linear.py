@@ -3,9 +3,9 @@
 PyTorch's CPU wheels send a float32 ``nn.Linear`` to MKL's ``sgemm``. On an AMD EPYC with AVX-512 (this
 project's CI machine) that runs at about 190 GFLOP/s on 2 cores for the training shapes of SmolLM2-135M
 (704 x 576 x 1536), while oneDNN, which PyTorch also ships (the kernel ``torch.ops.mkldnn._linear_pointwise``
-that ``torch.compile`` uses for CPU inference), runs the same products at 370-440 GFLOP/s forward and
-backward; for the 8-row products of a decode step it is 1.8-2.8x faster too (``python -m
-benchmarks.bench_cpu_linear`` measures both side by side). Both are float32 with float32 accumulation: they
+that ``torch.compile`` uses for CPU inference), runs the same products at 310-430 GFLOP/s forward and
+backward; for most 8-row products of a decode step it is 1.3-3x faster too, and reads a step's weights
+from memory 1.8x faster (``python -m benchmarks.bench_cpu_linear`` measures both side by side). Both are float32 with float32 accumulation: they
 differ only in summation order (the last bits), never in precision.
 
 :func:`use_onednn` turns the ``nn.Linear`` modules of a model (and GPT-2's ``transformers`` ``Conv1D``)
