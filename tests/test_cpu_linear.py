@@ -34,12 +34,16 @@ def reference_linear(x, w, b):
 @needs_kernel
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(5, 7), (2, 3, 7), (3, 1, 7)])
-def test_forward_and_gradients_match_a_float64_loop(bias, shape):
+def test_forward_and_gradients_match_a_float64_loop(bias, shape, monkeypatch):
     torch.manual_seed(0)
     layer = nn.Linear(7, 4, bias=bias)
     assert use_onednn(layer) == 1 and type(layer) is OneDNNLinear
+    calls = []
+    real = cpu_linear._linear
+    monkeypatch.setattr(cpu_linear, "_linear", lambda *a: calls.append(1) or real(*a))
     x = torch.randn(*shape, requires_grad=True)
     y = layer(x)
+    assert len(calls) == 1  # the forward product ran in oneDNN
     assert y.dtype == torch.float32 and y.shape == (*shape[:-1], 4)
     bias_ = None if layer.bias is None else layer.bias.detach()
     torch.testing.assert_close(y.double(), reference_linear(x.detach(), layer.weight.detach(), bias_))
@@ -54,6 +58,7 @@ def test_forward_and_gradients_match_a_float64_loop(bias, shape):
     torch.testing.assert_close(layer.weight.grad.double(), gw, rtol=1e-5, atol=1e-6)
     if bias:
         torch.testing.assert_close(layer.bias.grad.double(), g2.sum(0), rtol=1e-5, atol=1e-6)
+    assert len(calls) == 3  # and both gradient products
 
 
 @needs_kernel
