@@ -33,6 +33,30 @@ def test_the_static_sampler_draws_what_the_dynamic_one_draws(spec):
 
 
 @pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama"])
+def test_a_batch_without_padding_samples_without_a_mask_and_the_same_tokens(spec, monkeypatch):
+    """No pad in the batch: the dynamic sampler passes no attention mask (none is built per step), and
+    draws what the static sampler (always a full mask) draws, with the recomputed log-probs."""
+    policy, _ = _policy(spec)
+    ctx = torch.as_tensor([policy.tokenizer.encode(t)[:2] for t in TEXTS])  # 2 real tokens per row
+    masks = []
+    forward = type(policy.lm).forward
+
+    def spy(self, *args, **kwargs):
+        masks.append(kwargs.get("attention_mask"))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(policy.lm), "forward", spy)
+    a, la = policy.sample(ctx, 6, generator=torch.Generator().manual_seed(0))
+    assert len(masks) == 6 and all(m is None for m in masks)  # the prefill and 5 decode steps
+    policy.sampler = "static"
+    b, lb = policy.sample(ctx, 6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
+    stats = policy.forward_stats(torch.cat([ctx, a], 1), ctx.shape[1])
+    torch.testing.assert_close(stats.logprobs, la, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama"])
 def test_bf16_logprobs_agree_with_fp32_and_stay_float32(spec):
     policy, ctx = _policy(spec)
     responses, _ = policy.sample(ctx, 8, generator=torch.Generator().manual_seed(1))
