@@ -139,31 +139,52 @@ class RunFiles:
             self.tb.close()
 
 
-# What may differ on --resume: where and how often to write, the remedies the andon cord suggests (the
-# halt rule and the learning rate), whether the KL target ends the run, and how often and how long the
-# online loop waits for labels;
-# everything else would silently make another run.
+# What may differ on --resume (dotted keys at any depth; a trailing dot: a whole table): where and how
+# often to write, the remedies the andon cord suggests (the halt rule and the learning rate), Adam's
+# kernel or loop (the same optimiser state either way), whether the KL target ends the run, and how often
+# and how long the online loop waits for labels; everything else would silently make another run.
 RESUMABLE = {
-    ("run", key)
-    for key in (
-        "iterations",
-        "out_dir",
-        "checkpoint_every",
-        "keep_checkpoints",
-        "sample_every",
-        "samples_shown",
-        "tensorboard",
-        "plot",
-        "device",
-        "parallel",  # the engine's own check refuses an FSDP checkpoint without FSDP and the reverse
-    )
-} | {
-    ("online", "poll_s"),
-    ("online", "max_wait_s"),
-    ("kl", "stop_at_target"),  # the KL budget: when to end
-    ("kl", "stop_window"),
-    ("optim", "fused"),  # the same optimiser state either way
+    *(
+        f"run.{key}"
+        for key in (
+            "iterations",
+            "out_dir",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "sample_every",
+            "samples_shown",
+            "tensorboard",
+            "plot",
+            "device",
+            "parallel",  # the engine's own check refuses an FSDP checkpoint without FSDP and the reverse
+        )
+    ),
+    "halt.",
+    "optim.lr",
+    "optim.fused",
+    "online.reward.fused",
+    "online.poll_s",
+    "online.max_wait_s",
+    "kl.stop_at_target",  # the KL budget: when to end
+    "kl.stop_window",
 }
+# the changes among those that are said on resume (the others only move files and clocks)
+SAID = ("halt.", "optim.", "kl.", "online.reward.")
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` at any depth (an empty table adds no key)."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _matches(key: str, patterns) -> bool:
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in patterns)
 
 
 def _with_defaults(saved: dict) -> dict:
@@ -182,41 +203,19 @@ def _with_defaults(saved: dict) -> dict:
     return out
 
 
-def _without_reward_fused(config: dict) -> dict:
-    """``config`` without ``online.reward.fused`` (Adam's kernel or its loop may change on resume, as
-    ``optim.fused`` may: the optimiser state is the same)."""
-    reward = config.get("online", {}).get("reward")
-    if not isinstance(reward, dict) or "fused" not in reward:
-        return config
-    return {
-        **config,
-        "online": {**config["online"], "reward": {k: v for k, v in reward.items() if k != "fused"}},
-    }
-
-
 def _check_resumable(mine: dict, theirs: dict) -> None:
-    mine, theirs = _without_reward_fused(mine), _without_reward_fused(theirs)
-    changed = [
-        f"{t}.{k}"
-        for t in mine
-        for k in mine[t]
-        if mine[t][k] != theirs.get(t, {}).get(k)
-        and (t, k) not in RESUMABLE
-        and t != "halt"
-        and (t, k) != ("optim", "lr")
-    ]
+    mine, theirs = _flat(mine), _flat(theirs)
+    missing = object()
+    keys = [*mine, *(k for k in theirs if k not in mine)]  # the config's order
+    differ = [k for k in keys if mine.get(k, missing) != theirs.get(k, missing)]
+    changed = [k for k in differ if not _matches(k, RESUMABLE)]
     if changed:
+        allowed = ", ".join(f"[{p[:-1]}]" if p.endswith(".") else p for p in sorted(RESUMABLE))
         raise ConfigError(
-            f"--resume: the config differs from the checkpoint's in {changed}; only [run] (but run.algo), "
-            "[halt], optim.lr, optim.fused, online.reward.fused, kl.stop_at_target, kl.stop_window, "
-            "online.poll_s and online.max_wait_s may change on resume."
+            f"--resume: the config differs from the checkpoint's in {changed}; only {allowed} may change "
+            "on resume."
         )
-    moved = [
-        f"{t}.{k}"
-        for t in ("halt", "optim", "kl")
-        for k in mine.get(t, {})
-        if mine[t][k] != theirs.get(t, {}).get(k)
-    ]
+    moved = [k for k in differ if _matches(k, SAID)]
     if moved:
         print(f"[train-policy] resuming with changed {moved}.", file=sys.stderr)
 

@@ -266,7 +266,7 @@ def test_a_kl_halt_checkpoints_the_exact_state_and_resume_may_relax_the_halt(tmp
     assert out["start"] == halt["iteration"] - 1 and out["iterations"] == ref["iterations"]
     assert "resuming with changed ['halt.kl_threshold', 'halt.kl_patience']" in capsys.readouterr().err
     assert metric_rows(tmp_path / "h" / "run") == metric_rows(tmp_path / "ref" / "run")
-    with pytest.raises(ValueError, match=r"in \['run.algo'\]; only \[run\] \(but run.algo\)"):
+    with pytest.raises(ValueError, match=r"in \['run.algo'\]; only \[halt\], .*run\.iterations, .*may change"):
         train_policy(tiny_config(tmp_path / "h", "--algo=rloo"), resume=True, progress=False)
 
 
@@ -394,6 +394,34 @@ def test_a_checkpoint_from_before_fused_adam_ran_the_loop_and_may_switch(tmp_pat
     other = json.loads(json.dumps(online))
     other["online"]["reward"]["fused"] = not online["online"]["reward"]["fused"]
     _check_resumable(online, other)  # no error
+
+
+def test_resume_names_nested_changes_by_their_dotted_key(tmp_path, capsys):
+    """Keys are compared at any depth: a change inside a nested table (online.reward, env.overrides) is
+    named by its dotted key, a key only the checkpoint has counts, and online.reward.fused (allowed) is
+    said like optim.fused."""
+    from agents.config import ConfigError
+    from agents.runfiles import _check_resumable
+
+    mine = tiny_config(tmp_path, "--online.enabled=true").to_dict()
+    theirs = json.loads(json.dumps(mine))
+    theirs["online"]["reward"]["lr"] = 0.5
+    with pytest.raises(ConfigError, match=r"in \['online\.reward\.lr'\]; only \[halt\], kl\.stop_at_target"):
+        _check_resumable(mine, theirs)
+    theirs = json.loads(json.dumps(mine))
+    theirs["env"]["overrides"] = {**mine["env"]["overrides"], "query_length": 99}
+    with pytest.raises(ConfigError, match=r"in \['env\.overrides\.query_length'\]"):
+        _check_resumable(mine, theirs)
+    theirs = json.loads(json.dumps(mine))
+    theirs["run"]["algo"] = "rloo"
+    theirs["run"]["iterations"] = mine["run"]["iterations"] + 5  # allowed, not named
+    with pytest.raises(ConfigError, match=r"in \['run\.algo'\]"):
+        _check_resumable(mine, theirs)
+    theirs = json.loads(json.dumps(mine))
+    theirs["online"]["reward"]["fused"] = not mine["online"]["reward"]["fused"]
+    theirs["halt"]["kl_patience"] = 7
+    _check_resumable(mine, theirs)
+    assert "resuming with changed ['halt.kl_patience', 'online.reward.fused']" in capsys.readouterr().err
 
 
 def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_path):
