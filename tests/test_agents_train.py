@@ -266,7 +266,9 @@ def test_a_kl_halt_checkpoints_the_exact_state_and_resume_may_relax_the_halt(tmp
     assert out["start"] == halt["iteration"] - 1 and out["iterations"] == ref["iterations"]
     assert "resuming with changed ['halt.kl_threshold', 'halt.kl_patience']" in capsys.readouterr().err
     assert metric_rows(tmp_path / "h" / "run") == metric_rows(tmp_path / "ref" / "run")
-    with pytest.raises(ValueError, match=r"in \['run.algo'\]; only \[halt\], .*run\.iterations, .*may change"):
+    with pytest.raises(
+        ValueError, match=r"in \['run.algo'\]; only \[halt\], .*run\.iterations, .*may change"
+    ):
         train_policy(tiny_config(tmp_path / "h", "--algo=rloo"), resume=True, progress=False)
 
 
