@@ -310,10 +310,9 @@ class PolicyWithValue(nn.Module):
 
         A KV cache makes each step one token per row; the attention mask grows with the response (a
         batch without padding needs none and gets none) and the position ids continue from each row's
-        last real token. ``self.sampler = "static"`` (or
-        ``compile_sampler``) preallocates the cache and the mask for Lc + length positions, so every
-        decode step has the same shapes and ``torch.compile`` captures it once; neither loop synchronises
-        the host with the device per token.
+        last real token. ``self.sampler = "static"`` (or ``compile_sampler``) preallocates the cache
+        and the mask for Lc + length positions, so every decode step has the same shapes and
+        ``torch.compile`` captures it once; neither loop synchronises the host with the device per token.
         """
         with self.autocast():
             if self.sampler == "static" or self.compile_sampler:
