@@ -259,7 +259,7 @@ def run_pipeline(cfg: DemoConfig) -> dict:
     # the settings, as --skip-done compares them before it reuses this seed's folder
     result["settings"] = _settings(cfg, train_cfg)
     result["git"] = git_sha()
-    result["cpu_matmul"] = "onednn" if cpu_linear.wanted() else "blas"  # the float32 CPU kernel
+    result["cpu_matmul"] = cpu_linear.kernel()  # the float32 CPU kernel
     # where the minutes went: the reward stage's parts, the two evaluations, PPO and its phases
     result["phase_seconds"] = {
         **{k.removeprefix("time/"): res[k] for k in ("time/questions", "time/normalize", "time/train")},

@@ -27,6 +27,7 @@ from typing import Any
 from agents import checkpoint as ckpt
 from agents.algos import ALGOS
 from agents.config import ConfigError, TrainConfig, dump_toml, load_config
+from textenv.models import cpu_linear
 
 
 class RunFiles:
@@ -82,7 +83,7 @@ class RunFiles:
     def save_checkpoint(self, agent, online=None) -> Path:
         """The agent's state (and the online loop's, :meth:`agents.online.OnlineLoop.state_dict`) as the
         checkpoint of its iteration (replacing one there: an online run re-saves after a retrain)."""
-        state = {"state": agent.state_dict(), "config": self.cfg.to_dict()}
+        state = {"state": agent.state_dict(), "config": self.cfg.to_dict(), "cpu_matmul": cpu_linear.kernel()}
         if online is not None:
             state["online"] = online.state_dict()
         path = ckpt.save_state(self.checkpoint_path(agent.iteration), state)
@@ -124,6 +125,15 @@ class RunFiles:
             print(f"[train-policy] resuming from {path.name}.", file=sys.stderr)
         saved = ckpt.load_state(path)
         _check_resumable(self.cfg.to_dict(), _with_defaults(saved["config"]))
+        # versions before the oneDNN linear layers ran PyTorch's BLAS
+        ran, now = saved.get("cpu_matmul", "blas"), cpu_linear.kernel()
+        if ran != now and self.cfg.run.torch_device == "cpu":
+            print(
+                f"[train-policy] resuming on the {now} float32 kernel where the checkpoint ran on {ran} "
+                f"({cpu_linear.ENV}): the run continues, but not bit for bit as it would have; set "
+                f"{cpu_linear.ENV}={ran} for that.",
+                file=sys.stderr,
+            )
         if online is not None and "online" not in saved:
             raise ConfigError(
                 f"--resume: {path} holds no online-loop state (written by a textenv that could not resume "

@@ -541,7 +541,7 @@ def main(argv=None) -> None:
                 row["peak_rss_vs_trl"] = row["peak_rss_gb"] / rows["trl"]["peak_rss_gb"]
             if "full" in rows and impl in ("top_blocks", "lora", "full_loop", "full_blas"):
                 row["speedup_vs_our_full"] = row["episodes_per_s"] / rows["full"]["episodes_per_s"]
-            matmul = "blas" if impl == "full_blas" else ("onednn" if cpu_linear.wanted() else "blas")
+            matmul = "blas" if impl == "full_blas" else cpu_linear.kernel()
             emit(
                 {**row, **meta, "threads": args.threads, "malloc": setting(), "cpu_matmul": matmul},
                 out=Path(args.out),

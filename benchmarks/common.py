@@ -48,7 +48,7 @@ def metadata(device: str = "cpu") -> dict:
 
     from textenv.models import cpu_linear
 
-    extra = {"cpu_matmul": "onednn" if cpu_linear.wanted() else "blas"} if device == "cpu" else {}
+    extra = {"cpu_matmul": cpu_linear.kernel()} if device == "cpu" else {}
     return {
         **extra,
         "git": git_sha(),

@@ -426,6 +426,22 @@ def test_resume_names_nested_changes_by_their_dotted_key(tmp_path, capsys):
     assert "resuming with changed ['halt.kl_patience', 'online.reward.fused']" in capsys.readouterr().err
 
 
+def test_resuming_on_another_float32_kernel_is_said(tmp_path, monkeypatch, capsys):
+    """A checkpoint records the float32 CPU kernel it ran on; resuming on the other one continues (the
+    numbers differ in the last bits only) and says so, naming the setting that would replay it."""
+    monkeypatch.setenv("TEXTENV_CPU_MATMUL", "blas")
+    train_policy(tiny_config(tmp_path), progress=False)
+    capsys.readouterr()
+    more = tiny_config(tmp_path, "--run.iterations=5")
+    train_policy(more, resume=True, progress=False)
+    assert "float32 kernel" not in capsys.readouterr().err  # the same kernel: nothing to say
+    monkeypatch.setenv("TEXTENV_CPU_MATMUL", "onednn")
+    train_policy(tiny_config(tmp_path, "--run.iterations=6"), resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert "resuming on the onednn float32 kernel where the checkpoint ran on blas" in err
+    assert "set TEXTENV_CPU_MATMUL=blas for that" in err
+
+
 def test_a_checkpoint_from_before_a_new_config_key_resumes_with_its_default(tmp_path):
     """A checkpoint written by an older version lacks the keys added since (e.g. kl.stop_at_target): they
     compare as their defaults, the behaviour it ran with, and a key that really differs is still named."""

@@ -81,6 +81,11 @@ def wanted() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64") and onednn_available()
 
 
+def kernel() -> str:
+    """The float32 CPU kernel models loaded now get: ``"onednn"`` or ``"blas"`` (runs record it)."""
+    return "onednn" if wanted() else "blas"
+
+
 # below this many multiply-adds per call (rows x in x out) the BLAS is faster (the kernel's fixed cost:
 # 0.26x at 8 x 64 x 64, 0.84x at 1 x 576 x 1536, 1.35x at 8 x 576 x 1536 on 1 thread); tests lower it
 MIN_PRODUCT = 2**20
