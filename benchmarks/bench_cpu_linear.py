@@ -12,26 +12,14 @@ as GFLOP/s and the oneDNN/BLAS speed ratio. The output layer is timed forward on
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from benchmarks.common import RESULTS, arg_parser, emit, metadata, out_path
+from benchmarks.common import RESULTS, arg_parser, best_seconds, emit, metadata, out_path
 from textenv.models.cpu_linear import onednn_available
 
 # (name, out features, in features) of SmolLM2-135M's linear layers
 LAYERS = [("attn q/o", 576, 576), ("attn k/v", 192, 576), ("mlp up/gate", 1536, 576), ("mlp down", 576, 1536)]
 OUTPUT = ("output layer", 49152, 576)
-
-
-def best_seconds(fn, repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def products(rows: int, out_f: int, in_f: int, forward_only: bool) -> dict:

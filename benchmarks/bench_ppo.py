@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, arg_parser, emit, metadata
+from benchmarks.common import RESULTS, arg_parser, best_seconds, emit, metadata
 from textenv.models import cpu_linear
 
 CASES = {
@@ -297,16 +297,7 @@ def matmul_rate(n: int = 1024, repeat: int = 10) -> dict:
     kernels = {"blas": lambda: a @ b}
     if onednn_available():
         kernels["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
-    rates = {}
-    for name, fn in kernels.items():
-        fn()
-        best = float("inf")
-        for _ in range(repeat):
-            t = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t)
-        rates[name] = 2 * n**3 / best
-    return rates
+    return {name: 2 * n**3 / best_seconds(fn, repeat) for name, fn in kernels.items()}
 
 
 # -------------------------------------------------------------------------------------------- TRL

@@ -43,6 +43,17 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def best_seconds(fn, repeat: int) -> float:
+    """The fastest of ``repeat`` timed calls of ``fn()``, after one untimed warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def metadata(device: str = "cpu") -> dict:
     import torch
 

@@ -31,6 +31,25 @@ def reference_linear(x, w, b):
     return out.reshape(*x.shape[:-1], w.shape[0])
 
 
+def loss_and_grads_on_both_kernels(monkeypatch, spec, seed, shape, check=None):
+    """``{kernel: (loss, {name: grad})}`` of ``spec``'s LM loss on seeded ids, loaded under each setting;
+    ``check(lm, kernel)`` sees each model first."""
+    out = {}
+    for mode in ("blas", "onednn"):
+        monkeypatch.setenv(cpu_linear.ENV, mode)
+        lm, _ = load_causal_lm(spec, seed=seed)
+        if check is not None:
+            check(lm, mode)
+        ids = torch.randint(0, 500, shape, generator=torch.Generator().manual_seed(0))
+        loss = lm(input_ids=ids, labels=ids).loss
+        loss.backward()
+        out[mode] = (loss.detach(), {n: p.grad.clone() for n, p in lm.named_parameters()})
+    torch.testing.assert_close(out["blas"][0], out["onednn"][0], rtol=1e-5, atol=1e-6)
+    for name, g in out["blas"][1].items():
+        torch.testing.assert_close(out["onednn"][1][name], g, rtol=1e-4, atol=1e-6, msg=name)
+    return lm
+
+
 @needs_kernel
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(5, 7), (2, 3, 7), (3, 1, 7)])
@@ -145,17 +164,7 @@ def test_load_causal_lm_follows_the_setting(monkeypatch, mode):
 def test_a_tiny_model_trains_the_same_on_both_kernels(monkeypatch):
     """Loss and every gradient of a tiny Llama agree between oneDNN and PyTorch's BLAS within float32
     rounding (the two differ only in summation order)."""
-    grads = {}
-    for mode in ("blas", "onednn"):
-        monkeypatch.setenv(cpu_linear.ENV, mode)
-        lm, _ = load_causal_lm("tiny-llama", seed=3)
-        ids = torch.randint(0, 500, (3, 12), generator=torch.Generator().manual_seed(0))
-        loss = lm(input_ids=ids, labels=ids).loss
-        loss.backward()
-        grads[mode] = (loss.detach(), {n: p.grad.clone() for n, p in lm.named_parameters()})
-    torch.testing.assert_close(grads["blas"][0], grads["onednn"][0], rtol=1e-5, atol=1e-6)
-    for name, g in grads["blas"][1].items():
-        torch.testing.assert_close(grads["onednn"][1][name], g, rtol=1e-4, atol=1e-6, msg=name)
+    loss_and_grads_on_both_kernels(monkeypatch, "tiny-llama", 3, (3, 12))
 
 
 def test_a_training_command_refuses_a_bad_setting_as_a_usage_error(monkeypatch, capsys):
@@ -190,19 +199,12 @@ def test_gpt2_conv1d_layers_match_the_blas(monkeypatch):
     GPT-2 agree with PyTorch's own path within float32 rounding."""
     from transformers.pytorch_utils import Conv1D
 
-    grads = {}
-    for mode in ("blas", "onednn"):
-        monkeypatch.setenv(cpu_linear.ENV, mode)
-        lm, _ = load_causal_lm("tiny-gpt2", seed=1)
+    def conv1d_kind(lm, mode):
         convs = [m for m in lm.modules() if isinstance(m, Conv1D)]
         assert convs and all((type(m) is Conv1D) == (mode == "blas") for m in convs)
-        ids = torch.randint(0, 500, (2, 9), generator=torch.Generator().manual_seed(0))
-        loss = lm(input_ids=ids, labels=ids).loss
-        loss.backward()
-        grads[mode] = (loss.detach(), {n: p.grad.clone() for n, p in lm.named_parameters()})
-    torch.testing.assert_close(grads["blas"][0], grads["onednn"][0], rtol=1e-5, atol=1e-6)
-    for name, g in grads["blas"][1].items():
-        torch.testing.assert_close(grads["onednn"][1][name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+    lm = loss_and_grads_on_both_kernels(monkeypatch, "tiny-gpt2", 1, (2, 9), check=conv1d_kind)
+    convs = [m for m in lm.modules() if isinstance(m, Conv1D)]
     assert use_onednn(lm, enabled=False) > len(convs) - 1
     assert all(type(m) is Conv1D for m in lm.modules() if isinstance(m, Conv1D))
 

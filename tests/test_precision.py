@@ -19,17 +19,24 @@ def _policy(spec):
     return policy, ctx
 
 
+def static_draws_as_dynamic(policy, ctx, length):
+    """The dynamic draws of ``length`` tokens (seeded), checked against the static sampler's (the same
+    tokens, log-probs within 1e-5) and against the recomputed log-probs (1e-4)."""
+    a, la = policy.sample(ctx, length, generator=torch.Generator().manual_seed(0))
+    policy.sampler = "static"
+    b, lb = policy.sample(ctx, length, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
+    stats = policy.forward_stats(torch.cat([ctx, b], 1), ctx.shape[1])
+    torch.testing.assert_close(stats.logprobs, lb, atol=1e-4, rtol=1e-4)
+    return a
+
+
 @pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama"])
 def test_the_static_sampler_draws_what_the_dynamic_one_draws(spec):
     policy, ctx = _policy(spec)
-    a, la = policy.sample(ctx, 8, generator=torch.Generator().manual_seed(0))
-    policy.sampler = "static"
-    b, lb = policy.sample(ctx, 8, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(a, b)
-    torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
-    # and its log-probs are the recomputed ones (padding invariance through the preallocated mask)
-    stats = policy.forward_stats(torch.cat([ctx, b], 1), ctx.shape[1])
-    torch.testing.assert_close(stats.logprobs, lb, atol=1e-4, rtol=1e-4)
+    # padded rows: the recomputed log-probs check padding invariance through the preallocated mask
+    static_draws_as_dynamic(policy, ctx, 8)
 
 
 @pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama"])
@@ -46,14 +53,9 @@ def test_a_batch_without_padding_samples_without_a_mask_and_the_same_tokens(spec
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(type(policy.lm), "forward", spy)
-    a, la = policy.sample(ctx, 6, generator=torch.Generator().manual_seed(0))
+    policy.sample(ctx, 6, generator=torch.Generator().manual_seed(0))
     assert len(masks) == 6 and all(m is None for m in masks)  # the prefill and 5 decode steps
-    policy.sampler = "static"
-    b, lb = policy.sample(ctx, 6, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(a, b)
-    torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
-    stats = policy.forward_stats(torch.cat([ctx, a], 1), ctx.shape[1])
-    torch.testing.assert_close(stats.logprobs, la, atol=1e-4, rtol=1e-4)
+    static_draws_as_dynamic(policy, ctx, 6)
 
 
 @pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama"])
