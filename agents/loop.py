@@ -104,6 +104,10 @@ class Samples:
     texts: list[str]  # truncated responses, decoded
     features: Features | None  # frozen lower blocks' output (top-k training), reused by the update
     full: torch.Tensor  # (B, Lc + Lr) context and response
+    # the policy's values and entropies recorded while sampling (when the agent asks for them, see
+    # Agent.sample_values), else None
+    values: torch.Tensor | None = None  # (B, Lr)
+    entropy: torch.Tensor | None = None  # (B, Lr)
 
 
 class Agent:
@@ -115,6 +119,9 @@ class Agent:
     """
 
     config: AlgoConfig
+    # whether sample_and_score also records the policy's values and entropies while sampling
+    # (PolicyWithValue.sample_stats); an algorithm with a value function turns it on
+    sample_values: bool = False
     policy: Any  # agents.policy.PolicyWithValue
     reference: Any
     envs: Any
@@ -199,9 +206,16 @@ class Agent:
         context = torch.as_tensor(obs[:, : self.context_length]).to(self.device)
         self.policy.eval()
         t0 = time.perf_counter()
-        responses, logprobs = self.engine.call(
-            "sample", context, self.response_length, generator=self.generator
-        )
+        values = entropy = None
+        if self.sample_values:
+            responses, stats = self.engine.call(
+                "sample_stats", context, self.response_length, generator=self.generator
+            )
+            logprobs, values, entropy = stats
+        else:
+            responses, logprobs = self.engine.call(
+                "sample", context, self.response_length, generator=self.generator
+            )
         t1 = time.perf_counter()
         info, env_rewards, terminated = {}, None, np.zeros(0, dtype=bool)
         for t in range(self.response_length):
@@ -224,6 +238,8 @@ class Agent:
             list(info["truncated_text"]),
             feats,
             full,
+            values,
+            entropy,
         )
 
     def rollout(self) -> Any:

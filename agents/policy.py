@@ -39,8 +39,16 @@ from textenv.models.tokenization import banned_token_mask, padded_inputs, real_v
 from textenv.models.trunk import Features, freeze_lower, lower_features, top_forward
 
 
-def _decode_step(lm, token, mask, position_ids, cache, cache_position) -> torch.Tensor:
-    """One static-shape decode step of the causal LM ``lm``: the next logits (B, V)."""
+def _last(out, hidden: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The last position's logits (B, V) of a causal LM's output and, when ``hidden``, its final hidden
+    state (B, d): the input of the output layer, which Hugging Face returns as the last of
+    ``hidden_states`` (the final norm applied, as ``last_hidden_state``)."""
+    return out.logits[:, -1], out.hidden_states[-1][:, -1] if hidden else None
+
+
+def _decode_step(lm, token, mask, position_ids, cache, cache_position, hidden=False):
+    """One static-shape decode step of the causal LM ``lm``: the next logits (B, V) and, when ``hidden``,
+    the final hidden state (B, d) (else None)."""
     out = lm(
         input_ids=token,
         attention_mask=mask,
@@ -48,8 +56,9 @@ def _decode_step(lm, token, mask, position_ids, cache, cache_position) -> torch.
         cache=cache,
         cache_position=cache_position,
         use_cache=True,
+        output_hidden_states=hidden,
     )
-    return out.logits[:, -1]
+    return _last(out, hidden)
 
 
 # compiled on first use; a plain module-level function, so it holds no policy alive (torch.compile guards
@@ -314,32 +323,69 @@ class PolicyWithValue(nn.Module):
         and the mask for Lc + length positions, so every decode step has the same shapes and
         ``torch.compile`` captures it once; neither loop synchronises the host with the device per token.
         """
+        responses, stats = self._sample(context, length, generator, values=False)
+        return responses, stats.logprobs
+
+    @torch.no_grad()
+    def sample_stats(
+        self, context: torch.Tensor, length: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, Stats]:
+        """As :meth:`sample`, and the rollout's :class:`Stats` recorded while sampling, as the reference
+        code's ``respond`` does (PAPER.md §1.8, "old log-probs and values are recorded during sampling"):
+        the value of response token t from the final hidden state of the step that drew it (position
+        ``Lc - 1 + t``, as :meth:`forward_stats` reads it) and the entropy of the distribution it was
+        drawn from. The same numbers as :meth:`forward_stats` on ``context ⊕ responses`` up to float
+        rounding (a KV-cached pass sums in another order), without that second pass over the model.
+        Only for the value head on the policy's own trunk: a separate value network has to run on
+        the whole sequence (``ValueError``)."""
+        if self.value_model is not None:
+            raise ValueError(
+                "sample_stats reads the values from the policy's own trunk; a policy with a separate "
+                "value_model gets them from forward_stats."
+            )
+        return self._sample(context, length, generator, values=True)
+
+    def _sample(self, context, length, generator, values: bool) -> tuple[torch.Tensor, Stats]:
         with self.autocast():
             if self.sampler == "static" or self.compile_sampler:
-                return self._sample_static(context, length, generator)
-            return self._sample_dynamic(context, length, generator)
+                return self._sample_static(context, length, generator, values)
+            return self._sample_dynamic(context, length, generator, values)
 
     sampler: str = "dynamic"  # or "static" (fixed shapes; what compile_sampler compiles)
     compile_sampler: bool = False
 
-    def _draw(self, next_logits: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw(self, next_logits: torch.Tensor, generator, entropy: bool):
+        """One token per row from ``next_logits`` (B, V): (token, its log-prob, the entropy or None)."""
         logp = torch.log_softmax(self.mask_logits(next_logits) / self.temperature, dim=-1)  # (B, V)
-        token = torch.multinomial(logp.exp(), 1, generator=generator)  # (B, 1)
-        return token, logp.gather(-1, token)
+        probs = logp.exp()
+        token = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+        # as _token_stats computes it (banned rows have probability exactly 0, so no 0 * -inf)
+        ent = -(probs * logp).sum(-1, keepdim=True) if entropy else None
+        return token, logp.gather(-1, token), ent
 
-    def _draw_all(self, next_logits, length, generator, advance) -> tuple[torch.Tensor, torch.Tensor]:
-        """``length`` draws: each from ``next_logits``, then ``advance(token, t)`` runs the decode step
-        that gives the next logits (not after the last draw)."""
-        tokens, logps = [], []
+    def _draw_all(self, first, length, generator, advance) -> tuple[torch.Tensor, Stats]:
+        """``length`` draws: each from the current logits, then ``advance(token, t)`` runs the decode step
+        that gives the next ``(logits, final hidden state or None)`` (not after the last draw); ``first``
+        is the prefill's pair. With hidden states, the values and entropies are filled in too."""
+        (next_logits, hidden), with_values = first, first[1] is not None
+        tokens, logps, ents, hiddens = [], [], [], []
         for t in range(length):
-            token, logp = self._draw(next_logits, generator)
+            token, logp, ent = self._draw(next_logits, generator, with_values)
             tokens.append(token)
             logps.append(logp)
+            if with_values:
+                ents.append(ent)
+                hiddens.append(hidden)
             if t < length - 1:
-                next_logits = advance(token, t)
-        return torch.cat(tokens, dim=1), torch.cat(logps, dim=1)
+                next_logits, hidden = advance(token, t)
+        responses, logprobs = torch.cat(tokens, dim=1), torch.cat(logps, dim=1)
+        if not with_values:
+            return responses, Stats(logprobs, None, None)
+        # the value head once over the (B, Lr, d) states, as forward_stats applies it
+        values = self.value_head(torch.stack(hiddens, dim=1)).squeeze(-1).float()
+        return responses, Stats(logprobs, values, torch.cat(ents, dim=1))
 
-    def _sample_dynamic(self, context, length, generator):
+    def _sample_dynamic(self, context, length, generator, values: bool):
         inputs = padded_inputs(context, self.pad_id)
         # one past each row's last real token
         pos = inputs["position_ids"][:, -1:] + inputs["attention_mask"][:, -1:]
@@ -348,7 +394,8 @@ class PolicyWithValue(nn.Module):
         padded = not bool(inputs["attention_mask"].all())
         if not padded:
             del inputs["attention_mask"]
-        out = self.lm(**inputs, use_cache=True, logits_to_keep=1)  # the prefill needs the last logits only
+        # the prefill needs the last logits only; its final hidden state holds the first value
+        out = self.lm(**inputs, use_cache=True, logits_to_keep=1, output_hidden_states=values)
         cache_key = "cache" if "cache" in out else "past_key_values"
         state = {"cache": out[cache_key], "mask": inputs.get("attention_mask"), "pos": pos}
 
@@ -360,14 +407,15 @@ class PolicyWithValue(nn.Module):
                 attention_mask=state["mask"],
                 position_ids=state["pos"],
                 use_cache=True,
+                output_hidden_states=values,
                 **{cache_key: state["cache"]},
             )
             state["cache"], state["pos"] = step[cache_key], state["pos"] + 1
-            return step.logits[:, -1]
+            return _last(step, values)
 
-        return self._draw_all(out.logits[:, -1], length, generator, advance)
+        return self._draw_all(_last(out, values), length, generator, advance)
 
-    def _sample_static(self, context, length, generator):
+    def _sample_static(self, context, length, generator, values: bool):
         from transformers import StaticCache
 
         batch, lc = context.shape
@@ -378,15 +426,22 @@ class PolicyWithValue(nn.Module):
         cache = StaticCache(config=self.hf.config, max_cache_len=lc + length)
         cache_positions = torch.arange(lc + length, device=context.device)
         out = self.lm(
-            **inputs, cache=cache, cache_position=cache_positions[:lc], use_cache=True, logits_to_keep=1
+            **inputs,
+            cache=cache,
+            cache_position=cache_positions[:lc],
+            use_cache=True,
+            logits_to_keep=1,
+            output_hidden_states=values,
         )
         first_pos = inputs["position_ids"][:, -1:] + inputs["attention_mask"][:, -1:]
         step = _compiled_decode_step() if self.compile_sampler else _decode_step
 
         def advance(token, t):
-            return step(self.lm, token, mask, first_pos + t, cache, cache_positions[lc + t : lc + t + 1])
+            return step(
+                self.lm, token, mask, first_pos + t, cache, cache_positions[lc + t : lc + t + 1], values
+            )
 
-        return self._draw_all(out.logits[:, -1], length, generator, advance)
+        return self._draw_all(_last(out, values), length, generator, advance)
 
 
 class AdapterDisabledReference:

@@ -3,7 +3,8 @@
 The iteration skeleton (rollout, andon cord, KL control, checkpoints) is :class:`agents.loop.Agent`'s;
 this module holds PPO's own part:
 
-1. rollout: the policy's values on the sampled responses and per-token KL-shaped rewards (``-beta * KL``
+1. rollout: the policy's values on the sampled responses (recorded while sampling, as the reference
+   code's ``respond``; ``old_logprobs = "recompute"``: a separate pass) and per-token KL-shaped rewards (``-beta * KL``
    on every token, the score on the last; ``textenv.kl``);
 2. update: ``epochs`` x ``minibatches`` with a fresh permutation per epoch: reward whitening (optional),
    GAE (gamma 1, lambda 0.95), advantage whitening, clipped policy + ``vf_coef`` x clipped value loss,
@@ -25,6 +26,7 @@ from pydantic.dataclasses import dataclass
 from agents import distributed as D
 from agents.core import compute_gae, masked_mean, ppo_loss
 from agents.loop import Agent, TrainingHalted
+from agents.policy import Stats
 from agents.sections import OBJECTIVE_CURVES, STRICT, AlgoConfig, Algorithm
 from textenv.kl import shaped_rewards
 from textenv.models.trunk import Features
@@ -42,8 +44,10 @@ class PPOConfig(AlgoConfig):
         gamma, lam: GAE parameters (1, 0.95).
         cliprange, cliprange_value, vf_coef: clipped-loss settings (0.2, 0.2, 0.1); no entropy bonus.
         whiten_rewards: whiten shaped rewards per minibatch, scale only (on for books, off for summaries).
-        old_logprobs: ``sampling`` (the reference code: log-probs recorded while sampling) or ``recompute``
-            (the PyTorch reproduction's separate forward pass, [R] deviation (a)).
+        old_logprobs: ``sampling`` (the reference code: the old log-probs, values and entropies recorded
+            while sampling, §1.8) or ``recompute`` (the PyTorch reproduction's separate forward pass of
+            the policy over query ⊕ response for all three, [R] deviation (a)). A separate value
+            network (``value_model``) always runs that pass: its values need the whole sequence.
     """
 
     grad_accum: int = Field(1, gt=0)
@@ -108,6 +112,10 @@ class PPOAgent(Agent):
 
     def __init__(self, policy, envs, config: PPOConfig, reference=None, parallel: str = "ddp") -> None:
         super().__init__(policy, envs, config, reference, parallel)
+        # the reference code's respond(): values and entropies come with the samples, no second pass
+        self.sample_values = (
+            config.old_logprobs == "sampling" and getattr(policy, "value_model", None) is None
+        )
         if self.local_batch % (config.minibatches * config.grad_accum):
             raise ValueError(
                 f"the per-process batch {self.local_batch} must be divisible by minibatches x grad_accum = "
@@ -120,7 +128,10 @@ class PPOAgent(Agent):
         cfg = self.config
         s = self.sample_and_score()
         t0 = time.perf_counter()
-        stats = self.engine.call("forward_stats", s.full, self.context_length, s.features)
+        if self.sample_values:  # recorded while sampling (§1.8)
+            stats = Stats(s.logprobs, s.values, s.entropy)
+        else:  # old_logprobs = "recompute", or a separate value network
+            stats = self.engine.call("forward_stats", s.full, self.context_length, s.features)
         self.timings["forward"] = time.perf_counter() - t0
         logprobs = s.logprobs if cfg.old_logprobs == "sampling" else stats.logprobs
         rewards, non_score = shaped_rewards(

@@ -146,3 +146,48 @@ def test_a_separate_value_network_leaves_an_untied_output_layer_frozen():
     stats.values.sum().backward()
     trainable = [p for p in rm.parameters() if p.requires_grad]
     assert all(p.grad is not None for p in trainable)  # every trainable value parameter gets a gradient
+
+
+@pytest.mark.parametrize("sampler", ["dynamic", "static"])
+def test_sample_stats_records_the_values_and_entropies_a_forward_pass_gives(policy, sampler):
+    """``sample_stats`` (the reference code's ``respond``, PAPER.md §1.8) records what ``forward_stats``
+    recomputes on context ⊕ response: the same tokens and log-probs as ``sample``, the value of token t
+    from the state before it (position Lc - 1 + t) and the entropy it was drawn from, up to the rounding
+    of a KV-cached pass; padded rows included."""
+    ctx = _context(policy, ["It was a dark and stormy night;", "Call me", "The"])
+    head = policy.value_head
+    saved = head.weight.detach().clone(), head.bias.detach().clone()
+    with torch.no_grad():  # a non-zero head (zero at init would make any state agree)
+        head.weight.copy_(torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(0)))
+        head.bias.fill_(0.3)
+    policy.sampler = sampler
+    try:
+        responses, logps = policy.sample(ctx, 7, generator=torch.Generator().manual_seed(5))
+        same, stats = policy.sample_stats(ctx, 7, generator=torch.Generator().manual_seed(5))
+        assert torch.equal(same, responses) and torch.equal(stats.logprobs, logps)
+        full = policy.forward_stats(torch.cat([ctx, responses], 1), ctx.shape[1])
+    finally:
+        del policy.sampler
+        with torch.no_grad():
+            head.weight.copy_(saved[0])
+            head.bias.copy_(saved[1])
+    assert stats.values.shape == stats.entropy.shape == (3, 7)
+    assert stats.values.dtype == torch.float32 and stats.values.abs().min() > 0
+    torch.testing.assert_close(stats.values, full.values, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(stats.entropy, full.entropy, atol=1e-4, rtol=1e-4)
+    assert not torch.equal(stats.values[:, 1:], stats.values[:, :-1])  # one state per step, not one repeated
+
+
+def test_sample_stats_refuses_a_separate_value_network():
+    import transformers as hf
+
+    from rewards.model import RewardModel
+
+    cfg = hf.LlamaConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=64
+    )
+    policy = PolicyWithValue(
+        hf.LlamaForCausalLM(cfg), pad_id=63, value_model=RewardModel(hf.LlamaForCausalLM(cfg), 63)
+    )
+    with pytest.raises(ValueError, match="separate value_model gets them from forward_stats"):
+        policy.sample_stats(torch.randint(0, 63, (2, 4)), 3)

@@ -156,3 +156,29 @@ def test_first_minibatch_has_ratio_one_and_the_lr_decays_per_iteration():
     assert m["ppo/policy/clipfrac"] == 0.0
     assert m["ppo/lr"] == agent.config.optim.lr  # lr (1 - 0/4)
     assert agent.step()["ppo/lr"] == pytest.approx(agent.config.optim.lr * 0.75)  # lr (1 - 1/4)
+
+
+@pytest.mark.parametrize("old_logprobs", ["sampling", "recompute"])
+def test_the_rollout_runs_a_second_policy_pass_only_when_asked(old_logprobs):
+    """``old_logprobs = "sampling"`` (the reference code): the old values and entropies come with the
+    samples and the policy runs no second pass over the batch; ``"recompute"`` ([R] deviation (a)) runs
+    it, and takes the log-probs from it too. Either way the values agree with that pass."""
+    agent = make_agent(epochs=1, minibatches=1, old_logprobs=old_logprobs)
+    with torch.no_grad():
+        agent.policy.value_head.weight.normal_(generator=torch.Generator().manual_seed(0))
+    calls = []
+    forward_stats = agent.policy.forward_stats
+
+    def spy(*args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return forward_stats(*args, **kwargs)
+
+    agent.policy.forward_stats = spy
+    batch = agent.rollout()
+    assert calls == ([] if old_logprobs == "sampling" else [False])
+    assert agent.timings["forward"] >= 0.0
+    again = forward_stats(torch.cat([batch.context, batch.responses], 1), agent.context_length)
+    torch.testing.assert_close(batch.values, again.values, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(batch.entropy, again.entropy, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(batch.logprobs, again.logprobs, atol=1e-4, rtol=1e-4)
+    assert batch.values.abs().min() > 0
