@@ -8,7 +8,9 @@ Cases (each implementation and mode runs in its own subprocess, so peak RSS is i
   and LoRA (r = 16) modes are reported separately (their speed-up over our full mode); on request,
   ``full_loop`` is full fine-tuning with Adam's per-tensor loop instead of its fused kernel and
   ``full_blas`` full fine-tuning with ``TEXTENV_CPU_MATMUL=blas`` (PyTorch's own float32 matmul instead of
-  oneDNN's, :mod:`textenv.models.cpu_linear`).
+  oneDNN's, :mod:`textenv.models.cpu_linear`) and ``full_recompute`` full fine-tuning with
+  ``old_logprobs = "recompute"`` (a second policy pass per rollout for the old log-probs and values,
+  where the default records them while sampling).
 * ``gemma3``: the optional Gemma-3-270M (262,144-token vocabulary; ``textenv setup --only gemma3-270m``),
   4 episodes x (32 + 16) tokens, 1 epoch: what its vocabulary costs in time and peak memory.
 
@@ -62,6 +64,10 @@ CASES = {
     # the optional Gemma-3-270M (textenv setup --only gemma3-270m): 262k vocabulary, 268M parameters
     "gemma3": dict(batch=4, query=32, response=16, epochs=1),
 }
+
+
+# our modes other than full fine-tuning, reported against it (the embedded case only)
+VARIANTS = ("top_blocks", "lora", "full_loop", "full_blas", "full_recompute")
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -175,6 +181,7 @@ def run_ours(case: str, mode: str, iterations: int) -> dict:
         minibatches=1,
         # full_loop: full fine-tuning with the per-tensor TF-Adam loop (optim.fused = false), the before
         optim=OptimConfig(lr=1e-5, fused=mode != "full_loop"),
+        old_logprobs="recompute" if mode == "full_recompute" else "sampling",
         kl=KLConfig(coef=0.15),
         halt=HaltConfig(kl_patience=0),
     )
@@ -194,18 +201,21 @@ def run_ours(case: str, mode: str, iterations: int) -> dict:
         )
     out = {"iteration_s": times[1:], "phases": phases[1:]}
     if case in ("embedded", "gemma3") and mode == "full":
-        out["flops_per_iteration"] = iteration_flops(lm, c)
-        out["roofline_work"] = roofline_work(lm, c)
+        policy_pass = not agent.sample_values  # old values recorded while sampling: no second pass
+        out["flops_per_iteration"] = iteration_flops(lm, c, policy_pass)
+        out["roofline_work"] = roofline_work(lm, c, policy_pass)
     return out
 
 
-def iteration_flops(lm, c: dict) -> float:
+def iteration_flops(lm, c: dict, policy_pass: bool = False) -> float:
     """Matmul FLOPs one iteration of our algorithm needs (forward 2 x params x tokens, backward 2 x that).
 
     Per episode: sampling runs the trunk on Lq + Lr - 1 tokens and the output layer on Lr positions;
-    the policy, reference and reward passes run the trunk on Lq + Lr tokens (the output layer on Lr
-    positions, none for the reward); each epoch runs forward + backward (3 x forward). Attention score
-    FLOPs (4 x T x d per token per layer) are included.
+    the reference and reward passes run the trunk on Lq + Lr tokens (the output layer on Lr positions,
+    none for the reward), and so does the policy's second pass when it runs (``policy_pass``:
+    ``old_logprobs = "recompute"``; by default the old values are recorded while sampling); each epoch
+    runs forward + backward (3 x forward). Attention score FLOPs (4 x T x d per token per layer) are
+    included.
     """
     from textenv.models.trunk import blocks_of
 
@@ -215,12 +225,13 @@ def iteration_flops(lm, c: dict) -> float:
     t = c["query"] + c["response"]
     per_token = 2 * p_blocks + 4 * t * d * n_layers
     head = 2 * d * v
-    trunk_tokens = (t - 1) + 3 * t + 3 * c["epochs"] * t
-    head_positions = c["response"] * (1 + 2 + 3 * c["epochs"])
+    passes = 3 if policy_pass else 2  # reward, reference (and the policy's second pass)
+    trunk_tokens = (t - 1) + passes * t + 3 * c["epochs"] * t
+    head_positions = c["response"] * (1 + (passes - 1) + 3 * c["epochs"])
     return float(c["batch"] * (trunk_tokens * per_token + head_positions * head))
 
 
-def roofline_work(lm, c: dict) -> dict:
+def roofline_work(lm, c: dict, policy_pass: bool = False) -> dict:
     """Per phase, the work :func:`iteration_flops` counts, split so that a roofline can be drawn:
     ``flops`` for every phase, and for sampling the prefill FLOPs plus, per decode step, its FLOPs and the
     bytes it must read (every weight matrix once, the output layer's whole matrix, and the KV cache so
@@ -252,7 +263,7 @@ def roofline_work(lm, c: dict) -> dict:
         "sample": {"prefill_flops": b * (lq * per_token + head), "decode_steps": steps},
         "score": {"flops": b * t * per_token},  # the reward model: the trunk only
         "reference": {"flops": forward},
-        "policy_forward": {"flops": forward},
+        "policy_forward": {"flops": forward if policy_pass else 0.0},  # see iteration_flops
         "update": {"flops": 3 * c["epochs"] * forward},
         "optimizer_bytes": c["epochs"] * 7 * 4 * trainable,
     }
@@ -468,7 +479,7 @@ def summarize(case: str, impl: str, raw: dict) -> dict:
             roofline_s=total,
             ratio_to_roofline=it / total,
             roofline_phases_s=bound,
-            phase_ratio_to_roofline={k: phases[k] / bound[k] for k in bound},
+            phase_ratio_to_roofline={k: phases[k] / bound[k] for k in bound if bound[k] > 0},
             optimizer_traffic_s=raw["roofline_work"]["optimizer_bytes"] / bandwidth,
         )
     return row
@@ -483,9 +494,10 @@ def main(argv=None) -> None:
         "--impls",
         nargs="+",
         default=["trl", "full", "top_blocks", "lora"],
-        choices=["trl", "full", "top_blocks", "lora", "full_loop", "full_blas"],
+        choices=["trl", "full", *VARIANTS],
         help="full_loop: full fine-tuning with optim.fused = false (Adam's per-tensor loop); full_blas: full "
-        "fine-tuning with TEXTENV_CPU_MATMUL=blas (PyTorch's own float32 matmul, not oneDNN); side by side",
+        "fine-tuning with TEXTENV_CPU_MATMUL=blas (PyTorch's own float32 matmul, not oneDNN); "
+        "full_recompute: full fine-tuning with old_logprobs = recompute (a second policy pass); side by side",
     )
     parser.add_argument("--iterations", type=int, default=3, help="measured iterations (after 1 warm-up)")
     parser.add_argument(
@@ -514,7 +526,7 @@ def main(argv=None) -> None:
     for case in args.cases:
         rows = {}
         for impl in args.impls:
-            if case == "tiny" and impl in ("top_blocks", "lora", "full_loop", "full_blas"):
+            if case == "tiny" and impl in VARIANTS:
                 continue  # the tiny case compares full fine-tuning only
             cmd = [sys.executable, "-m", "benchmarks.bench_ppo", "--worker", case, impl]
             cmd += ["--iterations", str(args.iterations), "--threads", str(args.threads)]
@@ -530,7 +542,7 @@ def main(argv=None) -> None:
             if "trl" in rows and impl != "trl":
                 row["speedup_vs_trl"] = row["episodes_per_s"] / rows["trl"]["episodes_per_s"]
                 row["peak_rss_vs_trl"] = row["peak_rss_gb"] / rows["trl"]["peak_rss_gb"]
-            if "full" in rows and impl in ("top_blocks", "lora", "full_loop", "full_blas"):
+            if "full" in rows and impl in VARIANTS:
                 row["speedup_vs_our_full"] = row["episodes_per_s"] / rows["full"]["episodes_per_s"]
             matmul = "blas" if impl == "full_blas" else cpu_linear.kernel()
             emit(
