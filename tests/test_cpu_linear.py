@@ -319,3 +319,65 @@ def test_torch_compile_traces_pytorch_path_without_graph_breaks():
     torch.testing.assert_close(compiled(x), ref(x))
     compiled(x).sum().backward()
     assert model[0].weight.grad is not None
+
+
+def recording_backend(graphs):
+    """A ``torch.compile`` backend that keeps each traced graph and runs it as traced (no code generation)."""
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    return backend
+
+
+def custom_op_calls(graphs) -> int:
+    op = cpu_linear.COMPILED_OP
+    return sum(n.target is op for gm in graphs for n in gm.graph.nodes if n.op == "call_function")
+
+
+@needs_kernel
+def test_compiled_calls_without_gradient_keep_the_onednn_kernel_as_one_custom_op():
+    """Traced by torch.compile without gradient (the compiled sampler), every linear layer becomes
+    ``textenv::onednn_linear`` (opaque to the compiler, the eager loop's kernel); with gradient the
+    trace is PyTorch's own product, so a compiled training step still backpropagates."""
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
+    model = copy.deepcopy(ref)
+    use_onednn(model)
+    graphs = []
+    compiled = torch.compile(model, backend=recording_backend(graphs), fullgraph=True)
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        out = compiled(x)
+    torch.testing.assert_close(out, ref(x))
+    assert custom_op_calls(graphs) == 2
+    graphs.clear()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=recording_backend(graphs), fullgraph=True)
+    compiled(x.requires_grad_()).sum().backward()
+    assert custom_op_calls(graphs) == 0 and model[0].weight.grad is not None
+
+
+@needs_kernel
+@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama"])
+def test_the_compiled_static_sampler_runs_the_onednn_op_and_draws_what_the_eager_one_draws(monkeypatch, spec):
+    from agents import policy as P
+    from agents.policy import PolicyWithValue
+    from textenv.models.tokenization import pad_sequences
+
+    policy = PolicyWithValue.from_spec(spec, temperature=0.7, seed=0)
+    tok = policy.tokenizer
+    texts = ["It was a dark and stormy night;", "Call me"]
+    ctx = torch.as_tensor(pad_sequences([tok.encode(t) for t in texts], tok.pad_token_id, side="left"))
+    eager, eager_logp = policy.sample(ctx, 5, generator=torch.Generator().manual_seed(0))
+    graphs = []
+    torch._dynamo.reset()
+    monkeypatch.setattr(
+        P, "_COMPILED_DECODE", [torch.compile(P._decode_step, backend=recording_backend(graphs))]
+    )
+    policy.compile_sampler = True
+    compiled, compiled_logp = policy.sample(ctx, 5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(compiled, eager)
+    torch.testing.assert_close(compiled_logp, eager_logp, atol=1e-5, rtol=1e-5)
+    assert custom_op_calls(graphs) > 0

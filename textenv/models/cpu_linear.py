@@ -12,9 +12,10 @@ differ only in summation order (the last bits), never in precision.
 into :class:`OneDNNLinear` (``OneDNNConv1D``), a subclass whose ``forward`` runs the product (and, in
 training, both products of the backward pass) through oneDNN when the call is a plain float32 CPU one,
 and is the parent's ``forward`` otherwise (CUDA, autocast to bf16/fp16, other dtypes, sparse or DTensor
-tensors, ``torch.compile`` tracing, ``torch.func`` transforms, forward-mode AD, a 1-D input, oneDNN
-disabled by ``torch.backends.mkldnn.flags``, and products under :data:`MIN_PRODUCT` multiply-adds, where
-the BLAS is faster). Parameters, state dicts, ``isinstance(m, nn.Linear)``, deep copies, pickling and LoRA
+tensors, ``torch.compile`` tracing with gradient, ``torch.func`` transforms, forward-mode AD, a 1-D
+input, oneDNN disabled by ``torch.backends.mkldnn.flags``, and products under :data:`MIN_PRODUCT`
+multiply-adds, where the BLAS is faster). Traced by ``torch.compile`` without gradient (the compiled
+static sampler), a call becomes the custom operator :data:`COMPILED_OP` (``textenv::onednn_linear``). Parameters, state dicts, ``isinstance(m, nn.Linear)``, deep copies, pickling and LoRA
 wrapping are unchanged; tools that match the exact class (``torch.ao.quantization.quantize_dynamic(m,
 {nn.Linear})``) skip these layers: call ``use_onednn(model, enabled=False)`` first.
 
@@ -154,6 +155,54 @@ def _applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -
     )
 
 
+def _traced_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Under ``torch.compile``, a float32 CPU call without gradient (the compiled static sampler's decode
+    step), large enough, outside autocast, with oneDNN enabled: :func:`compiled_op` serves it."""
+    return (
+        COMPILED_OP is not None
+        and torch.compiler.is_compiling()
+        and not torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and weight.device.type == "cpu"
+        and x.dim() >= 2
+        and x.dtype == weight.dtype == torch.float32
+        and (bias is None or bias.dtype == torch.float32)
+        and x.numel() * weight.shape[0] >= MIN_PRODUCT
+        and torch.backends.mkldnn.enabled
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def _register_compiled_op():
+    """``torch.ops.textenv.onednn_linear(x, weight, bias)``: the oneDNN product as a custom operator
+    without autograd. ``torch.compile`` keeps it one opaque kernel call (its own lowering of
+    ``mkldnn._linear_pointwise`` fails) and fuses the small operations around it, so the compiled static
+    sampler (``run.compile_sampler``) runs its decode steps' linear layers on the same kernel as the
+    eager loop. Registered at import (tracing must not register operators); None without
+    ``torch.library.custom_op``."""
+    custom_op = getattr(torch.library, "custom_op", None)
+    if custom_op is None:
+        return None
+    try:
+        op = custom_op(
+            "textenv::onednn_linear",
+            mutates_args=(),
+            schema="(Tensor x, Tensor weight, Tensor? bias) -> Tensor",
+        )(_onednn_product)
+    except RuntimeError:  # this module imported a second time: the operator exists
+        return torch.ops.textenv.onednn_linear.default
+    op.register_fake(lambda x, weight, bias: x.new_empty(*x.shape[:-1], weight.shape[0]))
+    return op._opoverload
+
+
+def _onednn_product(x, weight, bias):
+    out = _linear(x.reshape(-1, x.shape[-1]), weight, bias)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+COMPILED_OP = _register_compiled_op()
+
+
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` through oneDNN (``weight`` (out, in), any strides)."""
     flat = x.reshape(-1, x.shape[-1])
@@ -172,6 +221,8 @@ class OneDNNLinear(nn.Linear):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if _applies(input, self.weight, self.bias):
             return _onednn_linear(input, self.weight, self.bias)
+        if _traced_applies(input, self.weight, self.bias):
+            return COMPILED_OP(input, self.weight, self.bias)
         return F.linear(input, self.weight, self.bias)
 
 
@@ -191,6 +242,8 @@ def _conv1d_classes() -> tuple[type, type] | tuple[None, None]:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if _applies(x, self.weight, self.bias):
                 return _onednn_linear(x, self.weight.t(), self.bias)
+            if _traced_applies(x, self.weight, self.bias):
+                return COMPILED_OP(x, self.weight.t(), self.bias)
             return super().forward(x)
 
     OneDNNConv1D.__module__, OneDNNConv1D.__qualname__ = __name__, "OneDNNConv1D"
