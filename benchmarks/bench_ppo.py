@@ -10,7 +10,9 @@ Cases (each implementation and mode runs in its own subprocess, so peak RSS is i
   ``full_blas`` full fine-tuning with ``TEXTENV_CPU_MATMUL=blas`` (PyTorch's own float32 matmul instead of
   oneDNN's, :mod:`textenv.models.cpu_linear`) and ``full_recompute`` full fine-tuning with
   ``old_logprobs = "recompute"`` (a second policy pass per rollout for the old log-probs and values,
-  where the default records them while sampling).
+  where the default records them while sampling) and ``full_compiled`` full fine-tuning with the static
+  sampler compiled by ``torch.compile`` (``run.compile_sampler = "on"``; its compilation falls in the
+  warm-up iteration, reported as ``warmup_s`` in every row).
 * ``gemma3``: the optional Gemma-3-270M (262,144-token vocabulary; ``textenv setup --only gemma3-270m``),
   4 episodes x (32 + 16) tokens, 1 epoch: what its vocabulary costs in time and peak memory.
 
@@ -67,7 +69,7 @@ CASES = {
 
 
 # our modes other than full fine-tuning, reported against it (the embedded case only)
-VARIANTS = ("top_blocks", "lora", "full_loop", "full_blas", "full_recompute")
+VARIANTS = ("top_blocks", "lora", "full_loop", "full_blas", "full_recompute", "full_compiled")
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -161,6 +163,8 @@ def run_ours(case: str, mode: str, iterations: int) -> dict:
         policy.set_trainable(2)
     elif mode == "lora":
         policy.enable_lora(r=16, alpha=32)
+    elif mode == "full_compiled":
+        policy.compile_sampler = True
     texts = [tok.decode(p) for p in prompts_for(tok, 64, c["query"])]
     envs = TextVectorEnv(
         "BookSentiment-v0",
@@ -199,7 +203,7 @@ def run_ours(case: str, mode: str, iterations: int) -> dict:
                 "update": m["time/update"],
             }
         )
-    out = {"iteration_s": times[1:], "phases": phases[1:]}
+    out = {"iteration_s": times[1:], "phases": phases[1:], "warmup_s": times[0]}
     if case in ("embedded", "gemma3") and mode == "full":
         policy_pass = not agent.sample_values  # old values recorded while sampling: no second pass
         out["flops_per_iteration"] = iteration_flops(lm, c, policy_pass)
@@ -452,6 +456,7 @@ def summarize(case: str, impl: str, raw: dict) -> dict:
         "episodes_per_s": CASES[case]["batch"] / it,
         "iteration_s_median": it,
         "iteration_s_all": raw["iteration_s"],
+        **({"warmup_s": raw["warmup_s"]} if "warmup_s" in raw else {}),
         "phases_s": phases,
         "peak_rss_gb": raw["peak_rss_gb"],
         **CASES[case],
@@ -497,7 +502,8 @@ def main(argv=None) -> None:
         choices=["trl", "full", *VARIANTS],
         help="full_loop: full fine-tuning with optim.fused = false (Adam's per-tensor loop); full_blas: full "
         "fine-tuning with TEXTENV_CPU_MATMUL=blas (PyTorch's own float32 matmul, not oneDNN); "
-        "full_recompute: full fine-tuning with old_logprobs = recompute (a second policy pass); side by side",
+        "full_recompute: full fine-tuning with old_logprobs = recompute (a second policy pass); "
+        "full_compiled: full fine-tuning with the compiled static sampler; side by side",
     )
     parser.add_argument("--iterations", type=int, default=3, help="measured iterations (after 1 warm-up)")
     parser.add_argument(
