@@ -74,8 +74,8 @@ class RunSection:
     device: str = "auto"
     # autocast dtype of every forward/backward; weights, optimiser state, log-softmax, KL, values stay fp32
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    # the static-shape sampler captured by torch.compile: "auto" = on CUDA only (compiling costs ~a minute
-    # and did not pay off on CPU), "on", "off"
+    # the static-shape sampler captured by torch.compile: "auto" = on CUDA only (on CPU compiling costs
+    # about half a minute and the compiled steps, oneDNN inside, were no faster: BENCHMARKS.md), "on", "off"
     compile_sampler: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:

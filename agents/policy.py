@@ -4,7 +4,8 @@
   the logits, no top-k/top-p, EOS does not stop sampling, and only the tokenizer's real vocabulary can be
   drawn: the pad id (even one inside the vocabulary, like Gemma's ``<pad>`` = 0) and the padding rows of
   an output layer wider than the tokenizer (Qwen2.5) are masked out of sampling, log-probs and entropies
-  alike. It returns the sampling-time log-probs too (must-haves 2, 3).
+  alike. It returns the sampling-time log-probs too (must-haves 2, 3); ``sample_stats`` the values and
+  entropies as well, recorded while sampling as the reference code's ``respond`` does (§1.8).
 * ``forward_stats`` recomputes tempered log-probs, values and entropies for query ⊕ response in one
   padding-invariant pass. The value for response token t is read at position ``context_len - 1 + t``,
   the state before y_t is emitted, aligned with the logits that score y_t (must-have 15).
